@@ -1,0 +1,302 @@
+//! The vault format's constants and tag files (docs/FORMAT.md): case ids,
+//! bag layout, `bagit.txt`, `bag-info.txt` and the `casevault.json` schema.
+
+use serde::{Deserialize, Serialize};
+
+/// The format version this casevault writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Value of the `format` field of `casevault.json`.
+pub const FORMAT_NAME: &str = "casevault";
+/// Name and version written into `tool` and `Bag-Software-Agent`.
+pub const TOOL: &str = concat!("casevault ", env!("CARGO_PKG_VERSION"));
+
+/// zstd frame magic (RFC 8878 §3.1.1), little-endian 0xFD2FB528.
+pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// Tag file names, in the order they appear in the tar stream (FORMAT §3).
+pub const BAGIT_TXT: &str = "bagit.txt";
+pub const BAG_INFO_TXT: &str = "bag-info.txt";
+pub const CASEVAULT_JSON: &str = "casevault.json";
+pub const MANIFEST: &str = "manifest-sha256.txt";
+pub const TAGMANIFEST: &str = "tagmanifest-sha256.txt";
+pub const TAG_FILES: [&str; 5] = [
+    BAGIT_TXT,
+    BAG_INFO_TXT,
+    CASEVAULT_JSON,
+    MANIFEST,
+    TAGMANIFEST,
+];
+
+/// The exact content of `bagit.txt` (FORMAT §5.1).
+pub const BAGIT_TXT_CONTENT: &str = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n";
+
+/// Trailing zero bytes allowed after the tar end-of-archive blocks
+/// (FORMAT §2 item 3): two 10240-byte records in all.
+pub const MAX_TAR_TRAILER: u64 = 20480;
+
+/// Largest tag file other than the manifests and casevault.json.
+pub const MAX_SMALL_TAG_FILE: u64 = 64 * 1024;
+
+/// Longest path we accept inside a vault, in bytes (Linux PATH_MAX).
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// Whether `id` is a valid case id: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`.
+pub fn is_valid_case_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+/// Compression of the tar stream inside the age payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Zstd,
+    None,
+}
+
+impl Compression {
+    /// The name used in `casevault.json` and `--compress`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
+}
+
+/// Kind of a case entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Dir => "dir",
+            Kind::File => "file",
+            Kind::Symlink => "symlink",
+        }
+    }
+}
+
+/// One entry of `casevault.json` (FORMAT §5.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Bag-relative path: `data` or `data/…`.
+    pub path: String,
+    pub kind: Kind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub mode: u32,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+}
+
+/// Totals of `casevault.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Totals {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+}
+
+/// The `casevault.json` tag file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseJson {
+    pub format: String,
+    pub version: u32,
+    pub case_id: String,
+    pub sealed_at: String,
+    pub tool: String,
+    pub compression: Compression,
+    pub entries: Vec<Entry>,
+    pub totals: Totals,
+}
+
+/// Only the version fields, parsed first so that a newer vault gets a
+/// "newer format" error rather than a schema complaint.
+#[derive(Deserialize)]
+struct VersionProbe {
+    format: Option<String>,
+    version: Option<u64>,
+}
+
+impl CaseJson {
+    /// Serialise as written into the bag: compact JSON and a final LF.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).expect("serialising plain structs cannot fail");
+        v.push(b'\n');
+        v
+    }
+
+    /// Parse `casevault.json`, refusing other formats, unknown versions and
+    /// unknown fields.
+    pub fn parse(bytes: &[u8]) -> crate::Result<Self> {
+        let probe: VersionProbe = serde_json::from_slice(bytes).map_err(|e| {
+            crate::Error::integrity(format!("{CASEVAULT_JSON} is not valid JSON: {e}"))
+        })?;
+        if probe.format.as_deref() != Some(FORMAT_NAME) {
+            return Err(crate::Error::integrity(format!(
+                "{CASEVAULT_JSON} does not say format \"{FORMAT_NAME}\""
+            )));
+        }
+        match probe.version {
+            Some(v) if v == u64::from(FORMAT_VERSION) => {}
+            Some(v) => {
+                return Err(crate::Error::Unsupported(format!(
+                    "vault format version {v}; this casevault reads version {FORMAT_VERSION}"
+                )))
+            }
+            None => {
+                return Err(crate::Error::integrity(format!(
+                    "{CASEVAULT_JSON} has no version"
+                )))
+            }
+        }
+        serde_json::from_slice(bytes).map_err(|e| {
+            crate::Error::integrity(format!(
+                "{CASEVAULT_JSON} does not match the version 1 schema: {e}"
+            ))
+        })
+    }
+}
+
+/// `bag-info.txt` content (FORMAT §5.2).
+pub fn bag_info(bagging_date: &str, bytes: u64, files: u64, case_id: &str) -> String {
+    format!(
+        "Bagging-Date: {bagging_date}\nPayload-Oxum: {bytes}.{files}\nExternal-Identifier: {case_id}\nBag-Software-Agent: {TOOL}\n"
+    )
+}
+
+/// The fields of `bag-info.txt` a reader checks.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BagInfo {
+    pub oxum_bytes: u64,
+    pub oxum_files: u64,
+    pub external_identifier: String,
+}
+
+/// Parse `bag-info.txt`; every line must be `Label: value`, and
+/// `Payload-Oxum` and `External-Identifier` must each appear exactly once.
+pub fn parse_bag_info(text: &str) -> crate::Result<BagInfo> {
+    let bad = |why: &str| crate::Error::integrity(format!("{BAG_INFO_TXT}: {why}"));
+    let mut oxum = None;
+    let mut ext = None;
+    for line in text.split_terminator('\n') {
+        let (label, value) = line
+            .split_once(": ")
+            .ok_or_else(|| bad("a line is not `Label: value`"))?;
+        match label {
+            "Payload-Oxum" => {
+                if oxum.is_some() {
+                    return Err(bad("Payload-Oxum appears twice"));
+                }
+                let (b, f) = value
+                    .split_once('.')
+                    .ok_or_else(|| bad("bad Payload-Oxum"))?;
+                let parse = |s: &str| {
+                    if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+                        return None;
+                    }
+                    s.parse::<u64>().ok()
+                };
+                oxum = Some((
+                    parse(b).ok_or_else(|| bad("bad Payload-Oxum"))?,
+                    parse(f).ok_or_else(|| bad("bad Payload-Oxum"))?,
+                ));
+            }
+            "External-Identifier" => {
+                if ext.is_some() {
+                    return Err(bad("External-Identifier appears twice"));
+                }
+                ext = Some(value.to_string());
+            }
+            _ => {}
+        }
+    }
+    if !text.ends_with('\n') {
+        return Err(bad("does not end with a line feed"));
+    }
+    let (oxum_bytes, oxum_files) = oxum.ok_or_else(|| bad("no Payload-Oxum"))?;
+    Ok(BagInfo {
+        oxum_bytes,
+        oxum_files,
+        external_identifier: ext.ok_or_else(|| bad("no External-Identifier"))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_ids() {
+        for ok in ["a", "CASE-2026-0042", "x.y_z-1", &"a".repeat(128)] {
+            assert!(is_valid_case_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "a b",
+            "a/b",
+            "ü",
+            &"a".repeat(129),
+            "a\n",
+        ] {
+            assert!(!is_valid_case_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bag_info_round_trip() {
+        let t = bag_info("2026-11-28", 12, 3, "C-1");
+        let p = parse_bag_info(&t).unwrap();
+        assert_eq!(
+            p,
+            BagInfo {
+                oxum_bytes: 12,
+                oxum_files: 3,
+                external_identifier: "C-1".into()
+            }
+        );
+        assert!(parse_bag_info("Payload-Oxum: 1.x\nExternal-Identifier: a\n").is_err());
+        assert!(parse_bag_info("Payload-Oxum: 1.1\n").is_err());
+        assert!(
+            parse_bag_info("Payload-Oxum: 1.1\nPayload-Oxum: 1.1\nExternal-Identifier: a\n")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn json_versions() {
+        assert!(matches!(
+            CaseJson::parse(br#"{"format":"casevault","version":2}"#),
+            Err(crate::Error::Unsupported(_))
+        ));
+        assert!(matches!(
+            CaseJson::parse(br#"{"format":"x","version":1}"#),
+            Err(crate::Error::Integrity(_))
+        ));
+        assert!(matches!(
+            CaseJson::parse(b"nope"),
+            Err(crate::Error::Integrity(_))
+        ));
+    }
+}

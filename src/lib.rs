@@ -1,0 +1,24 @@
+//! casevault seals forensic case folders into encrypted, self-verifying
+//! archives: an age v1 file holding a (zstd-compressed) tar stream of one
+//! BagIt 1.0 bag with SHA-256 manifests. The format is specified in
+//! `docs/FORMAT.md`; every vault opens with the stock `age`, `zstd` and `tar`.
+//!
+//! The library does the work; `src/main.rs` only parses arguments and maps
+//! errors to exit codes.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod format;
+pub mod io;
+pub mod keys;
+pub mod manifest;
+pub mod open;
+mod pipe;
+pub mod sanitize;
+pub mod seal;
+pub mod signal;
+mod tarfmt;
+pub mod unseal;
+pub mod verify;
+
+pub use error::{Error, ErrorKind, Result};

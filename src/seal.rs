@@ -1,0 +1,565 @@
+//! `casevault seal`: walk a case directory once, hash and archive every
+//! byte in one pass, and write an age-encrypted vault atomically.
+//!
+//! Pipeline (FORMAT §2, §3): walk (sorted) → read + SHA-256 + tar framing on
+//! this thread → [`PipeWriter`] → zstd → age → sidecar hash → temp file on a
+//! second thread → fsync → rename → fsync dir.
+
+use std::fs;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::format::{self, CaseJson, Compression, Entry, Kind, Totals};
+use crate::io::{hex, AtomicFile, HashingWriter, BUF_SIZE};
+use crate::keys::BoxedRecipient;
+use crate::pipe::PipeWriter;
+use crate::tarfmt;
+use crate::{manifest, signal, Error, Result};
+
+/// What to seal and how.
+pub struct SealOptions {
+    pub case_dir: PathBuf,
+    pub output: PathBuf,
+    pub recipients: Vec<BoxedRecipient>,
+    pub case_id: Option<String>,
+    pub compression: Compression,
+    pub zstd_level: i32,
+    pub armor: bool,
+    pub force: bool,
+}
+
+/// Default zstd level (see docs/PERFORMANCE.md once measured).
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+/// The outcome of a successful seal (`--json` object).
+#[derive(Debug, Serialize)]
+pub struct SealReport {
+    pub vault: PathBuf,
+    pub sidecar: PathBuf,
+    pub case_id: String,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub payload_bytes: u64,
+    pub vault_bytes: u64,
+    pub vault_sha256: String,
+    pub compression: Compression,
+    pub armor: bool,
+    pub recipients: usize,
+    pub sealed_at: String,
+}
+
+/// Resolve the case id: `--case-id`, or the case directory's own name.
+pub fn case_id_for(case_dir: &Path, given: Option<&str>) -> Result<String> {
+    let id = match given {
+        Some(id) => id.to_string(),
+        None => {
+            let canon = fs::canonicalize(case_dir)
+                .map_err(|e| Error::io("cannot resolve case directory", case_dir, e))?;
+            let name = canon.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if !format::is_valid_case_id(name) {
+                return Err(Error::Refused(format!(
+                    "the case directory name {:?} is not a valid case id ([A-Za-z0-9][A-Za-z0-9._-]{{0,127}}); give one with --case-id",
+                    canon.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+                )));
+            }
+            return Ok(name.to_string());
+        }
+    };
+    if !format::is_valid_case_id(&id) {
+        return Err(Error::Refused(format!(
+            "--case-id {id:?} is not a valid case id ([A-Za-z0-9][A-Za-z0-9._-]{{0,127}})"
+        )));
+    }
+    Ok(id)
+}
+
+/// Seal `opts.case_dir` into `opts.output` (and its `.sha256` sidecar).
+pub fn seal(opts: SealOptions) -> Result<SealReport> {
+    let case_dir = &opts.case_dir;
+    let meta =
+        fs::metadata(case_dir).map_err(|e| Error::io("cannot read case directory", case_dir, e))?;
+    if !meta.is_dir() {
+        return Err(Error::Refused(format!(
+            "{} is not a directory",
+            case_dir.display()
+        )));
+    }
+    let case_id = case_id_for(case_dir, opts.case_id.as_deref())?;
+    let sidecar = crate::io::sidecar_path(&opts.output);
+    if !opts.force {
+        for p in [&opts.output, &sidecar] {
+            if fs::symlink_metadata(p).is_ok() {
+                return Err(Error::Refused(format!(
+                    "{} already exists (use --force to replace it)",
+                    p.display()
+                )));
+            }
+        }
+    }
+    refuse_output_inside_case(case_dir, &opts.output)?;
+    if opts.recipients.is_empty() {
+        return Err(Error::Usage(
+            "no recipients given: use -r RECIPIENT or -R FILE".into(),
+        ));
+    }
+
+    let now = time::OffsetDateTime::now_utc();
+    let sealed_at = now
+        .format(&time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+        ))
+        .expect("formatting a UTC time cannot fail");
+    let bagging_date = sealed_at[..10].to_string();
+    let now_secs = now.unix_timestamp();
+
+    // The output stage: compress, encrypt, hash the ciphertext, write.
+    let vault_file = AtomicFile::create(&opts.output)?;
+    let target = opts.output.clone();
+    let encryptor = age::Encryptor::with_recipients(
+        opts.recipients
+            .iter()
+            .map(|r| r.as_ref() as &dyn age::Recipient),
+    )
+    .map_err(|e| Error::Refused(format!("cannot encrypt to these recipients: {e}")))?;
+    let (compression, level, armor) = (opts.compression, opts.zstd_level, opts.armor);
+    let mut pipe = PipeWriter::spawn(move |mut chunks| {
+        let werr = |e: io::Error| Error::io("cannot write vault", &target, e);
+        let hashing = HashingWriter::new(BufWriter::with_capacity(BUF_SIZE, vault_file));
+        let fmt = if armor {
+            age::armor::Format::AsciiArmor
+        } else {
+            age::armor::Format::Binary
+        };
+        let armored = age::armor::ArmoredWriter::wrap_output(hashing, fmt).map_err(werr)?;
+        let stream = encryptor.wrap_output(armored).map_err(werr)?;
+        let mut comp = Compressor::new(stream, compression, level).map_err(werr)?;
+        let complete = chunks.drain(&mut comp).map_err(werr)?;
+        if !complete {
+            // The producer failed; the temp file is removed on drop.
+            return Err(Error::Refused("sealing stopped".into()));
+        }
+        let stream = comp.finish().map_err(werr)?;
+        let armored = stream.finish().map_err(werr)?;
+        let hashing = armored.finish().map_err(werr)?;
+        let (buf, digest, count) = hashing.finish();
+        let file = buf.into_inner().map_err(|e| werr(e.into_error()))?;
+        Ok((file, digest, count))
+    });
+
+    let mut state = Walk::new(case_id.clone());
+    let produced = state.archive(
+        case_dir,
+        &mut pipe,
+        now_secs,
+        &bagging_date,
+        &sealed_at,
+        compression,
+    );
+    if let Err(e) = produced {
+        // A write error means the output stage stopped: its error is the cause.
+        let out_err = pipe.abort();
+        return Err(match e {
+            WalkError::Write(w) => {
+                out_err.unwrap_or_else(|| Error::io("cannot write vault", &opts.output, w))
+            }
+            WalkError::Other(e) => e,
+        });
+    }
+    let (vault_file, digest, vault_bytes) = pipe.finish()?;
+    signal::check()?;
+
+    let vault_sha256 = hex(&digest);
+    let vault_name = opts
+        .output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut side = AtomicFile::create(&sidecar)?;
+    side.write_all(manifest::line(&vault_sha256, &vault_name).as_bytes())
+        .map_err(|e| Error::io("cannot write sidecar", &sidecar, e))?;
+    vault_file.commit(opts.force)?;
+    side.commit(opts.force)?;
+    crate::io::sync_parent_dir(&opts.output)?;
+
+    Ok(SealReport {
+        vault: opts.output.clone(),
+        sidecar,
+        case_id,
+        files: state.totals.files,
+        dirs: state.totals.dirs,
+        symlinks: state.totals.symlinks,
+        payload_bytes: state.totals.bytes,
+        vault_bytes,
+        vault_sha256,
+        compression,
+        armor: opts.armor,
+        recipients: opts.recipients.len(),
+        sealed_at,
+    })
+}
+
+/// Refuse an output path inside the case: sealing would read its own
+/// temporary file.
+fn refuse_output_inside_case(case_dir: &Path, output: &Path) -> Result<()> {
+    let out_dir = crate::io::parent_dir(output);
+    let out_dir = fs::canonicalize(&out_dir)
+        .map_err(|e| Error::io("cannot resolve output directory", &out_dir, e))?;
+    let case = fs::canonicalize(case_dir)
+        .map_err(|e| Error::io("cannot resolve case directory", case_dir, e))?;
+    if out_dir.starts_with(&case) {
+        return Err(Error::Refused(format!(
+            "the vault {} would be inside the case directory {}; write it elsewhere",
+            output.display(),
+            case_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// zstd or pass-through, with an explicit `finish`.
+enum Compressor<W: Write> {
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    None(W),
+}
+
+impl<W: Write> Compressor<W> {
+    fn new(w: W, c: Compression, level: i32) -> io::Result<Self> {
+        Ok(match c {
+            Compression::Zstd => {
+                let mut enc = zstd::stream::write::Encoder::new(w, level)?;
+                enc.include_checksum(true)?;
+                Compressor::Zstd(enc)
+            }
+            Compression::None => Compressor::None(w),
+        })
+    }
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Compressor::Zstd(e) => e.finish(),
+            Compressor::None(w) => Ok(w),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::Zstd(e) => e.write(buf),
+            Compressor::None(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::Zstd(e) => e.flush(),
+            Compressor::None(w) => w.flush(),
+        }
+    }
+}
+
+enum WalkError {
+    /// Writing to the output stage failed (it stopped; ask it why).
+    Write(io::Error),
+    Other(Error),
+}
+
+impl From<Error> for WalkError {
+    fn from(e: Error) -> Self {
+        WalkError::Other(e)
+    }
+}
+
+/// The producer side's state: totals, `casevault.json` entries, manifest.
+struct Walk {
+    case_id: String,
+    entries: Vec<Entry>,
+    manifest: String,
+    totals: Totals,
+    buf: Vec<u8>,
+}
+
+fn rel_str(root: &Path, path: &Path) -> Result<String> {
+    let rel = path
+        .strip_prefix(root)
+        .expect("walkdir yields paths under its root");
+    match rel.to_str() {
+        Some(s) => Ok(s.to_string()),
+        None => Err(Error::Refused(format!(
+            "{}: file name is not valid UTF-8; casevault does not transcode evidence names — rename a copy and record the change",
+            path.display()
+        ))),
+    }
+}
+
+impl Walk {
+    fn new(case_id: String) -> Self {
+        Walk {
+            case_id,
+            entries: Vec::new(),
+            manifest: String::new(),
+            totals: Totals::default(),
+            buf: vec![0; BUF_SIZE],
+        }
+    }
+
+    fn archive<W: Write>(
+        &mut self,
+        root: &Path,
+        out: &mut W,
+        now_secs: i64,
+        bagging_date: &str,
+        sealed_at: &str,
+        compression: Compression,
+    ) -> std::result::Result<(), WalkError> {
+        let id = self.case_id.clone();
+        tarfmt::write_header(
+            out,
+            &format!("{id}/"),
+            tar::EntryType::Directory,
+            0,
+            0o755,
+            now_secs,
+        )
+        .map_err(WalkError::Write)?;
+        let walker = walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .sort_by_file_name();
+        for item in walker {
+            signal::check()?;
+            let ent = item.map_err(|e| {
+                let p = e
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| root.to_path_buf());
+                match e.into_io_error() {
+                    Some(io) => Error::io("cannot read", &p, io),
+                    None => Error::Refused(format!("{}: directory loop", p.display())),
+                }
+            })?;
+            let path = ent.path();
+            let rel = rel_str(root, path)?;
+            let bag_path = if rel.is_empty() {
+                "data".to_string()
+            } else {
+                format!("data/{rel}")
+            };
+            let tar_path = format!("{id}/{bag_path}");
+            if tar_path.len() + 1 > format::MAX_PATH_BYTES {
+                return Err(Error::Refused(format!(
+                    "{}: path longer than {} bytes",
+                    path.display(),
+                    format::MAX_PATH_BYTES
+                ))
+                .into());
+            }
+            // The root was stat'ed through any symlink given on the command
+            // line; everything below is lstat'ed.
+            let meta = if ent.depth() == 0 {
+                fs::metadata(path)
+            } else {
+                fs::symlink_metadata(path)
+            }
+            .map_err(|e| Error::io("cannot stat", path, e))?;
+            let ft = meta.file_type();
+            let mode = meta.mode() & 0o7777;
+            let (mtime, mtime_nsec) = (meta.mtime(), meta.mtime_nsec() as u32);
+            if ft.is_dir() {
+                tarfmt::write_header(
+                    out,
+                    &format!("{tar_path}/"),
+                    tar::EntryType::Directory,
+                    0,
+                    mode,
+                    mtime,
+                )
+                .map_err(WalkError::Write)?;
+                self.totals.dirs += 1;
+                self.entries.push(Entry {
+                    path: bag_path,
+                    kind: Kind::Dir,
+                    size: None,
+                    sha256: None,
+                    target: None,
+                    mode,
+                    mtime,
+                    mtime_nsec,
+                });
+            } else if ft.is_symlink() {
+                let target =
+                    fs::read_link(path).map_err(|e| Error::io("cannot read symlink", path, e))?;
+                let target = target.to_str().ok_or_else(|| {
+                    Error::Refused(format!(
+                        "{}: symlink target is not valid UTF-8",
+                        path.display()
+                    ))
+                })?;
+                self.totals.symlinks += 1;
+                self.entries.push(Entry {
+                    path: bag_path,
+                    kind: Kind::Symlink,
+                    size: None,
+                    sha256: None,
+                    target: Some(target.to_string()),
+                    mode,
+                    mtime,
+                    mtime_nsec,
+                });
+            } else if ft.is_file() {
+                let (size, digest) = self.archive_file(path, &meta, &tar_path, out)?;
+                let digest = hex(&digest);
+                self.manifest.push_str(&manifest::line(&digest, &bag_path));
+                self.totals.files += 1;
+                self.totals.bytes += size;
+                self.entries.push(Entry {
+                    path: bag_path,
+                    kind: Kind::File,
+                    size: Some(size),
+                    sha256: Some(digest),
+                    target: None,
+                    mode,
+                    mtime,
+                    mtime_nsec,
+                });
+            } else {
+                return Err(Error::Refused(format!(
+                    "{}: is a {}; casevault seals only regular files, directories and symlinks",
+                    path.display(),
+                    describe_special(&ft)
+                ))
+                .into());
+            }
+        }
+
+        // Tag files, after the payload (FORMAT §3).
+        let json = CaseJson {
+            format: format::FORMAT_NAME.into(),
+            version: format::FORMAT_VERSION,
+            case_id: id.clone(),
+            sealed_at: sealed_at.into(),
+            tool: format::TOOL.into(),
+            compression,
+            entries: std::mem::take(&mut self.entries),
+            totals: self.totals.clone(),
+        }
+        .to_bytes();
+        let info = format::bag_info(bagging_date, self.totals.bytes, self.totals.files, &id);
+        let manifest_text = std::mem::take(&mut self.manifest);
+        let mut tagmanifest = String::new();
+        for (name, data) in [
+            (format::BAGIT_TXT, format::BAGIT_TXT_CONTENT.as_bytes()),
+            (format::BAG_INFO_TXT, info.as_bytes()),
+            (format::CASEVAULT_JSON, &json[..]),
+            (format::MANIFEST, manifest_text.as_bytes()),
+        ] {
+            tarfmt::write_small_file(out, &format!("{id}/{name}"), data, now_secs)
+                .map_err(WalkError::Write)?;
+            tagmanifest.push_str(&manifest::line(&hex(&Sha256::digest(data)), name));
+        }
+        tarfmt::write_small_file(
+            out,
+            &format!("{id}/{}", format::TAGMANIFEST),
+            tagmanifest.as_bytes(),
+            now_secs,
+        )
+        .map_err(WalkError::Write)?;
+        tarfmt::write_end(out).map_err(WalkError::Write)?;
+        Ok(())
+    }
+
+    /// Archive one regular file: open without following links, check it is
+    /// the file we stat'ed, stream exactly its size while hashing, confirm
+    /// EOF, and re-stat to catch changes during the read.
+    fn archive_file<W: Write>(
+        &mut self,
+        path: &Path,
+        lmeta: &fs::Metadata,
+        tar_path: &str,
+        out: &mut W,
+    ) -> std::result::Result<(u64, [u8; 32]), WalkError> {
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            // O_NOFOLLOW: a file swapped for a symlink fails instead of being
+            // followed; O_NONBLOCK: a file swapped for a FIFO cannot hang us.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| Error::io("cannot open", path, e))?;
+        let before = f
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", path, e))?;
+        if !before.is_file() || before.ino() != lmeta.ino() || before.dev() != lmeta.dev() {
+            return Err(changed(path).into());
+        }
+        let size = before.len();
+        tarfmt::write_header(
+            out,
+            tar_path,
+            tar::EntryType::Regular,
+            size,
+            before.mode(),
+            before.mtime(),
+        )
+        .map_err(WalkError::Write)?;
+        let mut hasher = Sha256::new();
+        let mut left = size;
+        while left > 0 {
+            signal::check()?;
+            let want = (self.buf.len() as u64).min(left) as usize;
+            let n = match f.read(&mut self.buf[..want]) {
+                Ok(0) => return Err(changed(path).into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("cannot read", path, e).into()),
+            };
+            hasher.update(&self.buf[..n]);
+            out.write_all(&self.buf[..n]).map_err(WalkError::Write)?;
+            left -= n as u64;
+        }
+        // The file must end where its size said, and be unchanged.
+        let mut probe = [0u8; 1];
+        match f.read(&mut probe) {
+            Ok(0) => {}
+            Ok(_) => return Err(changed(path).into()),
+            Err(e) => return Err(Error::io("cannot read", path, e).into()),
+        }
+        let after = f
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", path, e))?;
+        if after.len() != size
+            || after.mtime() != before.mtime()
+            || after.mtime_nsec() != before.mtime_nsec()
+            || after.ctime() != before.ctime()
+            || after.ctime_nsec() != before.ctime_nsec()
+        {
+            return Err(changed(path).into());
+        }
+        out.write_all(&[0u8; 512][..tarfmt::padding(size)])
+            .map_err(WalkError::Write)?;
+        Ok((size, hasher.finalize().into()))
+    }
+}
+
+fn changed(path: &Path) -> Error {
+    Error::Refused(format!(
+        "{}: file changed while it was being sealed; stop whatever writes to the case and seal again",
+        path.display()
+    ))
+}
+
+fn describe_special(ft: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() {
+        "block device"
+    } else if ft.is_char_device() {
+        "character device"
+    } else {
+        "special file"
+    }
+}
