@@ -172,6 +172,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Keygen(a) => {
             let created = time::OffsetDateTime::now_utc()
+                .replace_nanosecond(0)
+                .context("cannot format the time")?
                 .format(&time::format_description::well_known::Rfc3339)
                 .context("cannot format the time")?;
             let id = keys::generate(&created);

@@ -51,6 +51,11 @@ pub struct SealReport {
     pub armor: bool,
     pub recipients: usize,
     pub sealed_at: String,
+    /// SHA-256 of the `manifest-sha256.txt` written into the bag.
+    pub manifest_sha256: String,
+    /// Every entry sealed, as recorded in `casevault.json` (not printed).
+    #[serde(skip)]
+    pub entries: Vec<Entry>,
 }
 
 /// Resolve the case id: `--case-id`, or the case directory's own name.
@@ -200,6 +205,8 @@ pub fn seal(opts: SealOptions) -> Result<SealReport> {
         armor: opts.armor,
         recipients: opts.recipients.len(),
         sealed_at,
+        manifest_sha256: std::mem::take(&mut state.manifest_sha256),
+        entries: std::mem::take(&mut state.sealed_entries),
     })
 }
 
@@ -280,6 +287,8 @@ struct Walk {
     manifest: String,
     totals: Totals,
     buf: Vec<u8>,
+    manifest_sha256: String,
+    sealed_entries: Vec<Entry>,
 }
 
 fn rel_str(root: &Path, path: &Path) -> Result<String> {
@@ -303,6 +312,8 @@ impl Walk {
             manifest: String::new(),
             totals: Totals::default(),
             buf: vec![0; BUF_SIZE],
+            manifest_sha256: String::new(),
+            sealed_entries: Vec::new(),
         }
     }
 
@@ -444,10 +455,13 @@ impl Walk {
             compression,
             entries: std::mem::take(&mut self.entries),
             totals: self.totals.clone(),
-        }
-        .to_bytes();
+        };
+        let json_bytes = json.to_bytes();
+        self.sealed_entries = json.entries;
+        let json = json_bytes;
         let info = format::bag_info(bagging_date, self.totals.bytes, self.totals.files, &id);
         let manifest_text = std::mem::take(&mut self.manifest);
+        self.manifest_sha256 = hex(&Sha256::digest(manifest_text.as_bytes()));
         let mut tagmanifest = String::new();
         for (name, data) in [
             (format::BAGIT_TXT, format::BAGIT_TXT_CONTENT.as_bytes()),
