@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::format::{self, CaseJson, Compression, Entry, Kind};
 use crate::io::{classify_stream_error, hex, SourceReader, BUF_SIZE};
 use crate::keys::BoxedIdentity;
+use crate::pipe::PumpReader;
 use crate::{manifest, Error, Result};
 
 /// Where the payload goes: a staging directory (unseal) or nowhere (verify).
@@ -116,10 +117,16 @@ fn map_decrypt_error(vault: &Path, e: age::DecryptError) -> Error {
 type CipherHash = Arc<Mutex<(Sha256, u64)>>;
 
 /// Open the vault file and return a reader of its decrypted plaintext.
+/// Reading and hashing the ciphertext runs on its own thread.
 fn decrypt(
     vault: &Path,
     identities: &[BoxedIdentity],
-) -> Result<(impl Read, Arc<AtomicBool>, fs::File, CipherHash)> {
+) -> Result<(
+    impl Read + Send + 'static,
+    Arc<AtomicBool>,
+    fs::File,
+    CipherHash,
+)> {
     let file = fs::File::open(vault).map_err(|e| Error::io("cannot open vault", vault, e))?;
     let drain = file
         .try_clone()
@@ -129,8 +136,8 @@ fn decrypt(
         file,
         state: Arc::clone(&state),
     };
-    let armored =
-        age::armor::ArmoredReader::new(BufReader::with_capacity(BUF_SIZE, SourceReader(tee)));
+    let cipher = PumpReader::spawn(SourceReader(tee));
+    let armored = age::armor::ArmoredReader::new(BufReader::with_capacity(BUF_SIZE, cipher));
     let dec = age::Decryptor::new_buffered(BufReader::new(armored))
         .map_err(|e| map_decrypt_error(vault, e))?;
     let plain = dec
@@ -260,15 +267,17 @@ pub fn open_vault<X: Extract>(
         Compression::None
     };
     let joined = io::Cursor::new(head).chain(plain);
-    let body: Box<dyn Read> = match compression {
+    // Decryption and decompression run on a second thread, parsing and
+    // hashing on this one.
+    let body = match compression {
         Compression::Zstd => {
             let mut d = zstd::stream::read::Decoder::new(joined)
                 .map_err(|e| stream_err("starting zstd", e))?;
             d.window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(|e| stream_err("configuring zstd", e))?;
-            Box::new(d)
+            PumpReader::spawn(d)
         }
-        Compression::None => Box::new(joined),
+        Compression::None => PumpReader::spawn(joined),
     };
     let mut archive = tar::Archive::new(Counting {
         inner: body,

@@ -156,3 +156,144 @@ impl<T: Send + 'static> Drop for PipeWriter<T> {
         }
     }
 }
+
+enum ReadMsg {
+    Data(Vec<u8>),
+    Err(io::Error),
+}
+
+/// A reader fed by a thread that reads another reader ahead: the stage
+/// before it (e.g. decryption) runs on its own core. Errors are passed
+/// through unchanged, at the position they occurred.
+pub struct PumpReader {
+    rx: Receiver<ReadMsg>,
+    free: SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl PumpReader {
+    /// Start reading `inner` on a new thread, up to `DEPTH` buffers ahead.
+    pub fn spawn<R: io::Read + Send + 'static>(mut inner: R) -> Self {
+        let (tx, rx) = mpsc::sync_channel(DEPTH);
+        let (free_tx, free_rx) = mpsc::sync_channel::<Vec<u8>>(DEPTH + 1);
+        let handle = std::thread::Builder::new()
+            .name("casevault-reader".into())
+            .spawn(move || loop {
+                let mut buf = free_rx.try_recv().unwrap_or_default();
+                buf.resize(BUF_SIZE, 0);
+                let mut n = 0;
+                let res = loop {
+                    if n == buf.len() {
+                        break Ok(());
+                    }
+                    match inner.read(&mut buf[n..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => break Err(e),
+                    }
+                };
+                buf.truncate(n);
+                let last = n == 0;
+                if n > 0 && tx.send(ReadMsg::Data(buf)).is_err() {
+                    return;
+                }
+                if let Err(e) = res {
+                    let _ = tx.send(ReadMsg::Err(e));
+                    return;
+                }
+                if last {
+                    return; // dropping tx signals EOF
+                }
+            })
+            .expect("spawning a thread only fails when the OS is out of resources");
+        PumpReader {
+            rx,
+            free: free_tx,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl io::Read for PumpReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.done || out.is_empty() {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(ReadMsg::Data(buf)) => {
+                    let old = std::mem::replace(&mut self.cur, buf);
+                    let _ = self.free.try_send(old);
+                    self.pos = 0;
+                }
+                Ok(ReadMsg::Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Drop for PumpReader {
+    fn drop(&mut self) {
+        // Unblock the producer (its send fails once rx is gone), then wait
+        // so that no thread outlives the vault it reads.
+        let (_tx, rx) = mpsc::sync_channel(0);
+        drop(std::mem::replace(&mut self.rx, rx));
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn pump_passes_bytes_and_errors_in_order() {
+        let data: Vec<u8> = (0..3 * BUF_SIZE + 17).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        PumpReader::spawn(io::Cursor::new(data.clone()))
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+
+        struct Fails(usize);
+        impl io::Read for Fails {
+            fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "tampered"));
+                }
+                let n = b.len().min(self.0);
+                b[..n].fill(7);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let mut r = PumpReader::spawn(Fails(10));
+        let mut got = Vec::new();
+        let err = r.read_to_end(&mut got).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(got, vec![7; 10]);
+        // Dropping a reader mid-stream must not hang.
+        drop(PumpReader::spawn(io::repeat(1)));
+    }
+}

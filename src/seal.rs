@@ -96,15 +96,13 @@ pub fn seal(opts: SealOptions) -> Result<SealReport> {
     }
     let case_id = case_id_for(case_dir, opts.case_id.as_deref())?;
     let sidecar = crate::io::sidecar_path(&opts.output);
-    if !opts.force {
-        for p in [&opts.output, &sidecar] {
-            if fs::symlink_metadata(p).is_ok() {
-                return Err(Error::Refused(format!(
-                    "{} already exists (use --force to replace it)",
-                    p.display()
-                )));
-            }
-        }
+    // An existing vault is never replaced without --force. A sidecar whose
+    // vault is gone describes nothing and is replaced with the new one.
+    if !opts.force && fs::symlink_metadata(&opts.output).is_ok() {
+        return Err(Error::Refused(format!(
+            "{} already exists (use --force to replace it)",
+            opts.output.display()
+        )));
     }
     refuse_output_inside_case(case_dir, &opts.output)?;
     if opts.recipients.is_empty() {
@@ -188,7 +186,7 @@ pub fn seal(opts: SealOptions) -> Result<SealReport> {
     side.write_all(manifest::line(&vault_sha256, &vault_name).as_bytes())
         .map_err(|e| Error::io("cannot write sidecar", &sidecar, e))?;
     vault_file.commit(opts.force)?;
-    side.commit(opts.force)?;
+    side.commit(true)?;
     crate::io::sync_parent_dir(&opts.output)?;
 
     Ok(SealReport {
@@ -228,6 +226,15 @@ fn refuse_output_inside_case(case_dir: &Path, output: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Input per zstd worker job.
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
+
+/// Worker threads for zstd: one per core, at most 4 (memory grows with
+/// each worker's job buffer).
+fn zstd_workers() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4) as u32)
+}
+
 /// zstd or pass-through, with an explicit `finish`.
 enum Compressor<W: Write> {
     Zstd(zstd::stream::write::Encoder<'static, W>),
@@ -240,6 +247,12 @@ impl<W: Write> Compressor<W> {
             Compression::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(w, level)?;
                 enc.include_checksum(true)?;
+                // zstd's own worker threads compress while this pipeline
+                // hashes and encrypts; the frame format is unchanged.
+                enc.multithread(zstd_workers())?;
+                // Bounded job size keeps zstd's buffers (and so peak RSS)
+                // small; see docs/PERFORMANCE.md.
+                enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))?;
                 Compressor::Zstd(enc)
             }
             Compression::None => Compressor::None(w),
