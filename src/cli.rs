@@ -17,7 +17,8 @@ use casevault::{seal, unseal, verify, Error};
 /// manifests; it opens with the stock age, zstd and tar tools.
 ///
 /// Exit codes: 0 success, 1 error, 2 usage, 3 integrity failure,
-/// 4 no matching key, 130/143 interrupted.
+/// 4 no matching key, 75 another sweep holds the store lock, 130/143
+/// interrupted.
 #[derive(Parser)]
 #[command(name = "casevault", version, max_term_width = 100)]
 pub struct Cli {
@@ -37,6 +38,22 @@ enum Command {
     Verify(VerifyArgs),
     /// Decrypt and check a vault, then list its entries.
     List(ListArgs),
+    /// Seal every new or changed case of an inbox into a vault store.
+    ///
+    /// For cron or a systemd timer (docs/OPERATIONS.md). Every immediate
+    /// subdirectory of INBOX is a case (its name is the case id); hidden
+    /// entries and non-directories are reported as skipped. A case is sealed
+    /// to STORE/CASE/CASE.YYYYMMDDTHHMMSS.ffffffZ.vault (+ .sha256) unless it
+    /// is unchanged since its last seal. Never prompts, never reads stdin.
+    ///
+    /// Exit codes: 0 every case sealed or unchanged, 1 some case failed (the
+    /// others were still processed), 2 usage, 75 another sweep holds the
+    /// store lock (nothing was done), 130/143 interrupted.
+    Sweep(SweepArgs),
+    /// Print a shell completion script to stdout.
+    Completions(CompletionsArgs),
+    /// Print the casevault(1) man page, or casevault-COMMAND(1), as roff.
+    Man(ManArgs),
 }
 
 #[derive(Args)]
@@ -135,6 +152,108 @@ struct ListArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("recipients").required(true).multiple(true).args(["recipient", "recipients_file"]))]
+struct SweepArgs {
+    /// The inbox: one subdirectory per case.
+    inbox: PathBuf,
+    /// The vault store (must exist).
+    #[arg(short, long, value_name = "STORE")]
+    output: PathBuf,
+    /// A recipient: age1…, "ssh-ed25519 …" or "ssh-rsa …". Repeatable.
+    #[arg(short = 'r', long = "recipient", value_name = "RECIPIENT")]
+    recipient: Vec<String>,
+    /// A file of recipients, one per line (# comments). Repeatable.
+    #[arg(short = 'R', long = "recipients-file", value_name = "FILE")]
+    recipients_file: Vec<PathBuf>,
+    /// After a vault is written, read back and checked, and the source
+    /// re-hashed and found equal, remove the sealed files, symlinks and
+    /// (then empty) directories from the inbox.
+    #[arg(long)]
+    remove_source: bool,
+    /// Keep the N newest verified vaults per case; delete older ones.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    keep: Option<u64>,
+    /// Append JSON Lines records to FILE (created with mode 0600; not
+    /// written by --dry-run).
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// Print JSON Lines (one object per entry, then a summary).
+    #[arg(long, conflicts_with = "quiet")]
+    json: bool,
+    /// Print nothing on stdout; failures still go to stderr.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Say what would be sealed, removed or pruned; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Compression of the tar stream inside each vault.
+    #[arg(long, value_enum, default_value = "zstd", value_name = "zstd|none")]
+    compress: CompressArg,
+}
+
+#[derive(Args)]
+struct CompletionsArgs {
+    /// The shell to generate completions for.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+#[derive(Args)]
+struct ManArgs {
+    /// A subcommand (e.g. sweep) whose page to print instead.
+    command: Option<String>,
+}
+
+fn man(a: ManArgs) -> anyhow::Result<i32> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    let page = match a.command {
+        None => cmd,
+        Some(name) => {
+            let sub = cmd
+                .find_subcommand(&name)
+                .ok_or_else(|| Error::Usage(format!("no such command: {}", sanitize(&name))))?
+                .clone();
+            // The process ends right after; leaking one short string is fine
+            // (clap names are &'static without its "string" feature).
+            sub.name(String::leak(format!("casevault-{name}")) as &str)
+                .version(env!("CARGO_PKG_VERSION"))
+        }
+    };
+    clap_mangen::Man::new(page).render(&mut std::io::stdout())?;
+    Ok(0)
+}
+
+fn sweep(a: SweepArgs) -> anyhow::Result<i32> {
+    use casevault::sweep::{self, RecipientSpec};
+    // Recipient order does not matter to age: -r first, then -R.
+    let specs = a
+        .recipient
+        .into_iter()
+        .map(RecipientSpec::Recipient)
+        .chain(a.recipients_file.into_iter().map(RecipientSpec::File));
+    let opts = sweep::SweepOptions {
+        inbox: a.inbox,
+        store: a.output,
+        recipients: specs.collect(),
+        remove_source: a.remove_source,
+        keep: a.keep.map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
+        dry_run: a.dry_run,
+        compression: match a.compress {
+            CompressArg::Zstd => Compression::Zstd,
+            CompressArg::None => Compression::None,
+        },
+        zstd_level: seal::DEFAULT_ZSTD_LEVEL,
+    };
+    let out = sweep::Output {
+        json: a.json,
+        quiet: a.quiet,
+        log: a.log,
+    };
+    Ok(sweep::run(&opts, &out)?)
 }
 
 fn identities(paths: &[PathBuf]) -> anyhow::Result<Vec<BoxedIdentity>> {
@@ -274,6 +393,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 Ok(casevault::error::exit::INTEGRITY)
             }
         }
+        Command::Sweep(a) => sweep(a),
+        Command::Completions(a) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(a.shell, &mut cmd, "casevault", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man(a) => man(a),
         Command::List(a) => {
             let report = verify::list(&a.vault, &identities(&a.identity)?)?;
             if a.json {

@@ -17,6 +17,7 @@ mod pipe;
 pub mod sanitize;
 pub mod seal;
 pub mod signal;
+pub mod sweep;
 mod tarfmt;
 pub mod unseal;
 pub mod verify;

@@ -1,0 +1,600 @@
+//! `casevault sweep`: seal every new or changed case of an inbox into a
+//! vault store, unattended (issue #4). The store layout, the state file and
+//! the rules are in docs/FORMAT.md ("Sweep store and state"); operating it in docs/OPERATIONS.md.
+//!
+//! One run: take the store lock (or exit 75), load the state, remove stale
+//! temporary files, then for each inbox entry in name order decide
+//! skipped / unchanged / seal, seal, check, record, optionally remove the
+//! source, and apply retention. A failing case is reported and the run goes
+//! on; the exit code says whether anything failed (ripgrep's "keep going,
+//! but remember").
+
+mod lock;
+mod report;
+mod state;
+mod store;
+mod tree;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+pub use lock::{acquire, Acquire, StoreLock};
+pub use report::{Output, Record, Status, Summary};
+pub use state::{CaseState, State};
+pub use store::{check_vault, parse_stamp, stamp, vault_stamp, VaultCheck};
+
+use crate::format::{self, Compression};
+use crate::keys::{self, BoxedRecipient};
+use crate::sanitize::sanitize;
+use crate::{seal, signal, Error, Result};
+
+/// Exit code when another sweep holds the store lock (EX_TEMPFAIL).
+pub const EXIT_LOCKED: i32 = 75;
+/// The store's metadata directory (lock and state), `STORE/.casevault`.
+pub const META_DIR: &str = ".casevault";
+/// The lock file inside [`META_DIR`].
+pub const LOCK_FILE: &str = "lock";
+/// The state file inside [`META_DIR`].
+pub const STATE_FILE: &str = "state.json";
+
+/// Where recipients come from (`-r` / `-R`), in command-line order.
+#[derive(Debug, Clone)]
+pub enum RecipientSpec {
+    Recipient(String),
+    File(PathBuf),
+}
+
+/// What to sweep and how.
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    pub inbox: PathBuf,
+    pub store: PathBuf,
+    pub recipients: Vec<RecipientSpec>,
+    pub remove_source: bool,
+    /// Keep this many newest verified vaults per case (at least 1).
+    pub keep: Option<usize>,
+    pub dry_run: bool,
+    pub compression: Compression,
+    pub zstd_level: i32,
+}
+
+/// Read every recipient once, so that each case is sealed to the same list
+/// even if a recipients file changes during the run.
+fn recipient_lines(specs: &[RecipientSpec]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for s in specs {
+        match s {
+            RecipientSpec::Recipient(r) => {
+                keys::parse_recipient(r)
+                    .map_err(|e| Error::Refused(format!("recipient {:?}: {e}", sanitize(r))))?;
+                out.push(r.clone());
+            }
+            RecipientSpec::File(path) => {
+                // Validates every line with the same rules as seal's -R.
+                keys::read_recipients_file(path)?;
+                let f = fs::File::open(path)
+                    .map_err(|e| Error::io("cannot open recipients file", path, e))?;
+                for line in BufReader::new(f).lines() {
+                    let line =
+                        line.map_err(|e| Error::io("cannot read recipients file", path, e))?;
+                    let t = line.trim();
+                    if !t.is_empty() && !t.starts_with('#') {
+                        out.push(t.to_string());
+                    }
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Usage(
+            "no recipients given: use -r RECIPIENT or -R FILE".into(),
+        ));
+    }
+    Ok(out)
+}
+
+fn parse_recipients(lines: &[String]) -> Result<Vec<BoxedRecipient>> {
+    lines
+        .iter()
+        .map(|l| {
+            keys::parse_recipient(l)
+                .map_err(|e| Error::Refused(format!("recipient {:?}: {e}", sanitize(l))))
+        })
+        .collect()
+}
+
+fn is_dir(p: &Path, what: &str) -> Result<PathBuf> {
+    let m = fs::metadata(p).map_err(|e| Error::io("cannot open", p, e))?;
+    if !m.is_dir() {
+        return Err(Error::Refused(format!(
+            "{what} {} is not a directory",
+            p.display()
+        )));
+    }
+    fs::canonicalize(p).map_err(|e| Error::io("cannot resolve", p, e))
+}
+
+/// Run a sweep and report through `out`. Returns the exit code: 0 when
+/// every case sealed or was unchanged, 1 when anything failed, 75 when
+/// another sweep holds the lock. Errors that stop the whole run (no inbox,
+/// unreadable state, a signal) are returned.
+pub fn run(opts: &SweepOptions, out: &Output) -> Result<i32> {
+    if opts.keep == Some(0) {
+        return Err(Error::Usage(
+            "--keep must be at least 1 (the newest vault is never deleted)".into(),
+        ));
+    }
+    let recipients = recipient_lines(&opts.recipients)?;
+    let inbox = is_dir(&opts.inbox, "inbox")?;
+    let store = match fs::metadata(&opts.store) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Refused(format!(
+                "store {} does not exist; create it first (mkdir -m 0700 {})",
+                opts.store.display(),
+                opts.store.display()
+            )))
+        }
+        _ => is_dir(&opts.store, "store")?,
+    };
+    if store.starts_with(&inbox) || inbox.starts_with(&store) {
+        return Err(Error::Usage(format!(
+            "the inbox {} and the store {} must not contain one another",
+            opts.inbox.display(),
+            opts.store.display()
+        )));
+    }
+
+    let meta = store.join(META_DIR);
+    if let Err(e) = fs::DirBuilder::new().mode(0o700).create(&meta) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(Error::io("cannot create", &meta, e));
+        }
+    }
+    let lock_path = meta.join(LOCK_FILE);
+    let _lock = match lock::acquire(&lock_path, !opts.dry_run)? {
+        Acquire::Held(l) => l,
+        Acquire::Busy { path, holder } => {
+            eprintln!(
+                "casevault: error: another sweep is running on this store (lock {} is held{}); nothing was done",
+                sanitize(&path.display().to_string()),
+                holder.map(|h| format!("; the last sweep to take it was {}", sanitize(&h))).unwrap_or_default()
+            );
+            eprintln!(
+                "casevault: hint: the lock is released when that sweep ends; try again later"
+            );
+            return Ok(EXIT_LOCKED);
+        }
+    };
+    // A dry run changes nothing, the log included (CLARIFICATIONS).
+    let mut printer = report::Printer::open(&Output {
+        log: if opts.dry_run { None } else { out.log.clone() },
+        ..out.clone()
+    })?;
+    let state = State::load(&meta.join(STATE_FILE))?;
+
+    let mut sweep = Sweep {
+        opts,
+        recipients,
+        store: store.clone(),
+        state,
+        checked: HashMap::new(),
+        summary: Summary {
+            summary: true,
+            dry_run: opts.dry_run,
+            ..Summary::default()
+        },
+        printer,
+    };
+    let res = sweep.run_all(&inbox, &meta);
+    sweep.summary.time = report::now();
+    if let Err(Error::Interrupted(_)) = &res {
+        sweep.summary.interrupted = true;
+    }
+    let summary = sweep.summary.clone();
+    sweep.printer.summary(&summary);
+    printer = sweep.printer;
+    res?;
+    Ok(if summary.failed > 0 || printer.log_failed {
+        crate::error::exit::ERROR
+    } else {
+        crate::error::exit::OK
+    })
+}
+
+struct Sweep<'a> {
+    opts: &'a SweepOptions,
+    recipients: Vec<String>,
+    store: PathBuf,
+    state: State,
+    /// Vault checks done in this run (a vault is read at most once).
+    checked: HashMap<PathBuf, VaultCheck>,
+    summary: Summary,
+    printer: report::Printer,
+}
+
+/// An inbox entry's name as a string, or why it is not a case.
+enum Entry {
+    Case(String),
+    Skip(String, &'static str),
+    Bad(String, String),
+}
+
+fn classify(ent: &fs::DirEntry) -> Entry {
+    let raw = ent.file_name();
+    let shown = raw.to_string_lossy().into_owned();
+    if shown.starts_with('.') {
+        return Entry::Skip(shown, "hidden");
+    }
+    match ent.file_type() {
+        Ok(t) if t.is_dir() => {}
+        Ok(t) if t.is_symlink() => return Entry::Skip(shown, "a symlink, not a directory"),
+        Ok(_) => return Entry::Skip(shown, "not a directory"),
+        Err(e) => return Entry::Bad(shown, format!("cannot stat: {e}")),
+    }
+    match raw.to_str() {
+        Some(name) if format::is_valid_case_id(name) => Entry::Case(name.to_string()),
+        _ => Entry::Bad(
+            shown,
+            "the directory name is not a valid case id ([A-Za-z0-9][A-Za-z0-9._-]{0,127}); rename it"
+                .into(),
+        ),
+    }
+}
+
+impl Sweep<'_> {
+    fn emit(&mut self, r: Record) {
+        self.summary.count(&r);
+        self.printer.record(&r);
+    }
+
+    fn check(&mut self, path: &Path) -> Result<VaultCheck> {
+        if let Some(c) = self.checked.get(path) {
+            return Ok(c.clone());
+        }
+        let c = store::check_vault(path)?;
+        self.checked.insert(path.to_path_buf(), c.clone());
+        Ok(c)
+    }
+
+    fn run_all(&mut self, inbox: &Path, meta: &Path) -> Result<()> {
+        // Under the lock, every temporary file in the store is ours and
+        // left over from an interrupted run.
+        let stale = store::stale_temp_files(&self.store, meta)?;
+        for p in &stale {
+            if !self.opts.dry_run {
+                fs::remove_file(p)
+                    .map_err(|e| Error::io("cannot remove stale temporary file", p, e))?;
+            }
+        }
+        self.summary.stale_temp_removed = stale.len() as u64;
+
+        let mut entries: Vec<fs::DirEntry> = fs::read_dir(inbox)
+            .map_err(|e| Error::io("cannot list", inbox, e))?
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| Error::io("cannot list", inbox, e))?;
+        entries.sort_by_key(|e| e.file_name());
+        let mut seen = BTreeSet::new();
+        for ent in entries {
+            signal::check()?;
+            match classify(&ent) {
+                Entry::Skip(name, why) => {
+                    let mut r = Record::new(&name, Status::Skipped);
+                    r.reason = Some(why.into());
+                    r.dry_run = self.opts.dry_run;
+                    self.emit(r);
+                }
+                Entry::Bad(name, why) => {
+                    let mut r = Record::new(&name, Status::Failed);
+                    r.dry_run = self.opts.dry_run;
+                    r.fail(why);
+                    self.emit(r);
+                }
+                Entry::Case(case) => {
+                    seen.insert(case.clone());
+                    let r = self.case(&case, &ent.path())?;
+                    self.emit(r);
+                }
+            }
+        }
+        // Retention applies on every run to every case in the store, also
+        // those whose source has left the inbox (CLARIFICATIONS).
+        if let Some(keep) = self.opts.keep {
+            for case in self.store_cases()? {
+                if seen.contains(&case) {
+                    continue;
+                }
+                signal::check()?;
+                let mut r = Record::new(&case, Status::Pruned);
+                r.dry_run = self.opts.dry_run;
+                self.retention(&case, keep, false, &mut r)?;
+                if !r.pruned.is_empty() || r.status == Status::Failed {
+                    self.emit(r);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Case directories of the store (valid case ids, not hidden).
+    fn store_cases(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for ent in
+            fs::read_dir(&self.store).map_err(|e| Error::io("cannot list", &self.store, e))?
+        {
+            let ent = ent.map_err(|e| Error::io("cannot list", &self.store, e))?;
+            if !ent.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if let Some(name) = ent.file_name().to_str() {
+                if format::is_valid_case_id(name) {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Process one case. Only a signal (or a failure to record state)
+    /// escapes as an error; everything else becomes a failed record.
+    fn case(&mut self, case: &str, src: &Path) -> Result<Record> {
+        let mut r = Record::new(case, Status::Unchanged);
+        r.dry_run = self.opts.dry_run;
+        match self.case_inner(case, src, &mut r) {
+            Ok(()) => {}
+            Err(Error::Interrupted(sig)) => {
+                r.fail(format!(
+                    "interrupted by signal {sig}; temporary files removed"
+                ));
+                self.emit(r);
+                return Err(Error::Interrupted(sig));
+            }
+            Err(e) => r.fail(e.to_string()),
+        }
+        if let Some(keep) = self.opts.keep {
+            let pending = r.status == Status::WouldSeal;
+            match self.retention(case, keep, pending, &mut r) {
+                Err(Error::Interrupted(sig)) => return Err(Error::Interrupted(sig)),
+                Err(e) => r.fail(format!("retention: {e}")),
+                Ok(()) => {}
+            }
+        }
+        Ok(r)
+    }
+
+    fn case_inner(&mut self, case: &str, src: &Path, r: &mut Record) -> Result<()> {
+        let scan = tree::scan(src)?;
+        r.files = Some(scan.files);
+        r.bytes = Some(scan.bytes);
+        let case_dir = self.store.join(case);
+        let prev = self.state.cases.get(case).cloned();
+
+        // Unchanged: same fingerprint as at the last seal, and that vault is
+        // still on disk exactly as written.
+        let mut reason = "new case";
+        if let Some(prev) = &prev {
+            if prev.fingerprint != scan.fingerprint {
+                reason = "contents changed";
+            } else {
+                let path = case_dir.join(&prev.vault);
+                match self.check(&path)? {
+                    VaultCheck::Ok(h) if h == prev.vault_sha256 => {
+                        r.status = Status::Unchanged;
+                        r.vault = Some(path);
+                        r.vault_sha256 = Some(h);
+                        if self.opts.remove_source {
+                            self.remove_unchanged(src, prev, r)?;
+                        }
+                        return Ok(());
+                    }
+                    VaultCheck::Missing => reason = "newest vault missing from the store",
+                    other => {
+                        // Damage in the store is worth a person's attention
+                        // even though re-sealing repairs it.
+                        r.fail(format!(
+                            "newest vault {} {} (kept); sealing a new generation",
+                            path.display(),
+                            match other {
+                                VaultCheck::Ok(_) => "is not the one recorded".to_string(),
+                                o => o.describe(),
+                            }
+                        ));
+                        reason = "newest vault damaged";
+                    }
+                }
+            }
+        }
+        r.reason = Some(reason.into());
+        if self.opts.dry_run {
+            // The stat walk already sees what seal would refuse.
+            if let Some(p) = &scan.special {
+                return Err(Error::Refused(format!(
+                    "{}: not a regular file, directory or symlink; sealing would fail",
+                    p.display()
+                )));
+            }
+            if r.status != Status::Failed {
+                r.status = Status::WouldSeal;
+            }
+            if self.opts.remove_source {
+                // What removal would cover if the post-seal checks pass.
+                let (_, _, plan) = tree::rehash(src)?;
+                r.removed_files = Some(plan.files());
+                r.removed_symlinks = Some(plan.symlinks());
+                r.removed_dirs = Some(plan.dirs());
+            }
+            return Ok(());
+        }
+        self.seal_case(case, src, &case_dir, &scan, r)
+    }
+
+    fn seal_case(
+        &mut self,
+        case: &str,
+        src: &Path,
+        case_dir: &Path,
+        scan: &tree::Scan,
+        r: &mut Record,
+    ) -> Result<()> {
+        let created = match fs::DirBuilder::new().mode(0o700).create(case_dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(Error::io("cannot create", case_dir, e)),
+        };
+        let res = self.seal_into(case, src, case_dir, scan, r);
+        if res.is_err() && created {
+            // A first seal that failed leaves no empty case directory.
+            let _ = fs::remove_dir(case_dir);
+        }
+        res
+    }
+
+    fn seal_into(
+        &mut self,
+        case: &str,
+        src: &Path,
+        case_dir: &Path,
+        scan: &tree::Scan,
+        r: &mut Record,
+    ) -> Result<()> {
+        let existing = store::list_vaults(case_dir, case)?;
+        let name =
+            store::new_vault_name(case_dir, case, &existing, time::OffsetDateTime::now_utc());
+        let vault = case_dir.join(&name);
+        let report = seal::seal(seal::SealOptions {
+            case_dir: src.to_path_buf(),
+            output: vault.clone(),
+            recipients: parse_recipients(&self.recipients)?,
+            case_id: Some(case.to_string()),
+            compression: self.opts.compression,
+            zstd_level: self.opts.zstd_level,
+            armor: false,
+            force: false,
+        })?;
+        let failed_before = r.status == Status::Failed;
+        if !failed_before {
+            r.status = Status::Sealed;
+        }
+        r.vault = Some(vault.clone());
+        r.vault_sha256 = Some(report.vault_sha256.clone());
+        r.files = Some(report.files);
+        r.bytes = Some(report.payload_bytes);
+
+        // Before anything relies on the new vault (removing the plaintext,
+        // deleting older generations), read it back from disk.
+        if self.opts.remove_source || self.opts.keep.is_some() {
+            let check = store::check_vault(&vault)?;
+            let good = matches!(&check, VaultCheck::Ok(h) if *h == report.vault_sha256);
+            if !good {
+                store::delete_vault(&vault)?;
+                r.vault = None;
+                r.vault_sha256 = None;
+                r.status = Status::Failed;
+                return Err(Error::Refused(format!(
+                    "the vault read back from disk does not match what was written ({}); it was deleted and the source kept",
+                    check.describe()
+                )));
+            }
+            self.checked.insert(vault.clone(), check);
+        }
+
+        self.state.cases.insert(
+            case.to_string(),
+            CaseState {
+                fingerprint: scan.fingerprint.clone(),
+                manifest_sha256: report.manifest_sha256.clone(),
+                vault: name,
+                vault_sha256: report.vault_sha256.clone(),
+                sealed_at: report.sealed_at.clone(),
+            },
+        );
+        self.state.save()?;
+
+        if self.opts.remove_source {
+            let plan = tree::check_sealed(src, &report.entries).map_err(|e| {
+                Error::Refused(format!("source kept: {e}; the next sweep seals it again"))
+            })?;
+            self.remove(&plan, r)?;
+        }
+        Ok(())
+    }
+
+    /// `--remove-source` for a case unchanged since an earlier sweep: the
+    /// tree re-hashed now must give exactly the recorded fingerprint and
+    /// manifest digest (the newest vault was checked by the caller).
+    fn remove_unchanged(&mut self, src: &Path, prev: &CaseState, r: &mut Record) -> Result<()> {
+        let (scan, manifest_sha256, plan) = tree::rehash(src)?;
+        if scan.fingerprint != prev.fingerprint || manifest_sha256 != prev.manifest_sha256 {
+            return Err(Error::Refused(
+                "source kept: re-hashing it now does not give the manifest of its newest vault; the next sweep seals it again"
+                    .into(),
+            ));
+        }
+        if self.opts.dry_run {
+            r.removed_files = Some(plan.files());
+            r.removed_symlinks = Some(plan.symlinks());
+            r.removed_dirs = Some(plan.dirs());
+            return Ok(());
+        }
+        self.remove(&plan, r)
+    }
+
+    fn remove(&mut self, plan: &tree::Plan, r: &mut Record) -> Result<()> {
+        let done = tree::remove(plan)?;
+        r.removed_files = Some(done.files);
+        r.removed_symlinks = Some(done.symlinks);
+        r.removed_dirs = Some(done.dirs);
+        if !done.kept_changed.is_empty() {
+            r.fail(format!(
+                "{} entries changed after they were checked and were kept (first: {})",
+                done.kept_changed.len(),
+                done.kept_changed[0].display()
+            ));
+        }
+        Ok(())
+    }
+
+    fn retention(
+        &mut self,
+        case: &str,
+        keep: usize,
+        pending_new: bool,
+        r: &mut Record,
+    ) -> Result<()> {
+        let dir = self.store.join(case);
+        // The vault the state relies on is never deleted; in a dry run
+        // that would seal, the state would have moved on to the new one.
+        let protect = if pending_new {
+            None
+        } else {
+            self.state.cases.get(case).map(|c| c.vault.clone())
+        };
+        let mut checked = std::mem::take(&mut self.checked);
+        let res = store::prune(
+            &dir,
+            case,
+            keep,
+            protect.as_deref(),
+            pending_new,
+            self.opts.dry_run,
+            &mut |p: &Path| {
+                if let Some(c) = checked.get(p) {
+                    return Ok(c.clone());
+                }
+                let c = store::check_vault(p)?;
+                checked.insert(p.to_path_buf(), c.clone());
+                Ok(c)
+            },
+        );
+        self.checked = checked;
+        let pruning = res?;
+        r.pruned = pruning.pruned;
+        if !pruning.problems.is_empty() {
+            r.fail(format!("retention: {}", pruning.problems.join("; ")));
+        }
+        Ok(())
+    }
+}
