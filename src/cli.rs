@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use casevault::custody::{self, Custody, Event};
 use casevault::format::{Compression, Kind};
 use casevault::keys::{self, BoxedIdentity, BoxedRecipient};
 use casevault::sanitize::sanitize;
+use casevault::sign::SigningKey;
 use casevault::{seal, unseal, verify, Error};
 
 /// Seal forensic case folders into encrypted, self-verifying vaults.
@@ -28,7 +30,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate an age X25519 identity (age-keygen format).
+    /// Generate an age identity: X25519, or post-quantum with --pq
+    /// (age-keygen format).
     Keygen(KeygenArgs),
     /// Seal a case directory into a vault.
     Seal(SealArgs),
@@ -38,6 +41,18 @@ enum Command {
     Verify(VerifyArgs),
     /// Decrypt and check a vault, then list its entries.
     List(ListArgs),
+    /// Re-encrypt a vault to a new set of recipients, payload unchanged.
+    ///
+    /// Checks every byte of VAULT with -i (as verify -i does), then streams
+    /// its decrypted payload, byte for byte, into a new vault for the
+    /// recipients given (the complete new set: add the defence's key, drop
+    /// a departed investigator's, move to post-quantum recipients). The new
+    /// vault and its .sha256 sidecar appear only when complete; a damaged
+    /// VAULT writes nothing. No plaintext touches disk.
+    ///
+    /// Exit codes: 0 done, 1 error, 2 usage, 3 VAULT is damaged, 4 no -i
+    /// identity opens VAULT.
+    Rekey(RekeyArgs),
     /// Seal every new or changed case of an inbox into a vault store.
     ///
     /// For cron or a systemd timer (docs/OPERATIONS.md). Every immediate
@@ -50,6 +65,9 @@ enum Command {
     /// others were still processed), 2 usage, 75 another sweep holds the
     /// store lock (nothing was done), 130/143 interrupted.
     Sweep(SweepArgs),
+    /// Show or check a custody log (the chain of custody of vaults).
+    #[command(subcommand)]
+    Custody(CustodyCommand),
     /// Print a shell completion script to stdout.
     Completions(CompletionsArgs),
     /// Print the casevault(1) man page, or casevault-COMMAND(1), as roff.
@@ -62,6 +80,11 @@ struct KeygenArgs {
     /// the recipient; without it, print the identity to stdout.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Make a post-quantum identity (ML-KEM-768 + X25519, age1pq1…
+    /// recipient), as `age-keygen -pq` does. Recommended for any case whose
+    /// confidentiality must outlive the next decade.
+    #[arg(long)]
+    pq: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -99,6 +122,15 @@ struct SealArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Sign the vault with this OpenSSH private key: writes VAULT.sig
+    /// (namespace casevault-vault) and casevault.sig inside the vault.
+    #[arg(long, value_name = "SSH_PRIVATE_KEY")]
+    sign: Option<PathBuf>,
+    /// The principal recorded as signer (default: the key's comment).
+    #[arg(long, value_name = "PRINCIPAL", requires = "sign")]
+    signer: Option<String>,
+    #[command(flatten)]
+    custody: CustodyArgs,
 }
 
 #[derive(Args)]
@@ -123,6 +155,14 @@ struct UnsealArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Sign the custody record with this OpenSSH private key.
+    #[arg(long, value_name = "SSH_PRIVATE_KEY", requires = "custody")]
+    sign: Option<PathBuf>,
+    /// The principal recorded as signer (default: the key's comment).
+    #[arg(long, value_name = "PRINCIPAL", requires = "sign")]
+    signer: Option<String>,
+    #[command(flatten)]
+    custody: CustodyArgs,
 }
 
 #[derive(Args)]
@@ -132,6 +172,119 @@ struct VerifyArgs {
     /// Identity file; without one only the sidecar and header are checked.
     #[arg(short, long = "identity", value_name = "IDENTITY_FILE")]
     identity: Vec<PathBuf>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Check the vault's signatures against this OpenSSH allowed_signers
+    /// file: VAULT.sig always, casevault.sig too with -i. A missing,
+    /// invalid or untrusted signature is an integrity failure (exit 3).
+    #[arg(long, value_name = "ALLOWED_SIGNERS_FILE")]
+    signers: Option<PathBuf>,
+    /// Accept only this principal (default: any principal in the file
+    /// whose key made the signature and whose namespaces allow it).
+    #[arg(long, value_name = "PRINCIPAL", requires = "signers")]
+    signer: Option<String>,
+    /// Sign the custody record with this OpenSSH private key.
+    #[arg(long, value_name = "SSH_PRIVATE_KEY", requires = "custody")]
+    sign: Option<PathBuf>,
+    #[command(flatten)]
+    custody: CustodyArgs,
+}
+
+/// `--custody`, `--actor`, `--reason` (seal, unseal, verify).
+#[derive(Args)]
+struct CustodyArgs {
+    /// Append a custody record (JSON Lines, created with mode 0600) to LOG.
+    #[arg(long, value_name = "LOG")]
+    custody: Option<PathBuf>,
+    /// Who acts, for the custody record (default: USER@HOST).
+    #[arg(long, value_name = "NAME", requires = "custody")]
+    actor: Option<String>,
+    /// Why, for the custody record (e.g. "disclosure to defence").
+    #[arg(long, value_name = "TEXT", requires = "custody")]
+    reason: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum CustodyCommand {
+    /// Print a custody log, one record per line (does not check the chain).
+    Show(CustodyShowArgs),
+    /// Check a custody log's hash chain (and signatures), report the first
+    /// broken link, and print the head hash.
+    ///
+    /// Exit codes: 0 intact, 1 error, 3 broken chain or bad, missing or
+    /// untrusted signature.
+    Verify(CustodyVerifyArgs),
+}
+
+#[derive(Args)]
+struct CustodyShowArgs {
+    /// The custody log.
+    log: PathBuf,
+    /// Print JSON Lines, one object per record (the stored lines).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CustodyVerifyArgs {
+    /// The custody log.
+    log: PathBuf,
+    /// Require every record to carry a valid signature by a key this
+    /// OpenSSH allowed_signers file trusts for namespace casevault-custody.
+    #[arg(long, value_name = "ALLOWED_SIGNERS_FILE")]
+    signers: Option<PathBuf>,
+    /// Accept only this principal.
+    #[arg(long, value_name = "PRINCIPAL", requires = "signers")]
+    signer: Option<String>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("recipients").required(true).multiple(true).args(["recipient", "recipients_file"]))]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["output", "in_place"]))]
+struct RekeyArgs {
+    /// The vault to re-encrypt.
+    vault: PathBuf,
+    /// The new vault (VAULT is left as it is).
+    #[arg(short, long, value_name = "NEW_VAULT")]
+    output: Option<PathBuf>,
+    /// Replace VAULT (and its sidecar) instead, only after the new vault is
+    /// complete and verified with an -i identity that is among the new
+    /// recipients.
+    #[arg(long)]
+    in_place: bool,
+    /// Identity file that opens VAULT. Repeatable.
+    #[arg(
+        short,
+        long = "identity",
+        value_name = "IDENTITY_FILE",
+        required = true
+    )]
+    identity: Vec<PathBuf>,
+    /// A recipient of the new vault: age1pq1…, age1…, "ssh-ed25519 …" or
+    /// "ssh-rsa …". Repeatable.
+    #[arg(short = 'r', long = "recipient", value_name = "RECIPIENT")]
+    recipient: Vec<String>,
+    /// A file of recipients, one per line (# comments). Repeatable.
+    #[arg(short = 'R', long = "recipients-file", value_name = "FILE")]
+    recipients_file: Vec<PathBuf>,
+    /// Write age's ASCII armor instead of binary.
+    #[arg(long)]
+    armor: bool,
+    /// Replace an existing NEW_VAULT.
+    #[arg(long, conflicts_with = "in_place")]
+    force: bool,
+    /// Sign the new vault with this OpenSSH private key (VAULT.sig).
+    #[arg(long, value_name = "SSH_PRIVATE_KEY")]
+    sign: Option<PathBuf>,
+    /// The principal recorded as signer (default: the key's comment).
+    #[arg(long, value_name = "PRINCIPAL", requires = "sign")]
+    signer: Option<String>,
+    #[command(flatten)]
+    custody: CustodyArgs,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
@@ -192,6 +345,23 @@ struct SweepArgs {
     /// Compression of the tar stream inside each vault.
     #[arg(long, value_enum, default_value = "zstd", value_name = "zstd|none")]
     compress: CompressArg,
+    /// Sign each vault (VAULT.sig, casevault.sig) and each custody record
+    /// with this unencrypted OpenSSH private key.
+    #[arg(long, value_name = "SSH_PRIVATE_KEY")]
+    sign: Option<PathBuf>,
+    /// The principal recorded as signer (default: the key's comment).
+    #[arg(long, value_name = "PRINCIPAL", requires = "sign")]
+    signer: Option<String>,
+    /// Append custody records (sealed, removed-source) to LOG; `--custody`
+    /// alone means STORE/custody.jsonl. Not written by --dry-run.
+    #[arg(long, value_name = "LOG", num_args = 0..=1, default_missing_value = SWEEP_CUSTODY)]
+    custody: Option<PathBuf>,
+    /// Who acts, for the custody records (default: USER@HOST).
+    #[arg(long, value_name = "NAME", requires = "custody")]
+    actor: Option<String>,
+    /// Why, for the custody records.
+    #[arg(long, value_name = "TEXT", requires = "custody")]
+    reason: Option<String>,
 }
 
 #[derive(Args)]
@@ -247,7 +417,27 @@ fn sweep(a: SweepArgs) -> anyhow::Result<i32> {
             CompressArg::None => Compression::None,
         },
         zstd_level: seal::DEFAULT_ZSTD_LEVEL,
+        sign: signing_key(a.sign.as_deref(), a.signer.clone())?,
+        custody: None,
     };
+    let mut opts = opts;
+    if !a.dry_run {
+        let log = a.custody.map(|p| {
+            if p.as_os_str() == SWEEP_CUSTODY {
+                opts.store.join("custody.jsonl")
+            } else {
+                p
+            }
+        });
+        opts.custody = custody_of(
+            &CustodyArgs {
+                custody: log,
+                actor: a.actor,
+                reason: a.reason,
+            },
+            opts.sign.as_ref(),
+        );
+    }
     let out = sweep::Output {
         json: a.json,
         quiet: a.quiet,
@@ -265,16 +455,26 @@ fn identities(paths: &[PathBuf]) -> anyhow::Result<Vec<BoxedIdentity>> {
 }
 
 fn recipients(args: &SealArgs) -> anyhow::Result<Vec<BoxedRecipient>> {
+    recipient_list(&args.recipient, &args.recipients_file)
+}
+
+/// Parse `-r` and `-R` recipients and refuse a set age would refuse (a
+/// post-quantum recipient beside a classic one) before anything is written.
+fn recipient_list(
+    recipient: &[String],
+    recipients_file: &[PathBuf],
+) -> anyhow::Result<Vec<BoxedRecipient>> {
     let mut out = Vec::new();
-    for r in &args.recipient {
+    for r in recipient {
         out.push(
             keys::parse_recipient(r)
                 .map_err(|e| Error::Refused(format!("recipient {:?}: {e}", sanitize(r))))?,
         );
     }
-    for f in &args.recipients_file {
+    for f in recipients_file {
         out.extend(keys::read_recipients_file(f)?);
     }
+    keys::check_recipients(&out)?;
     Ok(out)
 }
 
@@ -295,7 +495,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 .context("cannot format the time")?
                 .format(&time::format_description::well_known::Rfc3339)
                 .context("cannot format the time")?;
-            let id = keys::generate(&created);
+            let id = if a.pq {
+                keys::generate_pq(&created)
+            } else {
+                keys::generate(&created)
+            };
             match a.output {
                 Some(path) => {
                     keys::write_identity_file(&path, &id)?;
@@ -310,6 +514,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Seal(a) => {
             let recipients = recipients(&a)?;
+            let key = signing_key(a.sign.as_deref(), a.signer.clone())?;
+            let custody = custody_of(&a.custody, key.as_ref());
             let report = seal::seal(seal::SealOptions {
                 case_dir: a.case_dir.clone(),
                 output: a.output.clone(),
@@ -322,7 +528,19 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 zstd_level: seal::DEFAULT_ZSTD_LEVEL,
                 armor: a.armor,
                 force: a.force,
+                collect_entries: false,
+                sign: key,
             })?;
+            record(
+                custody.as_ref(),
+                Event {
+                    action: "sealed",
+                    case_id: Some(report.case_id.clone()),
+                    vault: Some(report.vault.clone()),
+                    vault_sha256: Some(report.vault_sha256.clone()),
+                    ok: true,
+                },
+            )?;
             if a.json {
                 print_json(&report)?;
             } else {
@@ -335,16 +553,39 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     report.vault_bytes,
                     report.vault_sha256
                 );
+                if let (Some(sig), Some(signer)) = (&report.signature, &report.signer) {
+                    println!(
+                        "signed by {} ({}) -> {}",
+                        sanitize(signer.principal.as_deref().unwrap_or("(no principal)")),
+                        signer.fingerprint,
+                        sanitize(&sig.display().to_string())
+                    );
+                }
             }
             Ok(0)
         }
         Command::Unseal(a) => {
-            let report = unseal::unseal(unseal::UnsealOptions {
+            let vault = a.vault.clone();
+            let key = signing_key(a.sign.as_deref(), a.signer.clone())?;
+            let custody = custody_of(&a.custody, key.as_ref());
+            let res = unseal::unseal(unseal::UnsealOptions {
                 vault: a.vault,
                 dest: a.output,
                 identities: identities(&a.identity)?,
                 allow_external_links: a.allow_external_links,
-            })?;
+            });
+            let event = match &res {
+                Ok(r) => Event {
+                    action: "unsealed",
+                    case_id: Some(r.case_id.clone()),
+                    vault: Some(vault.clone()),
+                    vault_sha256: Some(r.vault_sha256.clone()),
+                    ok: true,
+                },
+                Err(_) => failed_event("unsealed", &vault),
+            };
+            record_then(custody.as_ref(), event, res.is_ok())?;
+            let report = res.with_context(|| format!("cannot unseal {}", vault.display()))?;
             if a.json {
                 print_json(&report)?;
             } else {
@@ -360,7 +601,49 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Verify(a) => {
             let ids = identities(&a.identity)?;
-            let report = verify::verify(&a.vault, &ids)?;
+            let check = match &a.signers {
+                Some(f) => Some(verify::SignatureCheck {
+                    signers: casevault::allowed_signers::AllowedSigners::load(f)?,
+                    principal: a.signer.clone(),
+                }),
+                None => None,
+            };
+            let key = signing_key(a.sign.as_deref(), None)?;
+            let custody = custody_of(&a.custody, key.as_ref());
+            let res = verify::verify_with(&a.vault, &ids, check.as_ref());
+            let event = match &res {
+                Ok(r) => Event {
+                    action: "verified",
+                    case_id: r.case_id.clone(),
+                    vault: Some(a.vault.clone()),
+                    vault_sha256: Some(r.vault_sha256.clone()),
+                    ok: r.ok,
+                },
+                Err(_) => failed_event("verified", &a.vault),
+            };
+            record_then(custody.as_ref(), event, res.as_ref().is_ok_and(|r| r.ok))?;
+            let report = match res {
+                Ok(r) => r,
+                Err(e) => {
+                    // Scripts get their object on integrity failures too.
+                    if a.json && e.kind() == casevault::ErrorKind::Integrity {
+                        let (sidecar, sha) = match verify::check_sidecar(&a.vault) {
+                            Ok((s, h)) => (serde_json::to_value(s)?, serde_json::Value::from(h)),
+                            Err(_) => (serde_json::Value::Null, serde_json::Value::Null),
+                        };
+                        print_json(&serde_json::json!({
+                            "vault": a.vault,
+                            "ok": false,
+                            "contents_checked": !ids.is_empty(),
+                            "sidecar": sidecar,
+                            "vault_sha256": sha,
+                            "problems": [e.to_string()],
+                        }))?;
+                    }
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("cannot verify {}", a.vault.display())));
+                }
+            };
             if a.json {
                 print_json(&report)?;
             } else if report.ok {
@@ -376,9 +659,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                         report.files.unwrap_or(0),
                         report.bytes.unwrap_or(0)
                     );
+                    if let Some(n @ 1..) = report.external_links {
+                        println!("note: {n} symlink(s) point outside the case; unseal recreates them only with --allow-external-links");
+                    }
                 } else {
                     println!("OK sidecar sha256 matches and age header parses; contents NOT checked (give -i IDENTITY to check every file)");
                 }
+                print_signature(&report.signature);
             }
             if report.ok {
                 Ok(0)
@@ -394,14 +681,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
         }
         Command::Sweep(a) => sweep(a),
+        Command::Custody(c) => custody_command(c),
         Command::Completions(a) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(a.shell, &mut cmd, "casevault", &mut std::io::stdout());
             Ok(0)
         }
         Command::Man(a) => man(a),
+        Command::Rekey(a) => rekey(a),
         Command::List(a) => {
-            let report = verify::list(&a.vault, &identities(&a.identity)?)?;
+            let report = verify::list(&a.vault, &identities(&a.identity)?)
+                .with_context(|| format!("cannot list {}", a.vault.display()))?;
             if a.json {
                 print_json(&report)?;
             } else {
@@ -420,6 +710,215 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
             Ok(0)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Signatures and custody (issue #5)
+// ---------------------------------------------------------------------------
+
+/// What a bare `sweep --custody` stands for: `custody.jsonl` in the store.
+const SWEEP_CUSTODY: &str = "STORE/custody.jsonl";
+
+fn rekey(a: RekeyArgs) -> anyhow::Result<i32> {
+    use casevault::rekey;
+    let vault = a.vault.clone();
+    let key = signing_key(a.sign.as_deref(), a.signer.clone())?;
+    let custody = custody_of(&a.custody, key.as_ref());
+    let res = rekey::rekey(rekey::RekeyOptions {
+        vault: a.vault,
+        output: a.output,
+        identities: identities(&a.identity)?,
+        recipients: recipient_list(&a.recipient, &a.recipients_file)?,
+        in_place: a.in_place,
+        armor: a.armor,
+        force: a.force,
+        sign: key,
+    });
+    let event = match &res {
+        Ok(r) => Event {
+            action: "re-encrypted",
+            case_id: Some(r.case_id.clone()),
+            vault: Some(r.vault.clone()),
+            vault_sha256: Some(r.vault_sha256.clone()),
+            ok: true,
+        },
+        Err(_) => failed_event("re-encrypted", &vault),
+    };
+    record_then(custody.as_ref(), event, res.is_ok())?;
+    let report = res.with_context(|| format!("cannot re-encrypt {}", vault.display()))?;
+    if a.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "re-encrypted {}: {} files, {} bytes verified -> {} (recipients: {}, {} bytes, sha256 {})",
+            report.case_id,
+            report.files,
+            report.bytes,
+            sanitize(&report.vault.display().to_string()),
+            report.recipients,
+            report.vault_bytes,
+            report.vault_sha256
+        );
+    }
+    Ok(0)
+}
+
+fn signing_key(
+    path: Option<&std::path::Path>,
+    principal: Option<String>,
+) -> anyhow::Result<Option<SigningKey>> {
+    Ok(match path {
+        Some(p) => Some(SigningKey::load(p, principal)?),
+        None => None,
+    })
+}
+
+fn custody_of(a: &CustodyArgs, key: Option<&SigningKey>) -> Option<Custody> {
+    a.custody.as_ref().map(|log| Custody {
+        log: log.clone(),
+        actor: a.actor.clone().unwrap_or_else(custody::default_actor),
+        reason: a.reason.clone(),
+        sign: key.cloned(),
+    })
+}
+
+/// Append a record for a successful operation; failing to is an error.
+fn record(c: Option<&Custody>, ev: Event) -> anyhow::Result<()> {
+    if let Some(c) = c {
+        c.append(&ev).with_context(|| {
+            format!(
+                "the operation succeeded, but its custody record could not be appended to {}",
+                c.log.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Append a record; when the operation itself failed, a failure to record
+/// is printed and the operation's own error decides the exit code.
+fn record_then(c: Option<&Custody>, ev: Event, succeeded: bool) -> anyhow::Result<()> {
+    match record(c, ev) {
+        Err(e) if !succeeded => {
+            eprintln!("casevault: error: {}", sanitize(&format!("{e:#}")));
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// A record of a failed unseal or verify: the vault's hash if readable.
+fn failed_event(action: &'static str, vault: &std::path::Path) -> Event {
+    Event {
+        action,
+        case_id: None,
+        vault: Some(vault.to_path_buf()),
+        vault_sha256: casevault::io::sha256_file(vault)
+            .ok()
+            .map(|(d, _)| casevault::io::hex(&d)),
+        ok: false,
+    }
+}
+
+fn print_signature(s: &verify::SignatureReport) {
+    let fp = |f: &Option<String>| f.clone().unwrap_or_default();
+    if s.checked {
+        println!(
+            "signature ok: VAULT.sig by {} ({})",
+            sanitize(s.principal.as_deref().unwrap_or("")),
+            fp(&s.fingerprint)
+        );
+        if s.inner_checked {
+            println!(
+                "inner signature ok: casevault.sig by {} ({})",
+                sanitize(s.inner_principal.as_deref().unwrap_or("")),
+                fp(&s.inner_fingerprint)
+            );
+        }
+    } else if s.signed {
+        println!("signatures NOT checked (give --signers ALLOWED_SIGNERS_FILE to check who sealed this vault)");
+    }
+}
+
+fn custody_command(c: CustodyCommand) -> anyhow::Result<i32> {
+    use std::io::Write;
+    match c {
+        CustodyCommand::Show(a) => {
+            let lines = custody::read_lines(&a.log)?;
+            let mut out = std::io::stdout().lock();
+            for (i, (bytes, _)) in lines.iter().enumerate() {
+                let rec = custody::parse_line(bytes).map_err(|why| {
+                    Error::Integrity(format!("{} line {}: {why}", a.log.display(), i + 1))
+                })?;
+                if a.json {
+                    out.write_all(bytes)?;
+                    out.write_all(b"\n")?;
+                    continue;
+                }
+                let opt = |v: &Option<String>| sanitize(v.as_deref().unwrap_or("-"));
+                let signed = match &rec.signer {
+                    Some(sg) => format!(
+                        "signed {}",
+                        sanitize(sg.principal.as_deref().unwrap_or(&sg.fingerprint))
+                    ),
+                    None => "unsigned".into(),
+                };
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{signed}",
+                    rec.seq,
+                    sanitize(&rec.time),
+                    sanitize(&rec.action),
+                    sanitize(&rec.outcome),
+                    opt(&rec.case_id),
+                    opt(&rec.vault),
+                    opt(&rec.vault_sha256),
+                    sanitize(&rec.actor),
+                    opt(&rec.reason),
+                )?;
+            }
+            Ok(0)
+        }
+        CustodyCommand::Verify(a) => {
+            let signers = match &a.signers {
+                Some(f) => Some(casevault::allowed_signers::AllowedSigners::load(f)?),
+                None => None,
+            };
+            let report =
+                custody::verify_log(&a.log, signers.as_ref().map(|s| (s, a.signer.as_deref())))?;
+            if a.json {
+                print_json(&report)?;
+            }
+            if report.ok {
+                if !a.json {
+                    println!(
+                        "OK {}: {} records, chain intact{}; head sha256 {}",
+                        sanitize(&a.log.display().to_string()),
+                        report.records,
+                        if report.signatures_checked {
+                            ", every record signed by a trusted key"
+                        } else {
+                            ""
+                        },
+                        report.head_sha256
+                    );
+                }
+                Ok(0)
+            } else {
+                eprintln!(
+                    "casevault: error: integrity failure: {} line {}: {}",
+                    sanitize(&a.log.display().to_string()),
+                    report.line.unwrap_or(0),
+                    sanitize(report.problem.as_deref().unwrap_or(""))
+                );
+                eprintln!(
+                    "casevault: hint: records 1 to {} are intact (head sha256 {}); compare the head with the one recorded in the case file",
+                    report.records, report.head_sha256
+                );
+                Ok(casevault::error::exit::INTEGRITY)
+            }
         }
     }
 }

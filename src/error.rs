@@ -25,13 +25,14 @@ pub enum ErrorKind {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An I/O operation on a named path failed.
-    #[error("{op} {}: {source}", .path.display())]
+    /// An I/O operation on a named path failed. The cause is part of the
+    /// message (and deliberately not a `source()`, so that a printed chain
+    /// does not repeat it).
+    #[error("{op} {}: {cause}", .path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// The vault (or its sidecar) does not check out.
     #[error("integrity failure: {0}")]
@@ -94,7 +95,7 @@ impl Error {
         Error::Io {
             op,
             path: path.to_path_buf(),
-            source,
+            cause: source,
         }
     }
 

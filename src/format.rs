@@ -3,8 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The format version this casevault writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest format version this casevault reads, and the one it writes
+/// for signed vaults (FORMAT §9): version 2 adds `signer` and the
+/// `casevault.sig` tag file.
+pub const FORMAT_VERSION: u32 = 2;
+/// The version written for unsigned vaults, so that casevault 0.1 can
+/// still open them.
+pub const FORMAT_VERSION_UNSIGNED: u32 = 1;
 /// Value of the `format` field of `casevault.json`.
 pub const FORMAT_NAME: &str = "casevault";
 /// Name and version written into `tool` and `Bag-Software-Agent`.
@@ -17,6 +22,9 @@ pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 pub const BAGIT_TXT: &str = "bagit.txt";
 pub const BAG_INFO_TXT: &str = "bag-info.txt";
 pub const CASEVAULT_JSON: &str = "casevault.json";
+/// The optional inner signature (FORMAT §5.5), between `casevault.json` and
+/// `manifest-sha256.txt`; only in signed (version 2) vaults.
+pub const CASEVAULT_SIG: &str = "casevault.sig";
 pub const MANIFEST: &str = "manifest-sha256.txt";
 pub const TAGMANIFEST: &str = "tagmanifest-sha256.txt";
 pub const TAG_FILES: [&str; 5] = [
@@ -115,6 +123,18 @@ pub struct Totals {
     pub bytes: u64,
 }
 
+/// Who signed a vault (`casevault.json` `signer`, format version 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signer {
+    /// The principal the sealer named (`--signer`, else the key comment);
+    /// absent when neither was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// OpenSSH fingerprint of the signing key, `SHA256:…` (unpadded base64).
+    pub fingerprint: String,
+}
+
 /// The `casevault.json` tag file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,6 +147,9 @@ pub struct CaseJson {
     pub compression: Compression,
     pub entries: Vec<Entry>,
     pub totals: Totals,
+    /// Version 2, signed vaults only: the signing key (FORMAT §5.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<Signer>,
 }
 
 /// Only the version fields, parsed first so that a newer vault gets a
@@ -157,10 +180,10 @@ impl CaseJson {
             )));
         }
         match probe.version {
-            Some(v) if v == u64::from(FORMAT_VERSION) => {}
+            Some(v) if (1..=u64::from(FORMAT_VERSION)).contains(&v) => {}
             Some(v) => {
                 return Err(crate::Error::Unsupported(format!(
-                    "vault format version {v}; this casevault reads version {FORMAT_VERSION}"
+                    "vault format version {v}; this casevault reads versions 1 to {FORMAT_VERSION}"
                 )))
             }
             None => {
@@ -169,12 +192,71 @@ impl CaseJson {
                 )))
             }
         }
-        serde_json::from_slice(bytes).map_err(|e| {
+        let json: CaseJson = serde_json::from_slice(bytes).map_err(|e| {
             crate::Error::integrity(format!(
-                "{CASEVAULT_JSON} does not match the version 1 schema: {e}"
+                "{CASEVAULT_JSON} does not match the version {} schema: {e}",
+                probe.version.unwrap_or(0)
             ))
-        })
+        })?;
+        // `signer` is new in version 2: in a version 1 file it is an
+        // unknown field.
+        if json.version == 1 && json.signer.is_some() {
+            return Err(crate::Error::integrity(format!(
+                "{CASEVAULT_JSON} says version 1 but has a version 2 field `signer`"
+            )));
+        }
+        Ok(json)
     }
+}
+
+/// The bytes of `casevault.json` before and after the entries array, so
+/// that a sealer can stream the entries (comma-separated JSON objects)
+/// without holding them as structs: `prefix + entries + suffix` is exactly
+/// [`CaseJson::to_bytes`] of the same values.
+pub fn json_parts(
+    case_id: &str,
+    sealed_at: &str,
+    compression: Compression,
+    totals: &Totals,
+) -> (Vec<u8>, Vec<u8>) {
+    json_parts_signed(case_id, sealed_at, compression, totals, None)
+}
+
+/// [`json_parts`] for a vault that may be signed: version 2 with `signer`
+/// last when signed, version 1 without (FORMAT §9).
+pub fn json_parts_signed(
+    case_id: &str,
+    sealed_at: &str,
+    compression: Compression,
+    totals: &Totals,
+    signer: Option<&Signer>,
+) -> (Vec<u8>, Vec<u8>) {
+    let s = |v: &str| serde_json::to_string(v).expect("serialising a string cannot fail");
+    let version = if signer.is_some() {
+        FORMAT_VERSION
+    } else {
+        FORMAT_VERSION_UNSIGNED
+    };
+    let prefix = format!(
+        "{{\"format\":{},\"version\":{version},\"case_id\":{},\"sealed_at\":{},\"tool\":{},\"compression\":{},\"entries\":[",
+        s(FORMAT_NAME),
+        s(case_id),
+        s(sealed_at),
+        s(TOOL),
+        s(compression.as_str())
+    );
+    let signer = match signer {
+        Some(sg) => format!(
+            ",\"signer\":{}",
+            serde_json::to_string(sg).expect("serialising the signer cannot fail")
+        ),
+        None => String::new(),
+    };
+    let suffix = format!(
+        "],\"totals\":{}{signer}}}\n",
+        serde_json::to_string(totals).expect("serialising totals cannot fail")
+    );
+    (prefix.into_bytes(), suffix.into_bytes())
 }
 
 /// `bag-info.txt` content (FORMAT §5.2).
@@ -285,9 +367,79 @@ mod tests {
     }
 
     #[test]
+    fn streamed_json_equals_serde() {
+        let e = |p: &str, k| Entry {
+            path: p.into(),
+            kind: k,
+            size: None,
+            sha256: None,
+            target: None,
+            mode: 0o755,
+            mtime: -3,
+            mtime_nsec: 7,
+        };
+        let mut f = e("data/\"q\"\nü", Kind::File);
+        f.size = Some(3);
+        f.sha256 = Some("ab".repeat(32));
+        let entries = vec![e("data", Kind::Dir), f];
+        let totals = Totals {
+            files: 1,
+            dirs: 1,
+            symlinks: 0,
+            bytes: 3,
+        };
+        let whole = CaseJson {
+            format: FORMAT_NAME.into(),
+            version: FORMAT_VERSION_UNSIGNED,
+            case_id: "C-1".into(),
+            sealed_at: "2026-11-28T00:00:00Z".into(),
+            tool: TOOL.into(),
+            compression: Compression::Zstd,
+            entries: entries.clone(),
+            totals: totals.clone(),
+            signer: None,
+        };
+        let (mut streamed, suffix) =
+            json_parts("C-1", "2026-11-28T00:00:00Z", Compression::Zstd, &totals);
+        for (i, e) in entries.iter().enumerate() {
+            if i > 0 {
+                streamed.push(b',');
+            }
+            serde_json::to_writer(&mut streamed, e).unwrap();
+        }
+        streamed.extend_from_slice(&suffix);
+        assert_eq!(
+            String::from_utf8(streamed.clone()).unwrap(),
+            String::from_utf8(whole.to_bytes()).unwrap()
+        );
+        assert_eq!(CaseJson::parse(&streamed).unwrap(), whole);
+    }
+
+    #[test]
+    fn streamed_signed_json_is_version_2() {
+        let totals = Totals::default();
+        let signer = Signer {
+            principal: Some("alice@lab".into()),
+            fingerprint: "SHA256:x".into(),
+        };
+        let (mut j, suffix) =
+            json_parts_signed("C-1", "t", Compression::None, &totals, Some(&signer));
+        j.extend_from_slice(&suffix);
+        let parsed = CaseJson::parse(&j).unwrap();
+        assert_eq!(parsed.version, 2);
+        assert_eq!(parsed.signer, Some(signer));
+        assert_eq!(parsed.to_bytes(), j);
+        // `signer` in a version 1 file is refused.
+        let v1 = String::from_utf8(j)
+            .unwrap()
+            .replace("\"version\":2", "\"version\":1");
+        assert!(CaseJson::parse(v1.as_bytes()).is_err());
+    }
+
+    #[test]
     fn json_versions() {
         assert!(matches!(
-            CaseJson::parse(br#"{"format":"casevault","version":2}"#),
+            CaseJson::parse(br#"{"format":"casevault","version":3}"#),
             Err(crate::Error::Unsupported(_))
         ));
         assert!(matches!(

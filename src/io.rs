@@ -106,6 +106,12 @@ impl AtomicFile {
         &self.target
     }
 
+    /// The temporary file's path (e.g. to read the output back and check it
+    /// before [`AtomicFile::commit`]).
+    pub fn temp_path(&self) -> &Path {
+        self.tmp.path()
+    }
+
     /// fsync the data, then rename over the target (refusing to replace an
     /// existing file unless `overwrite`). The caller syncs the directory.
     pub fn commit(self, overwrite: bool) -> Result<()> {
@@ -205,9 +211,18 @@ pub fn classify_stream_error(vault: &Path, what: &str, e: io::Error) -> Error {
         return Error::Interrupted(sig);
     }
     if is_source_error(&e) {
-        Error::io("cannot read vault", vault, e)
-    } else {
-        Error::integrity(format!("{what}: {e}"))
+        return Error::io("cannot read vault", vault, e);
+    }
+    // The age reader reports a chunk that fails authentication as
+    // InvalidData and a stream that stops early as UnexpectedEof.
+    match e.kind() {
+        io::ErrorKind::InvalidData => Error::integrity(format!(
+            "{what}: the data failed authentication or does not decode (damaged or tampered): {e}"
+        )),
+        io::ErrorKind::UnexpectedEof => {
+            Error::integrity(format!("{what}: the stream ends early (truncated): {e}"))
+        }
+        _ => Error::integrity(format!("{what}: {e}")),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Recipients and identities: parsing `-r`/`-R` recipients and `-i` identity
-//! files (age and unencrypted OpenSSH keys), and generating new identities.
+//! files (age, including post-quantum `AGE-SECRET-KEY-PQ-1…`, and unencrypted
+//! OpenSSH keys), and generating new identities.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -15,10 +16,15 @@ pub type BoxedRecipient = Box<dyn age::Recipient + Send>;
 /// An identity that may open a vault.
 pub type BoxedIdentity = Box<dyn age::Identity + Send + Sync>;
 
-/// Parse one recipient string: `age1…`, `ssh-ed25519 …` or `ssh-rsa …`.
+/// Parse one recipient string: `age1pq1…` (post-quantum), `age1…`,
+/// `ssh-ed25519 …` or `ssh-rsa …`.
 pub fn parse_recipient(s: &str) -> std::result::Result<BoxedRecipient, String> {
     let s = s.trim();
-    if s.starts_with("age1") {
+    if crate::pq::is_pq_recipient(s) {
+        crate::pq::Recipient::from_str(s)
+            .map(|r| Box::new(r) as BoxedRecipient)
+            .map_err(|e| format!("not a valid post-quantum age1pq1 recipient: {e}"))
+    } else if s.starts_with("age1") {
         age::x25519::Recipient::from_str(s)
             .map(|r| Box::new(r) as BoxedRecipient)
             .map_err(|e| format!("not a valid age recipient: {e}"))
@@ -38,7 +44,44 @@ pub fn parse_recipient(s: &str) -> std::result::Result<BoxedRecipient, String> {
                 _ => "not a valid SSH public key".to_string(),
             })
     } else {
-        Err("unknown recipient type (expected age1…, ssh-ed25519 … or ssh-rsa …)".to_string())
+        Err(
+            "unknown recipient type (expected age1pq1…, age1…, ssh-ed25519 … or ssh-rsa …)"
+                .to_string(),
+        )
+    }
+}
+
+/// Refuse a recipient set age would refuse, before anything is written,
+/// with a message naming the rule: post-quantum recipients are never mixed
+/// with classic ones in one vault (c2sp.org/age: such a file "SHOULD NOT" be
+/// made, since the classic stanza would undo the quantum resistance).
+///
+/// This wraps a throw-away file key once per recipient, which is how age
+/// learns each recipient's labels; it costs microseconds.
+pub fn check_recipients(recipients: &[BoxedRecipient]) -> Result<()> {
+    if recipients.is_empty() {
+        return Err(Error::Usage(
+            "no recipients given: use -r RECIPIENT or -R FILE".into(),
+        ));
+    }
+    match age::Encryptor::with_recipients(
+        recipients.iter().map(|r| r.as_ref() as &dyn age::Recipient),
+    ) {
+        Ok(_) => Ok(()),
+        Err(age::EncryptError::IncompatibleRecipients { l_labels, r_labels })
+            if l_labels.contains(crate::pq::LABEL_POSTQUANTUM)
+                || r_labels.contains(crate::pq::LABEL_POSTQUANTUM) =>
+        {
+            Err(Error::Refused(
+                "post-quantum recipients (age1pq1…) cannot be mixed with classic recipients \
+                 (age1…, ssh-…) in one vault: the classic stanza would be the weak link; \
+                 seal to post-quantum recipients only, or to classic ones only"
+                    .into(),
+            ))
+        }
+        Err(e) => Err(Error::Refused(format!(
+            "cannot encrypt to these recipients: {e}"
+        ))),
     }
 }
 
@@ -70,7 +113,8 @@ pub fn read_recipients_file(path: &Path) -> Result<Vec<BoxedRecipient>> {
 const MAX_IDENTITY_FILE: u64 = 1 << 20;
 
 /// Read an identity file: an age identity file (one or more
-/// `AGE-SECRET-KEY-1…` lines) or an unencrypted OpenSSH private key.
+/// `AGE-SECRET-KEY-1…` or `AGE-SECRET-KEY-PQ-1…` lines) or an unencrypted
+/// OpenSSH private key.
 pub fn read_identity_file(path: &Path) -> Result<Vec<BoxedIdentity>> {
     let meta = fs::metadata(path).map_err(|e| Error::io("cannot read identity file", path, e))?;
     if !meta.is_file() || meta.len() > MAX_IDENTITY_FILE {
@@ -106,15 +150,50 @@ pub fn read_identity_file(path: &Path) -> Result<Vec<BoxedIdentity>> {
             }
         };
     }
-    let file = age::IdentityFile::from_buffer(bytes)
-        .map_err(|e| Error::Refused(format!("{name}: not an identity file: {e}")))?;
-    let ids = file
-        .into_identities()
-        .map_err(|e| Error::Refused(format!("{name}: not an identity file: {e}")))?;
+    // age 0.12 does not know post-quantum identities yet: take those lines
+    // out, hand the rest (classic identities, comments) to age.
+    let (mut ids, rest) = split_pq_identities(bytes, &name)?;
+    if rest.iter().any(|l| !l.trim().is_empty()) {
+        let rest = zeroize::Zeroizing::new(rest.join("\n"));
+        let file = age::IdentityFile::from_buffer(rest.as_bytes())
+            .map_err(|e| Error::Refused(format!("{name}: not an identity file: {e}")))?;
+        ids.extend(
+            file.into_identities()
+                .map_err(|e| Error::Refused(format!("{name}: not an identity file: {e}")))?,
+        );
+    }
     if ids.is_empty() {
         return Err(Error::Refused(format!("{name} holds no identity")));
     }
     Ok(ids)
+}
+
+/// Parse the `AGE-SECRET-KEY-PQ-1…` lines of an age identity file; return
+/// them and the other lines, which age parses. `#` comments and blank lines
+/// are skipped as age does.
+/// The other lines are wiped on drop: they hold classic identities.
+fn split_pq_identities(
+    bytes: &[u8],
+    name: &str,
+) -> Result<(Vec<BoxedIdentity>, zeroize::Zeroizing<Vec<String>>)> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| Error::Refused(format!("{name}: not an identity file (not UTF-8)")))?;
+    let mut ids: Vec<BoxedIdentity> = Vec::new();
+    let mut rest = zeroize::Zeroizing::new(Vec::new());
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.len() > crate::pq::IDENTITY_HRP.len()
+            && t[..crate::pq::IDENTITY_HRP.len() + 1]
+                .eq_ignore_ascii_case(&format!("{}1", crate::pq::IDENTITY_HRP))
+        {
+            let id = crate::pq::Identity::from_str(t)
+                .map_err(|e| Error::Refused(format!("{name} line {}: {e}", i + 1)))?;
+            ids.push(Box::new(id));
+        } else {
+            rest.push(line.to_string());
+        }
+    }
+    Ok((ids, rest))
 }
 
 /// A freshly generated identity, as the text of an identity file and the
@@ -127,6 +206,22 @@ pub struct NewIdentity {
 /// Generate an X25519 identity in the `age-keygen` file format.
 pub fn generate(created: &str) -> NewIdentity {
     let id = age::x25519::Identity::generate();
+    let recipient = id.to_public().to_string();
+    let text = format!(
+        "# created: {created}\n# public key: {recipient}\n{}\n",
+        id.to_string().expose_secret()
+    );
+    NewIdentity {
+        file_text: text.into(),
+        recipient,
+    }
+}
+
+/// Generate a post-quantum (ML-KEM-768 + X25519) identity in the format of
+/// Go `age-keygen -pq`: the same three lines as [`generate`], with an
+/// `AGE-SECRET-KEY-PQ-1…` identity and its `age1pq1…` recipient.
+pub fn generate_pq(created: &str) -> NewIdentity {
+    let id = crate::pq::Identity::generate();
     let recipient = id.to_public().to_string();
     let text = format!(
         "# created: {created}\n# public key: {recipient}\n{}\n",

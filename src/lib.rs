@@ -7,6 +7,9 @@
 //! errors to exit codes.
 #![forbid(unsafe_code)]
 
+pub mod allowed_signers;
+pub mod custody;
+pub mod decrypt;
 pub mod error;
 pub mod format;
 pub mod io;
@@ -14,8 +17,11 @@ pub mod keys;
 pub mod manifest;
 pub mod open;
 mod pipe;
+pub mod pq;
+pub mod rekey;
 pub mod sanitize;
 pub mod seal;
+pub mod sign;
 pub mod signal;
 pub mod sweep;
 mod tarfmt;

@@ -38,6 +38,9 @@ pub struct Opened {
     /// SHA-256 of the vault file (the ciphertext) and its length.
     pub vault_sha256: String,
     pub vault_bytes: u64,
+    /// The key that made `casevault.sig` (signed vaults; checked against
+    /// the key `casevault.json` names, not yet against any trust list).
+    pub signature: Option<crate::sign::Verified>,
 }
 
 /// Largest pax extended header we accept.
@@ -290,6 +293,7 @@ pub fn open_vault<X: Extract>(
     let mut files: HashMap<String, (u64, String)> = HashMap::new(); // bag path -> (size, hex)
     let mut file_order: Vec<String> = Vec::new();
     let mut tags: Vec<Vec<u8>> = Vec::new();
+    let mut inner_sig: Option<Vec<u8>> = None;
     let mut end_of_last = 0u64;
     let mut buf = vec![0u8; BUF_SIZE];
     let mut pending: Option<(Option<String>, Option<u64>)> = None;
@@ -435,13 +439,22 @@ pub fn open_vault<X: Extract>(
                             }
                         }
                         Stage::Tags(i) => {
-                            if !etype.is_file() || bag_path != format::TAG_FILES[i] {
+                            // The optional casevault.sig comes right before
+                            // the manifest, at most once (FORMAT §3).
+                            let is_sig = format::TAG_FILES[i] == format::MANIFEST
+                                && bag_path == format::CASEVAULT_SIG
+                                && inner_sig.is_none();
+                            if !etype.is_file() || (bag_path != format::TAG_FILES[i] && !is_sig) {
                                 return Err(Error::integrity(format!(
                                     "unexpected entry {bag_path:?} where {} was expected",
                                     format::TAG_FILES[i]
                                 )));
                             }
-                            let cap = tag_cap(i, files.len() + dirs.len());
+                            let cap = if is_sig {
+                                format::MAX_SMALL_TAG_FILE
+                            } else {
+                                tag_cap(i, files.len() + dirs.len())
+                            };
                             if size > cap {
                                 return Err(Error::integrity(format!(
                                     "tag file {bag_path} is too large"
@@ -457,12 +470,16 @@ pub fn open_vault<X: Extract>(
                                     "tar stream ends inside {bag_path}"
                                 )));
                             }
-                            tags.push(data);
-                            stage = if i + 1 == format::TAG_FILES.len() {
-                                Stage::Done
+                            if is_sig {
+                                inner_sig = Some(data);
                             } else {
-                                Stage::Tags(i + 1)
-                            };
+                                tags.push(data);
+                                stage = if i + 1 == format::TAG_FILES.len() {
+                                    Stage::Done
+                                } else {
+                                    Stage::Tags(i + 1)
+                                };
+                            }
                         }
                         _ => {
                             return Err(Error::integrity(format!(
@@ -531,12 +548,22 @@ pub fn open_vault<X: Extract>(
         (hex(&s.0.clone().finalize()), s.1)
     };
 
-    let json = check_bag(&case_id, compression, &dirs, &files, &file_order, &tags)?;
+    let json = check_bag(
+        &case_id,
+        compression,
+        &dirs,
+        &files,
+        &file_order,
+        &tags,
+        inner_sig.as_deref(),
+    )?;
+    let signature = crate::sign::check_inner(&json, &tags[2], inner_sig.as_deref())?;
     Ok(Opened {
         case_id,
         json,
         vault_sha256,
         vault_bytes,
+        signature,
     })
 }
 
@@ -562,6 +589,7 @@ fn check_bag(
     files: &HashMap<String, (u64, String)>,
     file_order: &[String],
     tags: &[Vec<u8>],
+    inner_sig: Option<&[u8]>,
 ) -> Result<CaseJson> {
     let [bagit, info, json_bytes, manifest_bytes, tagmanifest] = tags else {
         return Err(Error::integrity("tag files missing"));
@@ -572,16 +600,20 @@ fn check_bag(
     let tm_text = std::str::from_utf8(tagmanifest)
         .map_err(|_| Error::integrity("tag manifest is not UTF-8"))?;
     let tm = manifest::parse(format::TAGMANIFEST, tm_text)?;
-    let expected_tags = [
+    let mut expected_tags: Vec<(&str, &[u8])> = vec![
         (format::BAGIT_TXT, bagit),
         (format::BAG_INFO_TXT, info),
         (format::CASEVAULT_JSON, json_bytes),
-        (format::MANIFEST, manifest_bytes),
     ];
+    if let Some(sig) = inner_sig {
+        expected_tags.push((format::CASEVAULT_SIG, sig));
+    }
+    expected_tags.push((format::MANIFEST, manifest_bytes));
     if tm.len() != expected_tags.len() {
         problems.push(format!(
-            "{} must list exactly the four tag files",
-            format::TAGMANIFEST
+            "{} must list exactly the {} tag files before it",
+            format::TAGMANIFEST,
+            expected_tags.len()
         ));
     }
     for (name, data) in expected_tags {
@@ -863,6 +895,7 @@ mod tests {
             compression: Compression::None,
             entries,
             totals: Totals::default(),
+            signer: None,
         }
     }
 

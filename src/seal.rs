@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::format::{self, CaseJson, Compression, Entry, Kind, Totals};
+use crate::format::{self, Compression, Entry, Kind, Totals};
 use crate::io::{hex, AtomicFile, HashingWriter, BUF_SIZE};
 use crate::keys::BoxedRecipient;
 use crate::pipe::PipeWriter;
@@ -30,10 +30,17 @@ pub struct SealOptions {
     pub zstd_level: i32,
     pub armor: bool,
     pub force: bool,
+    /// Return every sealed entry in [`SealReport::entries`] (sweep's
+    /// `--remove-source` needs them); otherwise they are only streamed into
+    /// `casevault.json`, keeping memory small for cases with many files.
+    pub collect_entries: bool,
+    /// Sign the vault (`VAULT.sig`) and its `casevault.json`
+    /// (`casevault.sig`) with this key (FORMAT §5.5, §10).
+    pub sign: Option<crate::sign::SigningKey>,
 }
 
 /// Default zstd level (see docs/PERFORMANCE.md once measured).
-pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
 /// The outcome of a successful seal (`--json` object).
 #[derive(Debug, Serialize)]
@@ -53,9 +60,16 @@ pub struct SealReport {
     pub sealed_at: String,
     /// SHA-256 of the `manifest-sha256.txt` written into the bag.
     pub manifest_sha256: String,
-    /// Every entry sealed, as recorded in `casevault.json` (not printed).
+    /// Every entry sealed, as recorded in `casevault.json`, when
+    /// [`SealOptions::collect_entries`] was set (not printed).
     #[serde(skip)]
     pub entries: Vec<Entry>,
+    /// `VAULT.sig`, when signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<PathBuf>,
+    /// The signer recorded in `casevault.json`, when signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<format::Signer>,
 }
 
 /// Resolve the case id: `--case-id`, or the case directory's own name.
@@ -154,7 +168,8 @@ pub fn seal(opts: SealOptions) -> Result<SealReport> {
         Ok((file, digest, count))
     });
 
-    let mut state = Walk::new(case_id.clone());
+    let mut state = Walk::new(case_id.clone(), opts.collect_entries);
+    state.signer = opts.sign.clone();
     let produced = state.archive(
         case_dir,
         &mut pipe,
@@ -185,8 +200,19 @@ pub fn seal(opts: SealOptions) -> Result<SealReport> {
     let mut side = AtomicFile::create(&sidecar)?;
     side.write_all(manifest::line(&vault_sha256, &vault_name).as_bytes())
         .map_err(|e| Error::io("cannot write sidecar", &sidecar, e))?;
+    // The outer signature is computed from the ciphertext read back from
+    // the temporary file, before anything is renamed into place.
+    let sig = match &opts.sign {
+        Some(key) => Some(crate::sign::write_vault_sig(
+            key,
+            &vault_file,
+            &opts.output,
+        )?),
+        None => None,
+    };
     vault_file.commit(opts.force)?;
     side.commit(true)?;
+    let signature = crate::sign::commit_vault_sig(sig, &opts.output)?;
     crate::io::sync_parent_dir(&opts.output)?;
 
     Ok(SealReport {
@@ -205,6 +231,8 @@ pub fn seal(opts: SealOptions) -> Result<SealReport> {
         sealed_at,
         manifest_sha256: std::mem::take(&mut state.manifest_sha256),
         entries: std::mem::take(&mut state.sealed_entries),
+        signer: opts.sign.as_ref().map(|k| k.signer()),
+        signature,
     })
 }
 
@@ -296,12 +324,16 @@ impl From<Error> for WalkError {
 /// The producer side's state: totals, `casevault.json` entries, manifest.
 struct Walk {
     case_id: String,
-    entries: Vec<Entry>,
+    /// The `entries` array of casevault.json, serialised as we go.
+    json_entries: Vec<u8>,
+    collect: bool,
     manifest: String,
     totals: Totals,
     buf: Vec<u8>,
     manifest_sha256: String,
     sealed_entries: Vec<Entry>,
+    /// Signs `casevault.json` into `casevault.sig` when set.
+    signer: Option<crate::sign::SigningKey>,
 }
 
 fn rel_str(root: &Path, path: &Path) -> Result<String> {
@@ -318,15 +350,28 @@ fn rel_str(root: &Path, path: &Path) -> Result<String> {
 }
 
 impl Walk {
-    fn new(case_id: String) -> Self {
+    fn new(case_id: String, collect: bool) -> Self {
         Walk {
             case_id,
-            entries: Vec::new(),
+            json_entries: Vec::new(),
+            collect,
             manifest: String::new(),
             totals: Totals::default(),
             buf: vec![0; BUF_SIZE],
             manifest_sha256: String::new(),
             sealed_entries: Vec::new(),
+            signer: None,
+        }
+    }
+
+    fn push_entry(&mut self, e: Entry) {
+        if !self.json_entries.is_empty() {
+            self.json_entries.push(b',');
+        }
+        serde_json::to_writer(&mut self.json_entries, &e)
+            .expect("serialising an entry into memory cannot fail");
+        if self.collect {
+            self.sealed_entries.push(e);
         }
     }
 
@@ -402,7 +447,7 @@ impl Walk {
                 )
                 .map_err(WalkError::Write)?;
                 self.totals.dirs += 1;
-                self.entries.push(Entry {
+                self.push_entry(Entry {
                     path: bag_path,
                     kind: Kind::Dir,
                     size: None,
@@ -422,7 +467,7 @@ impl Walk {
                     ))
                 })?;
                 self.totals.symlinks += 1;
-                self.entries.push(Entry {
+                self.push_entry(Entry {
                     path: bag_path,
                     kind: Kind::Symlink,
                     size: None,
@@ -438,7 +483,7 @@ impl Walk {
                 self.manifest.push_str(&manifest::line(&digest, &bag_path));
                 self.totals.files += 1;
                 self.totals.bytes += size;
-                self.entries.push(Entry {
+                self.push_entry(Entry {
                     path: bag_path,
                     kind: Kind::File,
                     size: Some(size),
@@ -459,32 +504,41 @@ impl Walk {
         }
 
         // Tag files, after the payload (FORMAT §3).
-        let json = CaseJson {
-            format: format::FORMAT_NAME.into(),
-            version: format::FORMAT_VERSION,
-            case_id: id.clone(),
-            sealed_at: sealed_at.into(),
-            tool: format::TOOL.into(),
-            compression,
-            entries: std::mem::take(&mut self.entries),
-            totals: self.totals.clone(),
+        let signer = self.signer.as_ref().map(|k| k.signer());
+        let (json_prefix, json_suffix) =
+            format::json_parts_signed(&id, sealed_at, compression, &self.totals, signer.as_ref());
+        let json_entries = std::mem::take(&mut self.json_entries);
+        let json: [&[u8]; 3] = [&json_prefix, &json_entries, &json_suffix];
+        // Inner signature over the exact casevault.json bytes (FORMAT §5.5).
+        let json_sig = match &self.signer {
+            Some(k) => Some(crate::sign::sign_parts(k, crate::sign::NS_MANIFEST, &json)?),
+            None => None,
         };
-        let json_bytes = json.to_bytes();
-        self.sealed_entries = json.entries;
-        let json = json_bytes;
+        let json_sig_parts: [&[u8]; 1] = [json_sig.as_deref().unwrap_or("").as_bytes()];
         let info = format::bag_info(bagging_date, self.totals.bytes, self.totals.files, &id);
         let manifest_text = std::mem::take(&mut self.manifest);
         self.manifest_sha256 = hex(&Sha256::digest(manifest_text.as_bytes()));
         let mut tagmanifest = String::new();
-        for (name, data) in [
-            (format::BAGIT_TXT, format::BAGIT_TXT_CONTENT.as_bytes()),
-            (format::BAG_INFO_TXT, info.as_bytes()),
+        for (name, parts) in [
+            (
+                format::BAGIT_TXT,
+                &[format::BAGIT_TXT_CONTENT.as_bytes()][..],
+            ),
+            (format::BAG_INFO_TXT, &[info.as_bytes()][..]),
             (format::CASEVAULT_JSON, &json[..]),
-            (format::MANIFEST, manifest_text.as_bytes()),
+            (format::CASEVAULT_SIG, &json_sig_parts[..]),
+            (format::MANIFEST, &[manifest_text.as_bytes()][..]),
         ] {
-            tarfmt::write_small_file(out, &format!("{id}/{name}"), data, now_secs)
+            if name == format::CASEVAULT_SIG && json_sig.is_none() {
+                continue; // only signed vaults have it
+            }
+            tarfmt::write_parts(out, &format!("{id}/{name}"), parts, now_secs)
                 .map_err(WalkError::Write)?;
-            tagmanifest.push_str(&manifest::line(&hex(&Sha256::digest(data)), name));
+            let mut h = Sha256::new();
+            for p in parts {
+                h.update(p);
+            }
+            tagmanifest.push_str(&manifest::line(&hex(&h.finalize()), name));
         }
         tarfmt::write_small_file(
             out,

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::format::{CaseJson, Kind};
 use crate::io::{hex, sha256_file, sidecar_path};
 use crate::keys::BoxedIdentity;
-use crate::open::{open_vault, Extract};
+use crate::open::{link_escapes, open_vault, Extract};
 use crate::{Error, Result};
 
 struct Discard;
@@ -56,8 +56,45 @@ pub struct VerifyReport {
     pub symlinks: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// Symlinks whose target leaves the case (unseal refuses them unless
+    /// `--allow-external-links`); with -i only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_links: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// Signature findings (issue #5); `checked: false` without `--signers`.
+    pub signature: SignatureReport,
+    /// The key of the inner signature, for the trust check.
+    #[serde(skip)]
+    inner_key: Option<ssh_key::public::KeyData>,
+}
+
+/// What `verify --signers` trusts (FORMAT §10).
+pub struct SignatureCheck {
+    /// The allowed_signers file.
+    pub signers: crate::allowed_signers::AllowedSigners,
+    /// `--signer`: only this principal is accepted.
+    pub principal: Option<String>,
+}
+
+/// The `signature` object of `verify --json`.
+#[derive(Debug, Default, Serialize)]
+pub struct SignatureReport {
+    /// Whether signatures were checked against an allowed_signers file.
+    pub checked: bool,
+    /// Whether the vault carries a signature: `VAULT.sig` exists, or (with
+    /// -i) the bag holds `casevault.sig`.
+    pub signed: bool,
+    /// The trusted principal that made `VAULT.sig`.
+    pub principal: Option<String>,
+    /// `SHA256:…` fingerprint of the key that made `VAULT.sig`.
+    pub fingerprint: Option<String>,
+    /// Whether the inner signature (`casevault.sig`) was checked (-i).
+    pub inner_checked: bool,
+    /// The trusted principal that made `casevault.sig`.
+    pub inner_principal: Option<String>,
+    /// `SHA256:…` fingerprint of the key that made `casevault.sig`.
+    pub inner_fingerprint: Option<String>,
 }
 
 /// Read a sidecar: one `HEX  NAME` line naming this vault's file name.
@@ -90,25 +127,62 @@ fn read_sidecar(vault: &Path) -> Result<Option<String>> {
     }
 }
 
+/// The sidecar's state and the vault file's SHA-256 (one extra read of the
+/// ciphertext; used to complete a report after the contents failed).
+pub fn check_sidecar(vault: &Path) -> Result<(Sidecar, String)> {
+    let expected = read_sidecar(vault)?;
+    let actual = hex(&sha256_file(vault)?.0);
+    let state = match expected {
+        None => Sidecar::Missing,
+        Some(h) if h == actual => Sidecar::Ok,
+        Some(_) => Sidecar::Mismatch,
+    };
+    Ok((state, actual))
+}
+
 /// Verify a vault. `identities` empty: sidecar and header only.
 pub fn verify(vault: &Path, identities: &[BoxedIdentity]) -> Result<VerifyReport> {
+    verify_with(vault, identities, None)
+}
+
+/// [`verify`], and with `signatures` also the vault's signatures: the
+/// outer `VAULT.sig` always, the inner `casevault.sig` when `identities`
+/// open the vault. A missing, invalid or untrusted signature is a problem
+/// (exit 3). With `signatures` a missing sidecar is no longer fatal
+/// without identities: the signature covers the vault file.
+pub fn verify_with(
+    vault: &Path,
+    identities: &[BoxedIdentity],
+    signatures: Option<&SignatureCheck>,
+) -> Result<VerifyReport> {
+    let mut report = verify_inner(vault, identities, signatures.is_some())?;
+    check_signatures(&mut report, vault, signatures)?;
+    report.ok = report.problems.is_empty();
+    Ok(report)
+}
+
+fn verify_inner(
+    vault: &Path,
+    identities: &[BoxedIdentity],
+    signatures: bool,
+) -> Result<VerifyReport> {
     let expected = read_sidecar(vault)?;
     if identities.is_empty() {
-        let Some(expected) = expected else {
+        if expected.is_none() && !signatures {
             return Err(Error::Refused(format!(
                 "{} is missing; without it and without -i IDENTITY nothing can be checked",
                 sidecar_path(vault).display()
             )));
-        };
+        }
         let (digest, _) = sha256_file(vault)?;
         let actual = hex(&digest);
-        let sidecar = if actual == expected {
-            Sidecar::Ok
-        } else {
-            Sidecar::Mismatch
+        let sidecar = match &expected {
+            None => Sidecar::Missing,
+            Some(e) if *e == actual => Sidecar::Ok,
+            Some(_) => Sidecar::Mismatch,
         };
         let mut problems = Vec::new();
-        if sidecar == Sidecar::Mismatch {
+        if let (Sidecar::Mismatch, Some(expected)) = (sidecar, &expected) {
             problems.push(format!(
                 "vault SHA-256 {actual} does not match the sidecar {expected}"
             ));
@@ -134,7 +208,10 @@ pub fn verify(vault: &Path, identities: &[BoxedIdentity]) -> Result<VerifyReport
             dirs: None,
             symlinks: None,
             bytes: None,
+            external_links: None,
             problems,
+            signature: SignatureReport::default(),
+            inner_key: None,
         });
     }
     let opened = open_vault(vault, identities, &mut Discard)?;
@@ -151,6 +228,15 @@ pub fn verify(vault: &Path, identities: &[BoxedIdentity]) -> Result<VerifyReport
         ));
     }
     let t = &opened.json.totals;
+    let external = opened
+        .json
+        .entries
+        .iter()
+        .filter(|e| {
+            e.kind == Kind::Symlink
+                && link_escapes(&opened.json, &e.path, e.target.as_deref().unwrap_or(""))
+        })
+        .count() as u64;
     Ok(VerifyReport {
         vault: vault.to_path_buf(),
         ok: problems.is_empty(),
@@ -162,8 +248,90 @@ pub fn verify(vault: &Path, identities: &[BoxedIdentity]) -> Result<VerifyReport
         dirs: Some(t.dirs),
         symlinks: Some(t.symlinks),
         bytes: Some(t.bytes),
+        external_links: Some(external),
         problems,
+        signature: SignatureReport {
+            signed: opened.signature.is_some(),
+            inner_checked: signatures,
+            inner_fingerprint: opened.signature.as_ref().map(|v| v.fingerprint.clone()),
+            ..SignatureReport::default()
+        },
+        inner_key: opened.signature.map(|v| v.key),
     })
+}
+
+/// The problem text of an integrity error; other errors stop verify.
+fn integrity_text(e: Error) -> Result<String> {
+    match e {
+        Error::Integrity(m) => Ok(m),
+        other => Err(other),
+    }
+}
+
+/// Check the signatures against `chk` (FORMAT §10), recording findings in
+/// `r.signature` and `r.problems`.
+fn check_signatures(
+    r: &mut VerifyReport,
+    vault: &Path,
+    chk: Option<&SignatureCheck>,
+) -> Result<()> {
+    use crate::sign;
+    let sig_name = sign::sig_path(vault).display().to_string();
+    let outer = match sign::read_vault_sig(vault) {
+        Ok(s) => s.map(Ok),
+        Err(e) => Some(Err(integrity_text(e)?)),
+    };
+    r.signature.signed |= outer.is_some();
+    let Some(chk) = chk else {
+        return Ok(());
+    };
+    r.signature.checked = true;
+    let who = |p: &Option<String>| match p {
+        Some(p) => format!("principal {p:?}"),
+        None => "any principal".to_string(),
+    };
+    match outer {
+        None => r.problems.push(format!(
+            "{sig_name} is missing: the vault is not signed, so who sealed it cannot be checked"
+        )),
+        Some(Err(m)) => r.problems.push(m),
+        Some(Ok(sig)) => match sign::verify_file(&sig, sign::NS_VAULT, &sig_name, vault) {
+            Err(e) => r.problems.push(integrity_text(e)?),
+            Ok(v) => {
+                r.signature.fingerprint = Some(v.fingerprint.clone());
+                match chk.signers.trusted(&v.key, sign::NS_VAULT, chk.principal.as_deref()) {
+                    Some(p) => r.signature.principal = Some(p),
+                    None => r.problems.push(format!(
+                        "{sig_name} was made by key {}, which {} does not trust for {} in namespace {}",
+                        v.fingerprint,
+                        chk.signers.path().display(),
+                        who(&chk.principal),
+                        sign::NS_VAULT
+                    )),
+                }
+            }
+        },
+    }
+    if r.signature.inner_checked {
+        match (&r.inner_key, &r.signature.inner_fingerprint) {
+            (Some(key), Some(fp)) => {
+                match chk.signers.trusted(key, sign::NS_MANIFEST, chk.principal.as_deref()) {
+                    Some(p) => r.signature.inner_principal = Some(p),
+                    None => r.problems.push(format!(
+                        "casevault.sig (inside the vault) was made by key {fp}, which {} does not trust for {} in namespace {}",
+                        chk.signers.path().display(),
+                        who(&chk.principal),
+                        sign::NS_MANIFEST
+                    )),
+                }
+            }
+            _ => r.problems.push(
+                "the vault holds no inner signature (casevault.sig): it was sealed without --sign"
+                    .into(),
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// One entry of `list --json`.

@@ -59,6 +59,10 @@ pub struct SweepOptions {
     pub dry_run: bool,
     pub compression: Compression,
     pub zstd_level: i32,
+    /// `--sign`: sign each vault (and the custody records).
+    pub sign: Option<crate::sign::SigningKey>,
+    /// `--custody`: append `sealed` and `removed-source` records (issue #5).
+    pub custody: Option<crate::custody::Custody>,
 }
 
 /// Read every recipient once, so that each case is sealed to the same list
@@ -473,6 +477,8 @@ impl Sweep<'_> {
             zstd_level: self.opts.zstd_level,
             armor: false,
             force: false,
+            collect_entries: self.opts.remove_source,
+            sign: self.opts.sign.clone(),
         })?;
         let failed_before = r.status == Status::Failed;
         if !failed_before {
@@ -512,6 +518,7 @@ impl Sweep<'_> {
             },
         );
         self.state.save()?;
+        self.custody("sealed", r)?;
 
         if self.opts.remove_source {
             let plan = tree::check_sealed(src, &report.entries).map_err(|e| {
@@ -542,8 +549,23 @@ impl Sweep<'_> {
         self.remove(&plan, r)
     }
 
+    /// Append a custody record for case record `r`, if `--custody`.
+    fn custody(&self, action: &'static str, r: &Record) -> Result<()> {
+        if let Some(c) = &self.opts.custody {
+            c.append(&crate::custody::Event {
+                action,
+                case_id: Some(r.case.clone()),
+                vault: r.vault.clone(),
+                vault_sha256: r.vault_sha256.clone(),
+                ok: true,
+            })?;
+        }
+        Ok(())
+    }
+
     fn remove(&mut self, plan: &tree::Plan, r: &mut Record) -> Result<()> {
         let done = tree::remove(plan)?;
+        self.custody("removed-source", r)?;
         r.removed_files = Some(done.files);
         r.removed_symlinks = Some(done.symlinks);
         r.removed_dirs = Some(done.dirs);

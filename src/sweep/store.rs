@@ -204,11 +204,16 @@ pub fn check_vault(path: &Path) -> Result<VaultCheck> {
 /// harmless sidecar, never a vault that has lost its checksum).
 pub fn delete_vault(path: &Path) -> Result<()> {
     fs::remove_file(path).map_err(|e| Error::io("cannot remove", path, e))?;
-    let side = sidecar_path(path);
-    match fs::remove_file(&side) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("cannot remove", &side, e)),
-        _ => Ok(()),
+    // The sidecar, then the signature (issue #5) if the vault was signed.
+    for side in [sidecar_path(path), crate::sign::sig_path(path)] {
+        match fs::remove_file(&side) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::io("cannot remove", &side, e))
+            }
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 /// Temporary files (`.casevault-tmp-*`) in the store's metadata directory

@@ -1,0 +1,331 @@
+//! OpenSSH allowed_signers files (ssh-keygen(1), "ALLOWED SIGNERS"): which
+//! principal may sign with which key, in which namespaces.
+//!
+//! Each line: `PRINCIPALS [OPTIONS] KEYTYPE BASE64 [COMMENT]`. PRINCIPALS
+//! is a comma-separated pattern list (`*`, `?`, `!` negation), optionally
+//! quoted. Supported options: `namespaces="pattern-list"`. Refused, with
+//! the line number (CLARIFICATIONS "Custody and signatures": never silently
+//! trusted, never silently ignored): `cert-authority`, `valid-after`,
+//! `valid-before` and anything else.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use ssh_key::public::KeyData;
+use ssh_key::PublicKey;
+
+use crate::{Error, Result};
+
+/// One trusted key.
+#[derive(Debug, Clone)]
+struct Line {
+    principals: String,
+    namespaces: Option<String>,
+    key: KeyData,
+}
+
+/// A parsed allowed_signers file.
+#[derive(Debug, Clone)]
+pub struct AllowedSigners {
+    path: PathBuf,
+    lines: Vec<Line>,
+}
+
+/// Largest allowed_signers file we read.
+const MAX_FILE: u64 = 16 << 20;
+
+impl AllowedSigners {
+    /// Read and parse `path`. Any line casevault does not understand is an
+    /// error (exit 1), so that nothing is trusted or ignored by accident.
+    pub fn load(path: &Path) -> Result<Self> {
+        let meta =
+            fs::metadata(path).map_err(|e| Error::io("cannot read allowed signers", path, e))?;
+        if meta.len() > MAX_FILE {
+            return Err(Error::Refused(format!(
+                "{}: too large for an allowed_signers file",
+                path.display()
+            )));
+        }
+        let text = fs::read(path).map_err(|e| Error::io("cannot read allowed signers", path, e))?;
+        let text = String::from_utf8(text)
+            .map_err(|_| Error::Refused(format!("{}: not UTF-8 text", path.display())))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse allowed_signers text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let mut lines = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let t = raw.trim();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            let line = parse_line(t).map_err(|why| {
+                Error::Refused(format!("{} line {}: {why}", path.display(), i + 1))
+            })?;
+            lines.push(line);
+        }
+        Ok(AllowedSigners {
+            path: path.to_path_buf(),
+            lines,
+        })
+    }
+
+    /// The file this was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether `key` may sign in `namespace`, and as whom. With `principal`
+    /// (`--signer`), only a line whose principals match it counts, and that
+    /// principal is returned; without, the first line listing the key and
+    /// allowing the namespace counts, and its principals field is returned.
+    pub fn trusted(
+        &self,
+        key: &KeyData,
+        namespace: &str,
+        principal: Option<&str>,
+    ) -> Option<String> {
+        self.lines.iter().find_map(|l| {
+            if l.key != *key {
+                return None;
+            }
+            if let Some(ns) = &l.namespaces {
+                if !match_pattern_list(namespace, ns) {
+                    return None;
+                }
+            }
+            match principal {
+                Some(p) => match_pattern_list(p, &l.principals).then(|| p.to_string()),
+                None => Some(l.principals.clone()),
+            }
+        })
+    }
+}
+
+/// Split off the next whitespace-separated token; double quotes group (and
+/// are kept), a backslash inside quotes escapes the next character.
+fn next_token(s: &str) -> std::result::Result<(&str, &str), String> {
+    let s = s.trim_start();
+    let mut in_quote = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if in_quote => escaped = true,
+            '"' => in_quote = !in_quote,
+            c if c.is_whitespace() && !in_quote => return Ok((&s[..i], &s[i..])),
+            _ => {}
+        }
+    }
+    if in_quote {
+        return Err("unterminated quote".into());
+    }
+    Ok((s, ""))
+}
+
+fn unquote(s: &str) -> std::result::Result<String, String> {
+    let Some(inner) = s.strip_prefix('"') else {
+        if s.contains('"') {
+            return Err(format!("stray quote in {s:?}"));
+        }
+        return Ok(s.to_string());
+    };
+    let inner = inner
+        .strip_suffix('"')
+        .ok_or_else(|| format!("stray quote in {s:?}"))?;
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next().ok_or("dangling backslash")?),
+            '"' => return Err(format!("stray quote in {s:?}")),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+fn is_key_type(t: &str) -> bool {
+    ssh_key::Algorithm::new(t).is_ok()
+}
+
+/// Split an option list at commas outside quotes.
+fn split_options(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut in_quote, mut escaped) = (0, false, false);
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if in_quote => escaped = true,
+            '"' => in_quote = !in_quote,
+            ',' if !in_quote => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+fn parse_line(t: &str) -> std::result::Result<Line, String> {
+    let (principals, rest) = next_token(t)?;
+    let principals = unquote(principals)?;
+    if principals.is_empty() {
+        return Err("empty principals field".into());
+    }
+    let (mut tok, mut rest) = next_token(rest)?;
+    let mut namespaces = None;
+    if !tok.is_empty() && !is_key_type(tok) {
+        for opt in split_options(tok) {
+            let (name, value) = match opt.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (opt, None),
+            };
+            match (name.to_ascii_lowercase().as_str(), value) {
+                ("namespaces", Some(v)) => {
+                    if namespaces.is_some() {
+                        return Err("namespaces given twice".into());
+                    }
+                    let v = unquote(v)?;
+                    if v.is_empty() {
+                        return Err("empty namespaces option".into());
+                    }
+                    namespaces = Some(v);
+                }
+                ("cert-authority", None) => {
+                    return Err("`cert-authority` (trusting an SSH certificate authority) is not supported by casevault; list each signer's own public key instead".into())
+                }
+                (n @ ("valid-after" | "valid-before"), Some(_)) => {
+                    return Err(format!(
+                        "the `{n}` option is not supported by casevault; remove it (or the line) and keep key validity periods in your own records"
+                    ))
+                }
+                _ => {
+                    return Err(format!(
+                        "unsupported option {opt:?} (casevault understands only namespaces=\"…\"); or an unknown key type"
+                    ))
+                }
+            }
+        }
+        (tok, rest) = next_token(rest)?;
+    }
+    if tok.is_empty() {
+        return Err("no public key".into());
+    }
+    if !is_key_type(tok) {
+        return Err(format!("unknown key type {tok:?}"));
+    }
+    let (b64, _comment) = next_token(rest)?;
+    if b64.is_empty() {
+        return Err("no public key after the key type".into());
+    }
+    let key = PublicKey::from_openssh(&format!("{tok} {b64}"))
+        .map_err(|e| format!("cannot parse the public key: {e}"))?;
+    if key.algorithm().as_str() != tok {
+        return Err(format!(
+            "the key is a {}, not a {tok}",
+            key.algorithm().as_str()
+        ));
+    }
+    Ok(Line {
+        principals,
+        namespaces,
+        key: key.key_data().clone(),
+    })
+}
+
+/// OpenSSH `match_pattern`: `*` any run, `?` any one character.
+fn match_pattern(s: &[u8], p: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| match_pattern(&s[i..], rest)),
+        Some((b'?', rest)) => !s.is_empty() && match_pattern(&s[1..], rest),
+        Some((c, rest)) => s.first() == Some(c) && match_pattern(&s[1..], rest),
+    }
+}
+
+/// OpenSSH `match_pattern_list`: comma-separated patterns; a matching
+/// `!pattern` excludes, otherwise any matching pattern includes.
+pub fn match_pattern_list(s: &str, list: &str) -> bool {
+    let mut positive = false;
+    for pat in list.split(',') {
+        let pat = pat.trim();
+        if let Some(neg) = pat.strip_prefix('!') {
+            if match_pattern(s.as_bytes(), neg.as_bytes()) {
+                return false;
+            }
+        } else if match_pattern(s.as_bytes(), pat.as_bytes()) {
+            positive = true;
+        }
+    }
+    positive
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K1: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti";
+
+    fn key() -> KeyData {
+        PublicKey::from_openssh(K1).unwrap().key_data().clone()
+    }
+
+    fn parse(t: &str) -> Result<AllowedSigners> {
+        AllowedSigners::parse(t, Path::new("allowed"))
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(match_pattern_list("alice@lab", "alice@lab"));
+        assert!(match_pattern_list("alice@lab", "bob,*@lab"));
+        assert!(match_pattern_list("a1", "a?"));
+        assert!(!match_pattern_list("a12", "a?"));
+        assert!(!match_pattern_list("mallory@lab", "*@lab,!mallory@*"));
+        assert!(!match_pattern_list("x", ""));
+    }
+
+    #[test]
+    fn lines() {
+        let a = parse(&format!(
+            "# comment\n\nalice@lab {K1} alice\n\"bob@lab,carol@lab\" namespaces=\"casevault-vault,casevault-custody\" {K1}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            a.trusted(&key(), "casevault-vault", None).as_deref(),
+            Some("alice@lab")
+        );
+        assert_eq!(
+            a.trusted(&key(), "casevault-vault", Some("carol@lab"))
+                .as_deref(),
+            Some("carol@lab")
+        );
+        assert_eq!(a.trusted(&key(), "file", Some("carol@lab")), None);
+        assert_eq!(a.trusted(&key(), "file", Some("dave@lab")), None);
+    }
+
+    #[test]
+    fn refusals_name_the_line() {
+        for (t, want) in [
+            (format!("a cert-authority {K1}"), "cert-authority"),
+            (format!("a valid-after=\"20260101\" {K1}"), "valid-after"),
+            (format!("a no-touch-required {K1}"), "unsupported option"),
+            ("a ssh-ed25519 AAAA".to_string(), "cannot parse"),
+            ("a".to_string(), "no public key"),
+            (format!("a namespaces=\"x {K1}"), "quote"),
+        ] {
+            let e = parse(&format!("\n{t}\n")).unwrap_err().to_string();
+            assert!(e.contains("line 2") && e.contains(want), "{t}: {e}");
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! Issue #5, custody log: records appended by seal, verify and unseal; the
+//! hash chain catches edited, deleted, swapped and inserted lines (with the
+//! line number, exit 3); parallel appenders lose nothing; `--signers`
+//! requires a trusted signature on every record.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::*;
+
+struct Cx {
+    fx: Fx,
+    vault: PathBuf,
+    log: PathBuf,
+}
+
+/// A sealed vault and a log with sealed, verified, verified (without a
+/// key), unsealed: four records.
+fn cx() -> Cx {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "CUS-1").root.clone();
+    let vault = fx.vault("cus.vault");
+    let log = fx.root().join("custody.jsonl");
+    let l = log.to_str().unwrap().to_string();
+    fx.seal(
+        &case,
+        &vault,
+        &[
+            "--custody",
+            &l,
+            "--actor",
+            "alice@lab",
+            "--reason",
+            "intake",
+        ],
+    );
+    casevault()
+        .arg("verify")
+        .arg(&vault)
+        .arg("-i")
+        .arg(&fx.key.path)
+        .args(["--custody", &l])
+        .assert()
+        .code(0);
+    casevault()
+        .arg("verify")
+        .arg(&vault)
+        .args(["--custody", &l, "--reason", "transfer to lab 2"])
+        .assert()
+        .code(0);
+    fx.unseal(
+        &vault,
+        &fx.dest("cus"),
+        &["--custody", &l, "--reason", "disclosure to defence"],
+    );
+    Cx { fx, vault, log }
+}
+
+fn lines(log: &Path) -> Vec<String> {
+    fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn write_lines(log: &Path, lines: &[String]) {
+    let mut t = lines.join("\n");
+    t.push('\n');
+    fs::write(log, t).unwrap();
+}
+
+/// `custody verify LOG EXTRA…`: (code, stdout, stderr).
+fn custody_verify(log: &Path, extra: &[&str]) -> (i32, String, String) {
+    let a = casevault()
+        .args(["custody", "verify"])
+        .arg(log)
+        .args(extra)
+        .assert();
+    (
+        a.get_output().status.code().unwrap(),
+        stdout_of(&a),
+        stderr_of(&a),
+    )
+}
+
+fn expect_broken_at(log: &Path, line: u64) -> String {
+    let (code, out, err) = custody_verify(log, &[]);
+    assert_eq!(code, 3, "stdout: {out}\nstderr: {err}");
+    assert!(
+        err.contains(&format!("line {line}:")),
+        "expected line {line}: {err}"
+    );
+    assert_error_message(&err);
+    let a = casevault()
+        .args(["custody", "verify", "--json"])
+        .arg(log)
+        .assert()
+        .code(3);
+    let v = json_of(&a);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["line"], line);
+    err
+}
+
+#[test]
+fn seal_verify_unseal_append_a_chain() {
+    let c = cx();
+    let ls = lines(&c.log);
+    assert_eq!(ls.len(), 4, "{ls:?}");
+    let mode = fs::metadata(&c.log).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let recs: Vec<serde_json::Value> = ls
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sealed_sha =
+        fs::read_to_string(format!("{}.sha256", c.vault.display())).unwrap()[..64].to_string();
+    let mut prev = "0".repeat(64);
+    for (i, (r, l)) in recs.iter().zip(&ls).enumerate() {
+        assert_json_keys(
+            r,
+            &[
+                "seq",
+                "time",
+                "action",
+                "actor",
+                "host",
+                "case_id",
+                "vault",
+                "vault_sha256",
+                "outcome",
+                "reason",
+                "prev",
+            ],
+        );
+        assert_eq!(r["seq"], i as u64 + 1);
+        assert_eq!(r["prev"], prev.as_str());
+        assert_eq!(r["vault"], "cus.vault");
+        assert_eq!(r["vault_sha256"], sealed_sha.as_str());
+        assert_eq!(r["outcome"], "ok");
+        assert!(r["time"].as_str().unwrap().ends_with('Z'));
+        prev = sha256_hex(l.as_bytes());
+    }
+    let actions: Vec<&str> = recs.iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["sealed", "verified", "verified", "unsealed"]);
+    assert_eq!(recs[0]["actor"], "alice@lab");
+    assert_eq!(recs[0]["reason"], "intake");
+    assert_eq!(recs[0]["case_id"], "CUS-1");
+    assert_eq!(recs[3]["reason"], "disclosure to defence");
+    assert!(recs[1]["actor"].as_str().unwrap().contains('@'));
+
+    let (code, out, err) = custody_verify(&c.log, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("4 records") && out.contains(&format!("head sha256 {prev}")),
+        "{out}"
+    );
+
+    // show --json: JSON Lines, exactly the stored records.
+    let a = casevault()
+        .args(["custody", "show", "--json"])
+        .arg(&c.log)
+        .assert()
+        .code(0);
+    assert_eq!(stdout_of(&a), fs::read_to_string(&c.log).unwrap());
+    let a = casevault()
+        .args(["custody", "show"])
+        .arg(&c.log)
+        .assert()
+        .code(0);
+    let out = stdout_of(&a);
+    assert_eq!(out.lines().count(), 4);
+    assert!(out.contains("disclosure to defence"), "{out}");
+}
+
+#[test]
+fn failed_verify_is_recorded_as_failed() {
+    let c = cx();
+    let mut bytes = fs::read(&c.vault).unwrap();
+    let n = bytes.len();
+    bytes[n - 20] ^= 1;
+    fs::write(&c.vault, bytes).unwrap();
+    casevault()
+        .arg("verify")
+        .arg(&c.vault)
+        .arg("-i")
+        .arg(&c.fx.key.path)
+        .arg("--custody")
+        .arg(&c.log)
+        .assert()
+        .code(3);
+    let ls = lines(&c.log);
+    let last: serde_json::Value = serde_json::from_str(ls.last().unwrap()).unwrap();
+    assert_eq!(last["action"], "verified");
+    assert_eq!(last["outcome"], "failed");
+    assert_eq!(last["seq"], 5);
+    assert_eq!(custody_verify(&c.log, &[]).0, 0);
+}
+
+#[test]
+fn edited_field_is_detected_at_the_next_line() {
+    let c = cx();
+    let mut ls = lines(&c.log);
+    ls[1] = ls[1].replace("\"outcome\":\"ok\"", "\"outcome\":\"failed\"");
+    write_lines(&c.log, &ls);
+    let err = expect_broken_at(&c.log, 3);
+    assert!(err.contains("line 2 was edited"), "{err}");
+}
+
+#[test]
+fn deleted_line_is_detected() {
+    let c = cx();
+    let mut ls = lines(&c.log);
+    ls.remove(1);
+    write_lines(&c.log, &ls);
+    expect_broken_at(&c.log, 2);
+}
+
+#[test]
+fn swapped_lines_are_detected() {
+    let c = cx();
+    let mut ls = lines(&c.log);
+    ls.swap(1, 2);
+    write_lines(&c.log, &ls);
+    expect_broken_at(&c.log, 2);
+}
+
+#[test]
+fn inserted_line_is_detected() {
+    let c = cx();
+    let mut ls = lines(&c.log);
+    // A plausible forged record: right seq and prev, after line 2.
+    let mut forged: serde_json::Value = serde_json::from_str(&ls[1]).unwrap();
+    forged["seq"] = 3.into();
+    forged["prev"] = sha256_hex(ls[1].as_bytes()).into();
+    forged["reason"] = "forged".into();
+    ls.insert(2, serde_json::to_string(&forged).unwrap());
+    write_lines(&c.log, &ls);
+    expect_broken_at(&c.log, 4);
+}
+
+#[test]
+fn truncated_last_line_is_detected_and_blocks_appends() {
+    let c = cx();
+    let mut t = fs::read(&c.log).unwrap();
+    t.truncate(t.len() - 10);
+    fs::write(&c.log, &t).unwrap();
+    expect_broken_at(&c.log, 4);
+    let a = casevault()
+        .arg("verify")
+        .arg(&c.vault)
+        .arg("--custody")
+        .arg(&c.log)
+        .assert()
+        .code(3);
+    assert!(stderr_of(&a).contains("no line feed"));
+    assert_eq!(fs::read(&c.log).unwrap(), t, "nothing appended");
+}
+
+#[test]
+fn parallel_appenders_lose_nothing() {
+    let c = cx();
+    let children: Vec<_> = (0..16)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_casevault"))
+                .arg("verify")
+                .arg(&c.vault)
+                .arg("--custody")
+                .arg(&c.log)
+                .args(["--reason", &format!("parallel {i}")])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut ch in children {
+        assert!(ch.wait().unwrap().success());
+    }
+    let ls = lines(&c.log);
+    assert_eq!(ls.len(), 20);
+    let mut reasons: Vec<String> = ls[4..]
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["reason"].as_str().unwrap().to_string()
+        })
+        .collect();
+    reasons.sort();
+    let mut want: Vec<String> = (0..16).map(|i| format!("parallel {i}")).collect();
+    want.sort();
+    assert_eq!(reasons, want);
+    let (code, out, err) = custody_verify(&c.log, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("20 records"), "{out}");
+}
+
+fn ssh_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    fs::create_dir_all(dir).unwrap();
+    let p = dir.join(name);
+    run_tool(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+            .arg(&p),
+    );
+    let public = fs::read_to_string(format!("{}.pub", p.display())).unwrap();
+    (p, public.trim().to_string())
+}
+
+#[test]
+fn signed_records_and_signers() {
+    if tool("ssh-keygen").is_none() {
+        return;
+    }
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "CS-1").root.clone();
+    let dir = fx.root().join("ssh");
+    let (alice, alice_pub) = ssh_key(&dir, "alice");
+    let (mallory, _) = ssh_key(&dir, "mallory");
+    let allowed = dir.join("allowed");
+    fs::write(
+        &allowed,
+        format!("alice@lab namespaces=\"casevault-vault,casevault-custody\" {alice_pub}\n"),
+    )
+    .unwrap();
+    let log = fx.root().join("signed.jsonl");
+    let vault = fx.vault("cs.vault");
+    let l = log.to_str().unwrap();
+    let a = alice.to_str().unwrap();
+    fx.seal(
+        &case,
+        &vault,
+        &["--custody", l, "--sign", a, "--signer", "alice@lab"],
+    );
+    casevault()
+        .arg("verify")
+        .arg(&vault)
+        .arg("--signers")
+        .arg(&allowed)
+        .args(["--custody", l, "--sign", a])
+        .assert()
+        .code(0);
+    let (code, out, err) = custody_verify(&log, &["--signers", allowed.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("every record signed by a trusted key"),
+        "{out}"
+    );
+
+    // Each signed record checks with stock ssh-keygen by the documented
+    // byte rule: the line without `,"sig":…` and without its LF.
+    for (i, line) in lines(&log).iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let sig = v["sig"].as_str().unwrap();
+        let tail = format!(",\"sig\":{}}}", serde_json::to_string(sig).unwrap());
+        let unsigned = format!("{}}}", line.strip_suffix(&tail).unwrap());
+        let (sp, up) = (dir.join(format!("r{i}.sig")), dir.join(format!("r{i}")));
+        fs::write(&sp, sig).unwrap();
+        fs::write(&up, unsigned).unwrap();
+        run_tool(
+            Command::new("ssh-keygen")
+                .args(["-Y", "verify", "-f"])
+                .arg(&allowed)
+                .args(["-I", "alice@lab", "-n", "casevault-custody", "-s"])
+                .arg(&sp)
+                .stdin(fs::File::open(&up).unwrap()),
+        );
+    }
+
+    // An edit to the last (signed) record is caught by its signature.
+    let mut ls = lines(&log);
+    let saved = ls.clone();
+    ls[1] = ls[1].replace("\"outcome\":\"ok\"", "\"outcome\":\"failed\"");
+    write_lines(&log, &ls);
+    let err = expect_broken_at(&log, 2);
+    assert!(err.contains("does not verify"), "{err}");
+    write_lines(&log, &saved);
+
+    // An unsigned record appended: fine without --signers, 3 with.
+    casevault()
+        .arg("verify")
+        .arg(&vault)
+        .args(["--custody", l])
+        .assert()
+        .code(0);
+    assert_eq!(custody_verify(&log, &[]).0, 0);
+    let (code, _, err) = custody_verify(&log, &["--signers", allowed.to_str().unwrap()]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("line 3:") && err.contains("not signed"),
+        "{err}"
+    );
+
+    // A record signed by an untrusted key.
+    write_lines(&log, &saved);
+    casevault()
+        .arg("verify")
+        .arg(&vault)
+        .args(["--custody", l, "--sign"])
+        .arg(&mallory)
+        .assert()
+        .code(0);
+    let (code, _, err) = custody_verify(&log, &["--signers", allowed.to_str().unwrap()]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("line 3:") && err.contains("does not trust"),
+        "{err}"
+    );
+    // --signer restricts the principal.
+    write_lines(&log, &saved);
+    let (code, _, _) = custody_verify(
+        &log,
+        &[
+            "--signers",
+            allowed.to_str().unwrap(),
+            "--signer",
+            "bob@lab",
+        ],
+    );
+    assert_eq!(code, 3);
+}
+
+#[test]
+fn custody_flags_need_custody() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "CF-1").root.clone();
+    casevault()
+        .arg("seal")
+        .arg(&case)
+        .arg("-o")
+        .arg(fx.vault("cf.vault"))
+        .args(["-r", &fx.key.recipient, "--reason", "x"])
+        .assert()
+        .code(2);
+    assert!(!fx.vault("cf.vault").exists());
+}
+
+/// `sweep --custody` alone writes STORE/custody.jsonl: `sealed`, then
+/// `removed-source`; `--dry-run` writes nothing.
+#[test]
+fn sweep_appends_to_store_custody_log() {
+    let fx = Fx::new();
+    let inbox = fx.root().join("inbox");
+    let store = fx.root().join("store");
+    fs::create_dir_all(&store).unwrap();
+    small_case(&inbox, "SW-1");
+    let sweep = |extra: &[&str]| {
+        casevault()
+            .arg("sweep")
+            .arg(&inbox)
+            .arg("-o")
+            .arg(&store)
+            .args(["-r", &fx.key.recipient, "--custody"])
+            .args(extra)
+            .assert()
+            .code(0);
+    };
+    sweep(&["--dry-run"]);
+    assert!(!store.join("custody.jsonl").exists());
+    sweep(&["--remove-source", "--reason", "nightly"]);
+    let ls = lines(&store.join("custody.jsonl"));
+    let recs: Vec<serde_json::Value> = ls
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let actions: Vec<&str> = recs.iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["sealed", "removed-source"]);
+    assert_eq!(recs[0]["case_id"], "SW-1");
+    assert_eq!(recs[0]["reason"], "nightly");
+    assert_eq!(recs[0]["vault_sha256"], recs[1]["vault_sha256"]);
+    assert_eq!(custody_verify(&store.join("custody.jsonl"), &[]).0, 0);
+}

@@ -1,0 +1,634 @@
+//! `casevault unseal`: round trips, recipients and identities, destinations,
+//! symlink policy.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::util::*;
+
+const UNSEAL_JSON_KEYS: &[&str] = &[
+    "vault",
+    "dest",
+    "case_id",
+    "files",
+    "dirs",
+    "symlinks",
+    "bytes",
+    "vault_sha256",
+];
+
+fn check_unseal_json(v: &serde_json::Value, case: &Path, case_id: &str, vault: &Path) {
+    assert_json_keys(v, UNSEAL_JSON_KEYS);
+    let (files, dirs, symlinks, bytes) = case_totals(case);
+    assert_eq!(v["case_id"], case_id);
+    assert_eq!(v["files"], files);
+    assert_eq!(v["dirs"], dirs);
+    assert_eq!(v["symlinks"], symlinks);
+    assert_eq!(v["bytes"], bytes);
+    assert_eq!(
+        v["vault_sha256"],
+        sha256_hex(&fs::read(vault).unwrap()).as_str()
+    );
+}
+
+fn round_trip(seal_args: &[&str]) {
+    let fx = Fx::new();
+    let case = rich_case(&fx.cases(), "RT-1", true);
+    let vault = fx.vault("rt.vault");
+    fx.seal(&case.root, &vault, seal_args);
+    let dest = fx.dest("restored");
+    let v = fx.unseal(&vault, &dest, &["--allow-external-links"]);
+    check_unseal_json(&v, &case.root, "RT-1", &vault);
+    assert!(v["dest"].as_str().unwrap().ends_with("restored"));
+    assert_same_tree(&case.root, &dest, true);
+    // Only DEST appeared in restore/ (no staging leftovers).
+    let top: Vec<_> = fs::read_dir(fx.restore())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(top, vec![std::ffi::OsString::from("restored")]);
+}
+
+#[test]
+fn round_trip_rich_tree_zstd() {
+    round_trip(&[]);
+}
+
+#[test]
+fn round_trip_rich_tree_compress_none() {
+    round_trip(&["--compress", "none"]);
+}
+
+#[test]
+fn round_trip_rich_tree_armor() {
+    round_trip(&["--armor"]);
+}
+
+#[test]
+fn round_trip_odd_names() {
+    let fx = Fx::new();
+    let case = CaseTree::new(fx.cases().join("ODD-1"));
+    let long_dir = format!("{}/{}", "d".repeat(60), "e".repeat(60));
+    case.file("100%.txt", b"percent")
+        .file("%41.txt", b"looks encoded")
+        .file("line\nbreak.txt", b"lf")
+        .file("carriage\rreturn.txt", b"cr")
+        .file("back\\slash.txt", b"bs")
+        .file("\u{e9}.txt", b"nfc")
+        .file("e\u{301}.txt", b"nfd")
+        .file(" leading space.txt", b"sp")
+        .file(&format!("{long_dir}/{}.bin", "f".repeat(120)), b"long path")
+        .file("tab\tname.txt", b"tab")
+        .symlink("link%25", "100%.txt");
+    case.stamp_times(1_500_000_000);
+    let vault = fx.vault("odd.vault");
+    fx.seal(&case.root, &vault, &[]);
+    let dest = fx.dest("odd");
+    fx.unseal(&vault, &dest, &[]);
+    assert_same_tree(&case.root, &dest, true);
+}
+
+#[test]
+fn round_trip_odd_mtimes_and_empty_case() {
+    let fx = Fx::new();
+    let case = CaseTree::new(fx.cases().join("TIME-1"));
+    case.file("epoch.txt", b"0")
+        .file("y1969.txt", b"-1y")
+        .file("y2300.txt", b"far future")
+        .dir("empty");
+    case.stamp_times(1_400_000_000);
+    for (rel, secs) in [
+        ("epoch.txt", 0i64),
+        ("y1969.txt", -31_536_000),
+        ("y2300.txt", 10_413_792_000),
+    ] {
+        filetime::set_file_mtime(case.path(rel), filetime::FileTime::from_unix_time(secs, 0))
+            .unwrap();
+    }
+    let vault = fx.vault("time.vault");
+    fx.seal(&case.root, &vault, &[]);
+    let dest = fx.dest("time");
+    fx.unseal(&vault, &dest, &[]);
+    assert_same_tree(&case.root, &dest, true);
+
+    // A case with nothing in it.
+    let empty = CaseTree::new(fx.cases().join("EMPTY-1"));
+    empty.stamp_times(1_300_000_000);
+    let vault = fx.vault("empty.vault");
+    let v = fx.seal(&empty.root, &vault, &[]);
+    assert_eq!(v["files"], 0);
+    assert_eq!(v["payload_bytes"], 0);
+    let dest = fx.dest("empty");
+    let u = fx.unseal(&vault, &dest, &[]);
+    assert_eq!(u["files"], 0);
+    assert_same_tree(&empty.root, &dest, true);
+}
+
+#[test]
+fn unseal_human_output_line() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "HU-1");
+    let vault = fx.vault("hu.vault");
+    fx.seal(&case.root, &vault, &[]);
+    let dest = fx.dest("hu");
+    let a = casevault()
+        .arg("unseal")
+        .arg(&vault)
+        .arg("-o")
+        .arg(&dest)
+        .arg("-i")
+        .arg(&fx.key.path)
+        .assert()
+        .code(0);
+    let (files, _, _, bytes) = case_totals(&case.root);
+    assert_eq!(
+        stdout_of(&a),
+        format!(
+            "unsealed HU-1: {files} files, {bytes} bytes verified -> {}\n",
+            dest.display()
+        )
+    );
+}
+
+#[test]
+fn two_recipients_each_can_unseal() {
+    let fx = Fx::new();
+    let other = fx.new_key("other.txt");
+    let rfile = fx.root().join("recipients.txt");
+    fs::write(
+        &rfile,
+        format!("# the lab's archive key\n\n{}\n# end\n\n", other.recipient),
+    )
+    .unwrap();
+    let case = small_case(&fx.cases(), "TWO-1");
+    let vault = fx.vault("two.vault");
+    let v = fx.seal(&case.root, &vault, &["-R", rfile.to_str().unwrap()]);
+    assert_eq!(v["recipients"], 2);
+
+    let d1 = fx.dest("by-first");
+    fx.unseal(&vault, &d1, &[]);
+    assert_same_tree(&case.root, &d1, true);
+
+    let d2 = fx.dest("by-second");
+    casevault()
+        .arg("unseal")
+        .arg(&vault)
+        .arg("-o")
+        .arg(&d2)
+        .arg("-i")
+        .arg(&other.path)
+        .assert()
+        .code(0);
+    assert_same_tree(&case.root, &d2, true);
+}
+
+#[test]
+fn several_identities_one_matching() {
+    let fx = Fx::new();
+    let stranger = fx.new_key("stranger.txt");
+    let case = small_case(&fx.cases(), "MI-1");
+    let vault = fx.vault("mi.vault");
+    fx.seal(&case.root, &vault, &[]);
+    let dest = fx.dest("mi");
+    casevault()
+        .arg("unseal")
+        .arg(&vault)
+        .arg("-o")
+        .arg(&dest)
+        .arg("-i")
+        .arg(&stranger.path)
+        .arg("-i")
+        .arg(&fx.key.path)
+        .assert()
+        .code(0);
+    assert_same_tree(&case.root, &dest, true);
+}
+
+fn ssh_round_trip(kind: &[&str]) {
+    let Some(ssh_keygen) = tool("ssh-keygen") else {
+        return;
+    };
+    let fx = Fx::new();
+    let key = fx.root().join("keys/id_test");
+    run_tool(
+        std::process::Command::new(ssh_keygen)
+            .args(kind)
+            .args(["-N", "", "-q", "-C", "analyst@lab", "-f"])
+            .arg(&key),
+    );
+    let pubkey = fs::read_to_string(key.with_extension("pub")).unwrap();
+    let case = small_case(&fx.cases(), "SSH-1");
+    let vault = fx.vault("ssh.vault");
+    let a = casevault()
+        .arg("seal")
+        .arg(&case.root)
+        .arg("-o")
+        .arg(&vault)
+        .arg("-r")
+        .arg(pubkey.trim_end())
+        .arg("--json")
+        .assert()
+        .code(0);
+    assert_eq!(json_of(&a)["recipients"], 1);
+    let dest = fx.dest("ssh");
+    casevault()
+        .arg("unseal")
+        .arg(&vault)
+        .arg("-o")
+        .arg(&dest)
+        .arg("-i")
+        .arg(&key)
+        .assert()
+        .code(0);
+    assert_same_tree(&case.root, &dest, true);
+    // The X25519 test key does not open it.
+    fx.unseal_fails(&vault, &fx.dest("nope"), 4, &[]);
+}
+
+#[test]
+fn ssh_ed25519_recipient_unseals_with_ssh_key() {
+    ssh_round_trip(&["-t", "ed25519"]);
+}
+
+#[test]
+fn ssh_rsa_recipient_unseals_with_ssh_key() {
+    ssh_round_trip(&["-t", "rsa", "-b", "2048"]);
+}
+
+#[test]
+fn wrong_key_is_exit_4() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "WK-1");
+    let vault = fx.vault("wk.vault");
+    let other = fx.new_key("other.txt");
+    casevault()
+        .arg("seal")
+        .arg(&case.root)
+        .arg("-o")
+        .arg(&vault)
+        .arg("-r")
+        .arg(&other.recipient)
+        .assert()
+        .code(0);
+    fx.unseal_fails(&vault, &fx.dest("wk"), 4, &[]);
+}
+
+#[test]
+fn bad_or_missing_identity_file_is_exit_1() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "BI-1");
+    let vault = fx.vault("bi.vault");
+    fx.seal(&case.root, &vault, &[]);
+    let garbage = fx.root().join("keys/garbage.txt");
+    fs::write(&garbage, "this is not a key\n").unwrap();
+    let missing = fx.root().join("keys/missing.txt");
+    for id in [&garbage, &missing] {
+        let before = snapshot(fx.root());
+        let dest = fx.dest("bi");
+        let a = casevault()
+            .arg("unseal")
+            .arg(&vault)
+            .arg("-o")
+            .arg(&dest)
+            .arg("-i")
+            .arg(id)
+            .assert()
+            .code(1);
+        assert_error_message(&stderr_of(&a));
+        assert!(!dest.exists());
+        assert_snapshot_unchanged(fx.root(), &before);
+    }
+}
+
+#[test]
+fn missing_vault_is_exit_1() {
+    let fx = Fx::new();
+    fx.unseal_fails(&fx.vault("nothing.vault"), &fx.dest("x"), 1, &[]);
+}
+
+#[test]
+fn unseal_without_identity_is_usage_error() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "NI-1");
+    let vault = fx.vault("ni.vault");
+    fx.seal(&case.root, &vault, &[]);
+    let before = snapshot(fx.root());
+    let dest = fx.dest("ni");
+    casevault()
+        .arg("unseal")
+        .arg(&vault)
+        .arg("-o")
+        .arg(&dest)
+        .assert()
+        .code(2);
+    assert_snapshot_unchanged(fx.root(), &before);
+}
+
+#[test]
+fn unseal_into_non_empty_dir_is_refused() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "NE-1");
+    let vault = fx.vault("ne.vault");
+    fx.seal(&case.root, &vault, &[]);
+    let dest = fx.dest("busy");
+    fs::create_dir(&dest).unwrap();
+    fs::write(dest.join("keep.txt"), b"keep me").unwrap();
+    let before = snapshot(fx.root());
+    let a = casevault()
+        .arg("unseal")
+        .arg(&vault)
+        .arg("-o")
+        .arg(&dest)
+        .arg("-i")
+        .arg(&fx.key.path)
+        .assert()
+        .code(1);
+    assert_error_message(&stderr_of(&a));
+    assert_snapshot_unchanged(fx.root(), &before);
+    assert_eq!(fs::read(dest.join("keep.txt")).unwrap(), b"keep me");
+
+    // DEST is a regular file: refused as well.
+    let file_dest = fx.dest("a-file");
+    fs::write(&file_dest, b"file").unwrap();
+    let before = snapshot(fx.root());
+    casevault()
+        .arg("unseal")
+        .arg(&vault)
+        .arg("-o")
+        .arg(&file_dest)
+        .arg("-i")
+        .arg(&fx.key.path)
+        .assert()
+        .code(1);
+    assert_snapshot_unchanged(fx.root(), &before);
+    assert_eq!(fs::read(&file_dest).unwrap(), b"file");
+}
+
+#[test]
+fn unseal_into_existing_empty_dir_works() {
+    let fx = Fx::new();
+    let case = rich_case_light(&fx.cases(), "EE-1");
+    let vault = fx.vault("ee.vault");
+    fx.seal(&case.root, &vault, &["--compress", "none"]);
+    let dest = fx.dest("empty-target");
+    fs::create_dir(&dest).unwrap();
+    let v = fx.unseal(&vault, &dest, &[]);
+    check_unseal_json(&v, &case.root, "EE-1", &vault);
+    assert_same_tree(&case.root, &dest, false);
+    assert_eq!(
+        fs::read_dir(fx.restore()).unwrap().count(),
+        1,
+        "no staging leftovers"
+    );
+}
+
+#[test]
+fn absolute_link_needs_allow_external_links() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "ABS-1");
+    case.symlink("passwd", "/etc/passwd");
+    case.stamp_times(1_600_000_000);
+    let vault = fx.vault("abs.vault");
+    fx.seal(&case.root, &vault, &[]);
+    let err = fx.unseal_fails(&vault, &fx.dest("abs"), 3, &[]);
+    assert!(
+        err.contains("passwd") || err.contains("--allow-external-links"),
+        "stderr should name the link or the flag: {err}"
+    );
+    let dest = fx.dest("abs-ok");
+    fx.unseal(&vault, &dest, &["--allow-external-links"]);
+    assert_same_tree(&case.root, &dest, true);
+    assert_eq!(
+        fs::read_link(dest.join("passwd")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+}
+
+#[test]
+fn relative_link_escaping_the_tree_needs_allow_external_links() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "ESC-1");
+    case.symlink("sub/up", "../../../outside.txt")
+        // Escapes through another link: sub/hop -> ../via, via -> ..
+        .symlink("via", "..")
+        .symlink("sub/hop", "../via/x");
+    case.stamp_times(1_600_000_000);
+    let vault = fx.vault("esc.vault");
+    fx.seal(&case.root, &vault, &[]);
+    fx.unseal_fails(&vault, &fx.dest("esc"), 3, &[]);
+    let dest = fx.dest("esc-ok");
+    fx.unseal(&vault, &dest, &["--allow-external-links"]);
+    assert_same_tree(&case.root, &dest, true);
+    assert!(!fx.restore().join("outside.txt").exists());
+}
+
+#[test]
+fn escape_through_one_link_only_is_refused() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "ESC-2");
+    // `..` from the case root leaves the tree.
+    case.symlink("via", "..");
+    case.stamp_times(1_600_000_000);
+    let vault = fx.vault("esc2.vault");
+    fx.seal(&case.root, &vault, &[]);
+    fx.unseal_fails(&vault, &fx.dest("esc2"), 3, &[]);
+}
+
+#[test]
+fn link_loop_is_refused_without_allow_external_links() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "LOOP-1");
+    case.symlink("a", "b").symlink("b", "a");
+    case.stamp_times(1_600_000_000);
+    let vault = fx.vault("loop.vault");
+    fx.seal(&case.root, &vault, &[]);
+    fx.unseal_fails(&vault, &fx.dest("loop"), 3, &[]);
+}
+
+#[test]
+fn setuid_bits_are_not_restored() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "SUID-1");
+    case.file("tool", b"#!/bin/sh\n")
+        .mode("tool", 0o4755)
+        .file("shared/x", b"x")
+        .mode("shared", 0o1777)
+        .file("sgid", b"y")
+        .mode("sgid", 0o2750);
+    case.stamp_times(1_600_000_000);
+    let vault = fx.vault("suid.vault");
+    fx.seal(&case.root, &vault, &[]);
+    let dest = fx.dest("suid");
+    fx.unseal(&vault, &dest, &[]);
+    assert_same_tree(&case.root, &dest, true);
+    let mode = |rel: &str| fs::metadata(dest.join(rel)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode("tool"), 0o755);
+    assert_eq!(mode("shared"), 0o777);
+    assert_eq!(mode("sgid"), 0o750);
+}
+
+/// A zstd frame (RFC 8878) built by hand: `prefix` as a raw block, then
+/// `zeros` zero bytes as RLE blocks of 128 KiB. Tiny, yet it decodes to a
+/// large tar, so the binary stays busy hashing.
+fn zstd_rle_frame(prefix: &[u8], zeros: usize) -> Vec<u8> {
+    const BLOCK: usize = 128 * 1024;
+    let mut f = ZSTD_MAGIC.to_vec();
+    f.push(0x00); // no content size, no checksum, not single-segment
+    f.push(7 << 3); // window 2^(10+7) = 128 KiB
+    let header = |last: bool, ty: u32, size: usize| {
+        let v = (last as u32) | (ty << 1) | ((size as u32) << 3);
+        [v as u8, (v >> 8) as u8, (v >> 16) as u8]
+    };
+    let mut left = zeros;
+    let last_now = left == 0;
+    f.extend_from_slice(&header(last_now, 0, prefix.len()));
+    f.extend_from_slice(prefix);
+    while left > 0 {
+        let n = left.min(BLOCK);
+        left -= n;
+        f.extend_from_slice(&header(left == 0, 1, n));
+        f.push(0);
+    }
+    f
+}
+
+/// CLI.md exit codes: SIGINT → 130, temporary files removed; DEST is not
+/// created.
+#[test]
+fn unseal_sigint_exits_130_and_leaves_nothing() {
+    let fx = Fx::new();
+    // Tar: CASE/, CASE/data/, CASE/data/big (4 GiB of zeros), never ends.
+    // The vault is ~130 KiB; the binary is killed long before the end.
+    let size = 4usize << 30;
+    let mut prefix = Vec::new();
+    for (name, flag, len) in [
+        ("SIGU-1/", b'5', 0),
+        ("SIGU-1/data/", b'5', 0),
+        ("SIGU-1/data/big", b'0', size),
+    ] {
+        let mut e = RawEntry::new_raw(name.as_bytes(), flag, vec![], b"");
+        e.header.set_size(len as u64);
+        e.header.set_cksum();
+        prefix.extend_from_slice(e.header.as_bytes());
+    }
+    // The hand-made frame decodes as intended (checked on a small one).
+    let small = zstd_rle_frame(&prefix, 300 * 1024);
+    let decoded = zstd::decode_all(&small[..]).unwrap();
+    assert_eq!(decoded.len(), prefix.len() + 300 * 1024);
+    assert_eq!(&decoded[..prefix.len()], &prefix[..]);
+    assert!(decoded[prefix.len()..].iter().all(|&b| b == 0));
+
+    let vault = fx.vault("sig.vault");
+    fs::write(
+        &vault,
+        encrypt_to(&fx.key.recipient, &zstd_rle_frame(&prefix, size), false),
+    )
+    .unwrap();
+    let dest = fx.dest("sig");
+    let before = snapshot(&fx.restore());
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("casevault"))
+        .arg("unseal")
+        .arg(&vault)
+        .arg("-o")
+        .arg(&dest)
+        .arg("-i")
+        .arg(&fx.key.path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while snapshot(&fx.restore()) == before && start.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let status = signal_and_wait(child, "INT");
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "exit status after SIGINT: {status:?}"
+    );
+    assert!(!dest.exists());
+    assert_snapshot_unchanged(&fx.restore(), &before);
+}
+
+/// CLI.md: errors are one `casevault: error: …` line "naming the path".
+#[test]
+fn errors_name_the_path() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "EP-1");
+    let vault = fx.vault("named-vault.vault");
+    fx.seal(&case.root, &vault, &["--compress", "none"]);
+
+    // Non-empty destination: names DEST.
+    let busy = fx.dest("busy-dest");
+    fs::create_dir(&busy).unwrap();
+    fs::write(busy.join("x"), b"x").unwrap();
+    let a = casevault()
+        .args(["unseal"])
+        .arg(&vault)
+        .arg("-o")
+        .arg(&busy)
+        .arg("-i")
+        .arg(&fx.key.path)
+        .assert()
+        .code(1);
+    assert!(stderr_of(&a).contains("busy-dest"), "{}", stderr_of(&a));
+
+    // Missing identity file: names it.
+    let missing = fx.root().join("keys/absent-key.txt");
+    let a = casevault()
+        .arg("unseal")
+        .arg(&vault)
+        .arg("-o")
+        .arg(fx.dest("d1"))
+        .arg("-i")
+        .arg(&missing)
+        .assert()
+        .code(1);
+    assert!(
+        stderr_of(&a).contains("absent-key.txt"),
+        "{}",
+        stderr_of(&a)
+    );
+
+    // No matching identity: names the vault.
+    let other = fx.new_key("other.txt");
+    let a = casevault()
+        .arg("unseal")
+        .arg(&vault)
+        .arg("-o")
+        .arg(fx.dest("d2"))
+        .arg("-i")
+        .arg(&other.path)
+        .assert()
+        .code(4);
+    let err = stderr_of(&a);
+    assert_error_message(&err);
+    assert!(
+        err.contains("named-vault.vault"),
+        "exit 4 error does not name the vault: {err}"
+    );
+
+    // Damaged payload: names the vault.
+    let mut bytes = fs::read(&vault).unwrap();
+    let n = bytes.len();
+    bytes[n - 40] ^= 1;
+    fs::write(&vault, &bytes).unwrap();
+    let a = casevault()
+        .arg("unseal")
+        .arg(&vault)
+        .arg("-o")
+        .arg(fx.dest("d3"))
+        .arg("-i")
+        .arg(&fx.key.path)
+        .assert()
+        .code(3);
+    let err = stderr_of(&a);
+    assert_error_message(&err);
+    assert!(
+        err.contains("named-vault.vault"),
+        "exit 3 error does not name the vault: {err}"
+    );
+}
