@@ -94,19 +94,26 @@ enum CompressArg {
 }
 
 #[derive(Args)]
-#[command(group = clap::ArgGroup::new("recipients").required(true).multiple(true).args(["recipient", "recipients_file"]))]
+#[command(group = clap::ArgGroup::new("recipients").required(true).multiple(true).args(["recipient", "recipients_file", "passphrase"]))]
 struct SealArgs {
     /// The case directory to seal.
     case_dir: PathBuf,
     /// The vault file to write (VAULT.sha256 is written beside it).
     #[arg(short, long, value_name = "VAULT")]
     output: PathBuf,
-    /// A recipient: age1…, "ssh-ed25519 …" or "ssh-rsa …". Repeatable.
+    /// A recipient: age1pq1…, age1…, age1NAME1… (age plugin NAME on PATH),
+    /// "ssh-ed25519 …" or "ssh-rsa …". Repeatable.
     #[arg(short = 'r', long = "recipient", value_name = "RECIPIENT")]
     recipient: Vec<String>,
     /// A file of recipients, one per line (# comments). Repeatable.
     #[arg(short = 'R', long = "recipients-file", value_name = "FILE")]
     recipients_file: Vec<PathBuf>,
+    /// Encrypt with a passphrase (age's scrypt recipient) instead of
+    /// recipients, for a hand-carried transfer. Asked twice on the terminal;
+    /// refused without one. age allows no other recipient beside it, so it
+    /// cannot be combined with -r/-R.
+    #[arg(short = 'p', long, conflicts_with_all = ["recipient", "recipients_file"])]
+    passphrase: bool,
     /// Case id (default: the case directory's name).
     #[arg(long, value_name = "ID")]
     case_id: Option<String>,
@@ -131,6 +138,9 @@ struct SealArgs {
     signer: Option<String>,
     #[command(flatten)]
     custody: CustodyArgs,
+    /// No progress bar (one is shown on stderr only when it is a terminal).
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -145,9 +155,16 @@ struct UnsealArgs {
         short,
         long = "identity",
         value_name = "IDENTITY_FILE",
-        required = true
+        required_unless_present = "passphrase"
     )]
     identity: Vec<PathBuf>,
+    /// The vault was sealed with --passphrase: ask for it on the terminal.
+    #[arg(long, conflicts_with = "identity")]
+    passphrase: bool,
+    /// Use identity files that group or others can read (refused by
+    /// default, like ssh does with private keys).
+    #[arg(long)]
+    allow_insecure_identity: bool,
     /// Recreate symlinks that point outside the case, verbatim (never
     /// written through).
     #[arg(long)]
@@ -163,6 +180,9 @@ struct UnsealArgs {
     signer: Option<String>,
     #[command(flatten)]
     custody: CustodyArgs,
+    /// No progress bar (one is shown on stderr only when it is a terminal).
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -172,6 +192,14 @@ struct VerifyArgs {
     /// Identity file; without one only the sidecar and header are checked.
     #[arg(short, long = "identity", value_name = "IDENTITY_FILE")]
     identity: Vec<PathBuf>,
+    /// The vault was sealed with --passphrase: ask for it on the terminal
+    /// and check every byte.
+    #[arg(long, conflicts_with = "identity")]
+    passphrase: bool,
+    /// Use identity files that group or others can read (refused by
+    /// default, like ssh does with private keys).
+    #[arg(long)]
+    allow_insecure_identity: bool,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
@@ -189,6 +217,9 @@ struct VerifyArgs {
     sign: Option<PathBuf>,
     #[command(flatten)]
     custody: CustodyArgs,
+    /// No progress bar (one is shown on stderr only when it is a terminal).
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 /// `--custody`, `--actor`, `--reason` (seal, unseal, verify).
@@ -264,6 +295,10 @@ struct RekeyArgs {
         required = true
     )]
     identity: Vec<PathBuf>,
+    /// Use identity files that group or others can read (refused by
+    /// default, like ssh does with private keys).
+    #[arg(long)]
+    allow_insecure_identity: bool,
     /// A recipient of the new vault: age1pq1…, age1…, "ssh-ed25519 …" or
     /// "ssh-rsa …". Repeatable.
     #[arg(short = 'r', long = "recipient", value_name = "RECIPIENT")]
@@ -288,6 +323,9 @@ struct RekeyArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// No progress bar (one is shown on stderr only when it is a terminal).
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -299,12 +337,22 @@ struct ListArgs {
         short,
         long = "identity",
         value_name = "IDENTITY_FILE",
-        required = true
+        required_unless_present = "passphrase"
     )]
     identity: Vec<PathBuf>,
+    /// The vault was sealed with --passphrase: ask for it on the terminal.
+    #[arg(long, conflicts_with = "identity")]
+    passphrase: bool,
+    /// Use identity files that group or others can read (refused by
+    /// default, like ssh does with private keys).
+    #[arg(long)]
+    allow_insecure_identity: bool,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// No progress bar (one is shown on stderr only when it is a terminal).
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -352,15 +400,18 @@ struct SweepArgs {
     /// The principal recorded as signer (default: the key's comment).
     #[arg(long, value_name = "PRINCIPAL", requires = "sign")]
     signer: Option<String>,
-    /// Append custody records (sealed, removed-source) to LOG; `--custody`
-    /// alone means STORE/custody.jsonl. Not written by --dry-run.
+    /// Append custody records (sealed, removed-source) to LOG instead of
+    /// the default STORE/custody.jsonl. Not written by --dry-run.
     #[arg(long, value_name = "LOG", num_args = 0..=1, default_missing_value = SWEEP_CUSTODY)]
     custody: Option<PathBuf>,
+    /// Keep no custody log (the default is STORE/custody.jsonl).
+    #[arg(long, conflicts_with_all = ["custody", "actor", "reason"])]
+    no_custody: bool,
     /// Who acts, for the custody records (default: USER@HOST).
-    #[arg(long, value_name = "NAME", requires = "custody")]
+    #[arg(long, value_name = "NAME")]
     actor: Option<String>,
     /// Why, for the custody records.
-    #[arg(long, value_name = "TEXT", requires = "custody")]
+    #[arg(long, value_name = "TEXT")]
     reason: Option<String>,
 }
 
@@ -422,13 +473,12 @@ fn sweep(a: SweepArgs) -> anyhow::Result<i32> {
     };
     let mut opts = opts;
     if !a.dry_run {
-        let log = a.custody.map(|p| {
-            if p.as_os_str() == SWEEP_CUSTODY {
-                opts.store.join("custody.jsonl")
-            } else {
-                p
-            }
-        });
+        // Issue #4/#5: sweep keeps a custody log by default.
+        let log = match a.custody {
+            _ if a.no_custody => None,
+            Some(p) if p.as_os_str() != SWEEP_CUSTODY => Some(p),
+            _ => Some(opts.store.join("custody.jsonl")),
+        };
         opts.custody = custody_of(
             &CustodyArgs {
                 custody: log,
@@ -446,15 +496,35 @@ fn sweep(a: SweepArgs) -> anyhow::Result<i32> {
     Ok(sweep::run(&opts, &out)?)
 }
 
-fn identities(paths: &[PathBuf]) -> anyhow::Result<Vec<BoxedIdentity>> {
+fn identities(paths: &[PathBuf], allow_insecure: bool) -> anyhow::Result<Vec<BoxedIdentity>> {
     let mut out = Vec::new();
+    if paths.is_empty() {
+        return Ok(out);
+    }
     for p in paths {
-        out.extend(keys::read_identity_file(p)?);
+        out.extend(keys::read_identity_file(p, allow_insecure)?);
     }
     Ok(out)
 }
 
+/// The identities that open a vault: `-i` files, or with `--passphrase` the
+/// passphrase asked on the terminal (vaults sealed with `seal --passphrase`).
+fn vault_identities(
+    paths: &[PathBuf],
+    passphrase: bool,
+    allow_insecure: bool,
+) -> anyhow::Result<Vec<BoxedIdentity>> {
+    if passphrase {
+        return Ok(vec![casevault::passphrase::vault_identity()?]);
+    }
+    identities(paths, allow_insecure)
+}
+
 fn recipients(args: &SealArgs) -> anyhow::Result<Vec<BoxedRecipient>> {
+    if args.passphrase {
+        // Alone by construction (clap conflicts), so age accepts it.
+        return Ok(vec![Box::new(casevault::passphrase::recipient()?)]);
+    }
     recipient_list(&args.recipient, &args.recipients_file)
 }
 
@@ -476,6 +546,30 @@ fn recipient_list(
     }
     keys::check_recipients(&out)?;
     Ok(out)
+}
+
+/// Show a progress bar on stderr when it is a terminal and not `--quiet`.
+fn show_progress(quiet: bool, label: &str, total: impl FnOnce() -> Option<u64>) {
+    use std::io::IsTerminal;
+    if !quiet && std::io::stderr().is_terminal() {
+        casevault::progress::enable(label, total());
+    }
+}
+
+/// Bytes of regular files under `dir` (a quick stat walk, for the ETA).
+fn case_bytes(dir: &std::path::Path) -> Option<u64> {
+    let mut total = 0u64;
+    for e in walkdir::WalkDir::new(dir).follow_links(false) {
+        let m = e.ok()?.metadata().ok()?;
+        if m.is_file() {
+            total += m.len();
+        }
+    }
+    Some(total)
+}
+
+fn file_len(p: &std::path::Path) -> Option<u64> {
+    std::fs::metadata(p).ok().map(|m| m.len())
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> std::io::Result<()> {
@@ -516,6 +610,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let recipients = recipients(&a)?;
             let key = signing_key(a.sign.as_deref(), a.signer.clone())?;
             let custody = custody_of(&a.custody, key.as_ref());
+            show_progress(a.quiet, "sealing", || case_bytes(&a.case_dir));
             let report = seal::seal(seal::SealOptions {
                 case_dir: a.case_dir.clone(),
                 output: a.output.clone(),
@@ -566,12 +661,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Unseal(a) => {
             let vault = a.vault.clone();
+            show_progress(a.quiet, "unsealing", || file_len(&a.vault));
             let key = signing_key(a.sign.as_deref(), a.signer.clone())?;
             let custody = custody_of(&a.custody, key.as_ref());
             let res = unseal::unseal(unseal::UnsealOptions {
                 vault: a.vault,
                 dest: a.output,
-                identities: identities(&a.identity)?,
+                identities: vault_identities(&a.identity, a.passphrase, a.allow_insecure_identity)?,
                 allow_external_links: a.allow_external_links,
             });
             let event = match &res {
@@ -600,7 +696,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Verify(a) => {
-            let ids = identities(&a.identity)?;
+            let ids = vault_identities(&a.identity, a.passphrase, a.allow_insecure_identity)?;
+            if !ids.is_empty() {
+                show_progress(a.quiet, "verifying", || file_len(&a.vault));
+            }
             let check = match &a.signers {
                 Some(f) => Some(verify::SignatureCheck {
                     signers: casevault::allowed_signers::AllowedSigners::load(f)?,
@@ -690,7 +789,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Man(a) => man(a),
         Command::Rekey(a) => rekey(a),
         Command::List(a) => {
-            let report = verify::list(&a.vault, &identities(&a.identity)?)
+            let ids = vault_identities(&a.identity, a.passphrase, a.allow_insecure_identity)?;
+            show_progress(a.quiet, "checking", || file_len(&a.vault));
+            let report = verify::list(&a.vault, &ids)
                 .with_context(|| format!("cannot list {}", a.vault.display()))?;
             if a.json {
                 print_json(&report)?;
@@ -718,18 +819,21 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 // Signatures and custody (issue #5)
 // ---------------------------------------------------------------------------
 
-/// What a bare `sweep --custody` stands for: `custody.jsonl` in the store.
+/// What a bare `sweep --custody` stands for: `custody.jsonl` in the store
+/// (also the default without the flag).
 const SWEEP_CUSTODY: &str = "STORE/custody.jsonl";
 
 fn rekey(a: RekeyArgs) -> anyhow::Result<i32> {
     use casevault::rekey;
     let vault = a.vault.clone();
+    // Two passes over the vault: check, then re-encrypt.
+    show_progress(a.quiet, "rekeying", || file_len(&a.vault).map(|n| 2 * n));
     let key = signing_key(a.sign.as_deref(), a.signer.clone())?;
     let custody = custody_of(&a.custody, key.as_ref());
     let res = rekey::rekey(rekey::RekeyOptions {
         vault: a.vault,
         output: a.output,
-        identities: identities(&a.identity)?,
+        identities: identities(&a.identity, a.allow_insecure_identity)?,
         recipients: recipient_list(&a.recipient, &a.recipients_file)?,
         in_place: a.in_place,
         armor: a.armor,

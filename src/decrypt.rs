@@ -41,6 +41,16 @@ pub fn map_error(vault: &Path, e: age::DecryptError) -> Error {
         D::UnknownFormat => Error::integrity("not an age v1 file (unknown header version)"),
         D::InvalidMac => Error::integrity("age header MAC does not verify (header tampered)"),
         D::InvalidHeader => Error::integrity("age header does not parse"),
+        // An age plugin (hardware key) reported an error, e.g. a wrong PIN
+        // or a declined touch: a key problem, not damage to the vault.
+        D::Plugin(errors) => Error::Refused(format!(
+            "age plugin failed: {}",
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
         D::DecryptionFailed | D::KeyDecryptionFailed => {
             Error::integrity("a recipient stanza for this identity failed to decrypt (tampered)")
         }

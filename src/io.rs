@@ -226,6 +226,43 @@ pub fn classify_stream_error(vault: &Path, what: &str, e: io::Error) -> Error {
     }
 }
 
+/// Shared SHA-256 state of bytes read so far, and their count.
+pub type SharedHash = std::sync::Arc<std::sync::Mutex<(Sha256, u64)>>;
+
+/// A new, empty [`SharedHash`].
+pub fn shared_hash() -> SharedHash {
+    std::sync::Arc::new(std::sync::Mutex::new((Sha256::new(), 0)))
+}
+
+/// Add `data` to a [`SharedHash`].
+pub fn update_shared(state: &SharedHash, data: &[u8]) {
+    let mut s = state.lock().expect("hash state lock is never poisoned");
+    s.0.update(data);
+    s.1 += data.len() as u64;
+}
+
+/// Lower-case hex SHA-256 and byte count of a [`SharedHash`] so far.
+pub fn shared_digest(state: &SharedHash) -> (String, u64) {
+    let s = state.lock().expect("hash state lock is never poisoned");
+    (hex(&s.0.clone().finalize()), s.1)
+}
+
+/// Hashes the ciphertext of a vault as the decryptor reads it, and reports
+/// progress.
+pub struct TeeHash<R> {
+    pub inner: R,
+    pub state: SharedHash,
+}
+
+impl<R: Read> Read for TeeHash<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        update_shared(&self.state, &buf[..n]);
+        crate::progress::add_bytes(n as u64);
+        Ok(n)
+    }
+}
+
 /// SHA-256 of a whole file, streamed.
 pub fn sha256_file(path: &Path) -> Result<([u8; 32], u64)> {
     let mut f = fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;

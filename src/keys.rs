@@ -25,9 +25,12 @@ pub fn parse_recipient(s: &str) -> std::result::Result<BoxedRecipient, String> {
             .map(|r| Box::new(r) as BoxedRecipient)
             .map_err(|e| format!("not a valid post-quantum age1pq1 recipient: {e}"))
     } else if s.starts_with("age1") {
-        age::x25519::Recipient::from_str(s)
-            .map(|r| Box::new(r) as BoxedRecipient)
-            .map_err(|e| format!("not a valid age recipient: {e}"))
+        match age::x25519::Recipient::from_str(s) {
+            Ok(r) => Ok(Box::new(r) as BoxedRecipient),
+            // `age1<name>1…`: handled by the age-plugin-<name> binary.
+            Err(e) => crate::plugin::parse_recipient(s)
+                .unwrap_or_else(|| Err(format!("not a valid age recipient: {e}"))),
+        }
     } else if s.starts_with("ssh-") {
         age::ssh::Recipient::from_str(s)
             .map(|r| Box::new(r) as BoxedRecipient)
@@ -112,20 +115,66 @@ pub fn read_recipients_file(path: &Path) -> Result<Vec<BoxedRecipient>> {
 /// Largest identity file we read (keys are small; this bounds memory).
 const MAX_IDENTITY_FILE: u64 = 1 << 20;
 
-/// Read an identity file: an age identity file (one or more
-/// `AGE-SECRET-KEY-1…` or `AGE-SECRET-KEY-PQ-1…` lines) or an unencrypted
-/// OpenSSH private key.
-pub fn read_identity_file(path: &Path) -> Result<Vec<BoxedIdentity>> {
-    let meta = fs::metadata(path).map_err(|e| Error::io("cannot read identity file", path, e))?;
-    if !meta.is_file() || meta.len() > MAX_IDENTITY_FILE {
-        return Err(Error::Refused(format!(
-            "{} is not an identity file",
-            path.display()
-        )));
+/// Permission bits that make an identity file too open: any access by group
+/// or others (OpenSSH refuses private keys with these bits, `sshkey_perm_ok`).
+pub const INSECURE_IDENTITY_MODE: u32 = 0o077;
+
+/// Refuse an identity file that group or others may access (issue #6), as
+/// ssh does, naming the file and the fix. `mode` is its `st_mode`.
+pub fn check_identity_mode(path: &Path, mode: u32) -> Result<()> {
+    if mode & INSECURE_IDENTITY_MODE == 0 {
+        return Ok(());
     }
-    let data = age::secrecy::SecretSlice::from(
-        fs::read(path).map_err(|e| Error::io("cannot read identity file", path, e))?,
-    );
+    let p = path.display();
+    Err(Error::Refused(format!(
+        "permissions {:04o} for identity file {p} are too open: it must not be accessible \
+         by group or others; fix it with `chmod 600 {p}` (or pass --allow-insecure-identity \
+         to use it anyway)",
+        mode & 0o7777
+    )))
+}
+
+/// Read an identity file: an age identity file (one or more
+/// `AGE-SECRET-KEY-1…` or `AGE-SECRET-KEY-PQ-1…` lines), such a file
+/// encrypted with a passphrase (`age -p`; the passphrase is asked on the
+/// terminal, see [`crate::passphrase`]), or an unencrypted OpenSSH private
+/// key.
+///
+/// A file that group or others may access is refused
+/// ([`check_identity_mode`]) unless `allow_insecure` is set. The mode is
+/// taken from the opened file, so the file checked is the file read.
+pub fn read_identity_file(path: &Path, allow_insecure: bool) -> Result<Vec<BoxedIdentity>> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let not_identity = || Error::Refused(format!("{} is not an identity file", path.display()));
+    // Checked before opening: opening a FIFO would block.
+    let pre = fs::metadata(path).map_err(|e| Error::io("cannot read identity file", path, e))?;
+    if !pre.is_file() {
+        return Err(not_identity());
+    }
+    let file = fs::File::open(path).map_err(|e| Error::io("cannot read identity file", path, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("cannot read identity file", path, e))?;
+    if !meta.is_file() || meta.len() > MAX_IDENTITY_FILE {
+        return Err(not_identity());
+    }
+    if !allow_insecure {
+        check_identity_mode(path, meta.permissions().mode())?;
+    }
+    let mut raw = Vec::with_capacity(meta.len() as usize);
+    let res = file.take(MAX_IDENTITY_FILE + 1).read_to_end(&mut raw);
+    // Wrapped at once, so that the bytes are wiped on drop also on error.
+    let data = age::secrecy::SecretSlice::from(raw);
+    res.map_err(|e| Error::io("cannot read identity file", path, e))?;
+    // A passphrase-protected identity file (`age -p`, binary or armored):
+    // decrypt it with the passphrase asked on the terminal, then parse the
+    // plaintext like any identity file.
+    let data = if crate::passphrase::is_encrypted_identity(data.expose_secret()) {
+        crate::passphrase::decrypt_identity_file(data.expose_secret(), path)?
+    } else {
+        data
+    };
     let bytes = data.expose_secret();
     let name = path.display().to_string();
     if bytes.windows(11).any(|w| w == b"-----BEGIN ")
@@ -158,8 +207,16 @@ pub fn read_identity_file(path: &Path) -> Result<Vec<BoxedIdentity>> {
         let file = age::IdentityFile::from_buffer(rest.as_bytes())
             .map_err(|e| Error::Refused(format!("{name}: not an identity file: {e}")))?;
         ids.extend(
-            file.into_identities()
-                .map_err(|e| Error::Refused(format!("{name}: not an identity file: {e}")))?,
+            file.with_callbacks(crate::plugin::Ui)
+                .into_identities()
+                .map_err(|e| match e {
+                    age::DecryptError::PluginResolve(
+                        age::plugin::ResolveError::MissingPlugin { binary_name },
+                    ) => Error::Refused(format!(
+                        "{name}: a plugin identity needs the program {binary_name} on PATH"
+                    )),
+                    e => Error::Refused(format!("{name}: not an identity file: {e}")),
+                })?,
         );
     }
     if ids.is_empty() {

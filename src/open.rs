@@ -9,7 +9,7 @@ use std::fs;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -28,6 +28,13 @@ pub trait Extract {
     fn create_file(&mut self, rel: &str) -> Result<Self::File>;
     /// The error to report when writing to a created file failed.
     fn write_error(&self, rel: &str, e: io::Error) -> Error;
+    /// Called before each payload entry is created, with the size its tar
+    /// header declares (0 for a directory), so that an extractor can refuse
+    /// what it cannot hold (unseal: free space, FORMAT §6.1). The default
+    /// accepts everything.
+    fn reserve(&mut self, _rel: &str, _size: u64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A checked vault: its `casevault.json` and what was read.
@@ -50,26 +57,12 @@ const MAX_PAX: u64 = 64 * 1024;
 const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 /// Symlink hops followed when checking where a link leads (Linux: 40).
 const MAX_LINK_HOPS: usize = 40;
-
-/// Hashes the ciphertext as it is read, shared with a second handle that
-/// drains the file at the end.
-struct TeeHash {
-    file: fs::File,
-    state: Arc<Mutex<(Sha256, u64)>>,
-}
-
-impl Read for TeeHash {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read(buf)?;
-        let mut s = self
-            .state
-            .lock()
-            .expect("hash state lock is never poisoned");
-        s.0.update(&buf[..n]);
-        s.1 += n as u64;
-        Ok(n)
-    }
-}
+/// Most payload entries (directories and files under `data/`) a reader
+/// accepts (FORMAT §6.1): each costs memory until the tag files are checked.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 1 << 22;
+/// Most bytes of payload paths (bag paths, summed) a reader accepts
+/// (FORMAT §6.1): bounds the memory the kept paths take.
+pub const MAX_PAYLOAD_PATH_BYTES: u64 = 256 << 20;
 
 /// Records whether the decrypted stream was read to its authenticated end.
 struct EofReader<R> {
@@ -101,24 +94,6 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-fn map_decrypt_error(vault: &Path, e: age::DecryptError) -> Error {
-    use age::DecryptError as D;
-    match e {
-        D::NoMatchingKeys => Error::NoMatchingKey,
-        D::Io(io) => classify_stream_error(vault, "cannot read the age header", io),
-        D::UnknownFormat => Error::integrity("not an age v1 file (unknown header version)"),
-        D::InvalidMac => Error::integrity("age header MAC does not verify (header tampered)"),
-        D::InvalidHeader => Error::integrity("age header does not parse"),
-        D::DecryptionFailed | D::KeyDecryptionFailed => {
-            Error::integrity("a recipient stanza for this identity failed to decrypt (tampered)")
-        }
-        other => Error::integrity(format!("cannot decrypt: {other}")),
-    }
-}
-
-/// Shared SHA-256 state of the ciphertext and its length.
-type CipherHash = Arc<Mutex<(Sha256, u64)>>;
-
 /// Open the vault file and return a reader of its decrypted plaintext.
 /// Reading and hashing the ciphertext runs on its own thread.
 fn decrypt(
@@ -128,24 +103,24 @@ fn decrypt(
     impl Read + Send + 'static,
     Arc<AtomicBool>,
     fs::File,
-    CipherHash,
+    crate::io::SharedHash,
 )> {
     let file = fs::File::open(vault).map_err(|e| Error::io("cannot open vault", vault, e))?;
     let drain = file
         .try_clone()
         .map_err(|e| Error::io("cannot open vault", vault, e))?;
-    let state = Arc::new(Mutex::new((Sha256::new(), 0u64)));
-    let tee = TeeHash {
-        file,
+    let state = crate::io::shared_hash();
+    let tee = crate::io::TeeHash {
+        inner: file,
         state: Arc::clone(&state),
     };
     let cipher = PumpReader::spawn(SourceReader(tee));
     let armored = age::armor::ArmoredReader::new(BufReader::with_capacity(BUF_SIZE, cipher));
     let dec = age::Decryptor::new_buffered(BufReader::new(armored))
-        .map_err(|e| map_decrypt_error(vault, e))?;
+        .map_err(|e| crate::decrypt::map_error(vault, e))?;
     let plain = dec
         .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
-        .map_err(|e| map_decrypt_error(vault, e))?;
+        .map_err(|e| crate::decrypt::map_error(vault, e))?;
     let eof = Arc::new(AtomicBool::new(false));
     Ok((
         EofReader {
@@ -159,8 +134,8 @@ fn decrypt(
 }
 
 /// Parse pax records strictly: `LEN key=value\n`, only `path`, `size`,
-/// `mtime`.
-fn parse_pax(data: &[u8]) -> Result<(Option<String>, Option<u64>)> {
+/// `mtime`, each at most once (FORMAT §6.1). Returns `path` and `size`.
+pub fn parse_pax(data: &[u8]) -> Result<(Option<String>, Option<u64>)> {
     let bad = || Error::integrity("malformed pax extended header");
     let (mut path, mut size) = (None, None);
     let mut rest = data;
@@ -246,6 +221,65 @@ pub fn open_vault<X: Extract>(
     x: &mut X,
 ) -> Result<Opened> {
     let (plain, eof, mut drain, state) = decrypt(vault, identities)?;
+    let checked = read_plaintext(vault, plain, &eof, x)?;
+    let mut buf = vec![0u8; BUF_SIZE];
+    // Hash whatever of the vault file the decryptor did not need to read.
+    loop {
+        let n = match drain.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("cannot read vault", vault, e)),
+        };
+        crate::io::update_shared(&state, &buf[..n]);
+    }
+    let (vault_sha256, vault_bytes) = crate::io::shared_digest(&state);
+
+    Ok(Opened {
+        case_id: checked.case_id,
+        json: checked.json,
+        vault_sha256,
+        vault_bytes,
+        signature: checked.signature,
+    })
+}
+
+/// A decrypted payload that passed every check of FORMAT §6 steps 2 to 4.
+#[derive(Debug)]
+pub struct CheckedPayload {
+    /// The bag directory's name.
+    pub case_id: String,
+    /// The parsed, checked `casevault.json`.
+    pub json: CaseJson,
+    /// The key that made `casevault.sig`, in signed vaults.
+    pub signature: Option<crate::sign::Verified>,
+}
+
+/// Run every check [`open_vault`] makes after decryption on an age
+/// plaintext held in memory (no age layer): compression detection, tar,
+/// paths, limits, tag files and bag (FORMAT §6 steps 2 to 4). For fuzzing
+/// and tests; `label` names the input in error messages.
+pub fn check_plaintext<X: Extract>(
+    label: &Path,
+    plaintext: Vec<u8>,
+    x: &mut X,
+) -> Result<CheckedPayload> {
+    let eof = Arc::new(AtomicBool::new(false));
+    let plain = EofReader {
+        inner: io::Cursor::new(plaintext),
+        eof: Arc::clone(&eof),
+    };
+    read_plaintext(label, plain, &eof, x)
+}
+
+/// The post-decryption part of [`open_vault`]: read `plain` (which sets
+/// `eof` at its authenticated end) to its end, extract into `x`, check.
+fn read_plaintext<R: Read + Send + 'static, X: Extract>(
+    vault: &Path,
+    plain: R,
+    eof: &AtomicBool,
+    x: &mut X,
+) -> Result<CheckedPayload> {
     let stream_err = |what: &str, e: io::Error| classify_stream_error(vault, what, e);
 
     // Detect compression by the first four bytes (FORMAT §2 item 2).
@@ -297,6 +331,9 @@ pub fn open_vault<X: Extract>(
     let mut end_of_last = 0u64;
     let mut buf = vec![0u8; BUF_SIZE];
     let mut pending: Option<(Option<String>, Option<u64>)> = None;
+    // Payload entries and the bytes of their bag paths, all and files only
+    // (FORMAT §6.1 limits and tag-file caps).
+    let (mut n_entries, mut path_bytes, mut file_path_bytes) = (0u64, 0u64, 0u64);
     {
         let entries = archive
             .entries()
@@ -404,7 +441,18 @@ pub fn open_vault<X: Extract>(
                                     "duplicate entry {bag_path:?}"
                                 )));
                             }
+                            n_entries += 1;
+                            path_bytes += bag_path.len() as u64;
+                            if n_entries > MAX_PAYLOAD_ENTRIES
+                                || path_bytes > MAX_PAYLOAD_PATH_BYTES
+                            {
+                                return Err(Error::integrity(format!(
+                                    "more than {MAX_PAYLOAD_ENTRIES} payload entries or \
+                                     {MAX_PAYLOAD_PATH_BYTES} bytes of paths (reader limit)"
+                                )));
+                            }
                             let rel = &bag_path["data/".len()..];
+                            x.reserve(rel, size)?;
                             if etype.is_dir() {
                                 x.dir(rel)?;
                                 dirs.insert(bag_path);
@@ -434,8 +482,10 @@ pub fn open_vault<X: Extract>(
                                 }
                                 io::Write::flush(&mut out).map_err(|e| x.write_error(rel, e))?;
                                 drop(out);
+                                file_path_bytes += bag_path.len() as u64;
                                 file_order.push(bag_path.clone());
                                 files.insert(bag_path, (size, hex(&h.finalize())));
+                                crate::progress::add_file();
                             }
                         }
                         Stage::Tags(i) => {
@@ -453,7 +503,13 @@ pub fn open_vault<X: Extract>(
                             let cap = if is_sig {
                                 format::MAX_SMALL_TAG_FILE
                             } else {
-                                tag_cap(i, files.len() + dirs.len())
+                                tag_cap(
+                                    i,
+                                    n_entries,
+                                    path_bytes,
+                                    files.len() as u64,
+                                    file_path_bytes,
+                                )
                             };
                             if size > cap {
                                 return Err(Error::integrity(format!(
@@ -531,23 +587,6 @@ pub fn open_vault<X: Extract>(
         return Err(Error::integrity("the age stream was not read to its end"));
     }
     drop(rest);
-    // Hash whatever of the vault file the decryptor did not need to read.
-    loop {
-        let n = match drain.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("cannot read vault", vault, e)),
-        };
-        let mut s = state.lock().expect("hash state lock is never poisoned");
-        s.0.update(&buf[..n]);
-        s.1 += n as u64;
-    }
-    let (vault_sha256, vault_bytes) = {
-        let s = state.lock().expect("hash state lock is never poisoned");
-        (hex(&s.0.clone().finalize()), s.1)
-    };
-
     let json = check_bag(
         &case_id,
         compression,
@@ -558,11 +597,9 @@ pub fn open_vault<X: Extract>(
         inner_sig.as_deref(),
     )?;
     let signature = crate::sign::check_inner(&json, &tags[2], inner_sig.as_deref())?;
-    Ok(Opened {
+    Ok(CheckedPayload {
         case_id,
         json,
-        vault_sha256,
-        vault_bytes,
         signature,
     })
 }
@@ -571,11 +608,16 @@ fn tarfmt_padding(size: u64) -> u64 {
     crate::tarfmt::padding(size) as u64
 }
 
-/// Size cap for tag file `i`, relative to the number of payload entries
-/// (FORMAT §6): generous for real bags, small for crafted ones.
-fn tag_cap(i: usize, entries: usize) -> u64 {
+/// Size cap for tag file `i` (FORMAT §6.1), from what the payload read
+/// before it holds: its entry count and path bytes, all entries and files
+/// only. Each cap is above the most a sealer can write for that payload
+/// (JSON escapes a path byte to at most 6 bytes, the manifest to 3), yet
+/// proportional to memory the reader has already spent on the paths.
+fn tag_cap(i: usize, entries: u64, path_bytes: u64, files: u64, file_path_bytes: u64) -> u64 {
     match format::TAG_FILES[i] {
-        format::CASEVAULT_JSON | format::MANIFEST => 64 * 1024 + entries as u64 * 32 * 1024,
+        // Symlinks are not tar entries: a fixed 64 MiB allowance covers them.
+        format::CASEVAULT_JSON => (64 << 20) + entries * 256 + path_bytes * 6,
+        format::MANIFEST => 64 * 1024 + files * 80 + file_path_bytes * 3,
         _ => format::MAX_SMALL_TAG_FILE,
     }
 }

@@ -24,11 +24,9 @@
 //! place only when complete. With `--in-place` the new file is read back
 //! and fully verified with the given identities before it replaces VAULT.
 
-use std::cell::RefCell;
 use std::fs;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -102,6 +100,7 @@ impl Extract for Discard {
 
 /// Re-encrypt `opts.vault`; see the module doc.
 pub fn rekey(opts: RekeyOptions) -> Result<RekeyReport> {
+    let _progress = crate::progress::Guard;
     let source = &opts.vault;
     let target = match (&opts.output, opts.in_place) {
         (None, true) => source.clone(),
@@ -142,7 +141,7 @@ pub fn rekey(opts: RekeyOptions) -> Result<RekeyReport> {
 
     // Pass 1: verify everything.
     let opened = open_vault(source, &opts.identities, &mut Discard)?;
-    if let Some(expected) = read_sidecar(source)? {
+    if let Some(expected) = crate::verify::read_sidecar(source)? {
         if expected != opened.vault_sha256 {
             return Err(Error::integrity(format!(
                 "the contents verify, but the vault's SHA-256 {} does not match its sidecar {}; \
@@ -225,22 +224,6 @@ struct Copied {
     plaintext_bytes: u64,
 }
 
-/// SHA-256 of the ciphertext as the decryptor reads it.
-struct TeeHash {
-    file: fs::File,
-    state: Rc<RefCell<(Sha256, u64)>>,
-}
-
-impl Read for TeeHash {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read(buf)?;
-        let mut s = self.state.borrow_mut();
-        s.0.update(&buf[..n]);
-        s.1 += n as u64;
-        Ok(n)
-    }
-}
-
 /// Pass 2: decrypt `source` again and stream its plaintext into a new age
 /// file; the ciphertext read must hash to `expected` (pass 1's).
 fn reencrypt(
@@ -253,10 +236,10 @@ fn reencrypt(
     let mut drain = file
         .try_clone()
         .map_err(|e| Error::io("cannot open vault", source, e))?;
-    let state = Rc::new(RefCell::new((Sha256::new(), 0u64)));
-    let tee = crate::io::SourceReader(TeeHash {
-        file,
-        state: Rc::clone(&state),
+    let state = crate::io::shared_hash();
+    let tee = crate::io::SourceReader(crate::io::TeeHash {
+        inner: file,
+        state: std::sync::Arc::clone(&state),
     });
     let mut plain =
         crate::decrypt::age_reader(BufReader::with_capacity(BUF_SIZE, tee), &opts.identities)
@@ -309,11 +292,9 @@ fn reencrypt(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::io("cannot read vault", source, e)),
         };
-        let mut s = state.borrow_mut();
-        s.0.update(&buf[..n]);
-        s.1 += n as u64;
+        crate::io::update_shared(&state, &buf[..n]);
     }
-    let read_sha = hex(&state.borrow().0.clone().finalize());
+    let (read_sha, _) = crate::io::shared_digest(&state);
     if read_sha != expected {
         return Err(Error::integrity(format!(
             "{} changed between verifying and re-encrypting it (SHA-256 {expected}, then \
@@ -328,37 +309,6 @@ fn reencrypt(
         plaintext_sha256: hex(&ph.finalize()),
         plaintext_bytes: plen,
     })
-}
-
-/// The sidecar's hash, if VAULT.sha256 exists (one `HEX  NAME` line naming
-/// this vault's file name; anything else is an integrity failure).
-fn read_sidecar(vault: &Path) -> Result<Option<String>> {
-    let side = sidecar_path(vault);
-    let text = match fs::read(&side) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("cannot read sidecar", &side, e)),
-        Ok(t) if t.len() > 64 * 1024 => {
-            return Err(Error::integrity(format!(
-                "{} is not a sidecar",
-                side.display()
-            )))
-        }
-        Ok(t) => t,
-    };
-    let text = String::from_utf8(text)
-        .map_err(|_| Error::integrity(format!("{} is not a sidecar", side.display())))?;
-    let lines = manifest::parse("sidecar", &text)?;
-    let name = vault
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    match lines.as_slice() {
-        [(p, h)] if *p == name => Ok(Some(h.clone())),
-        _ => Err(Error::integrity(format!(
-            "{} does not hold exactly one line for {name}",
-            side.display()
-        ))),
-    }
 }
 
 /// Whether two paths name the same existing file.

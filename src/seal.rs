@@ -99,6 +99,7 @@ pub fn case_id_for(case_dir: &Path, given: Option<&str>) -> Result<String> {
 
 /// Seal `opts.case_dir` into `opts.output` (and its `.sha256` sidecar).
 pub fn seal(opts: SealOptions) -> Result<SealReport> {
+    let _progress = crate::progress::Guard;
     let case_dir = &opts.case_dir;
     let meta =
         fs::metadata(case_dir).map_err(|e| Error::io("cannot read case directory", case_dir, e))?;
@@ -598,7 +599,9 @@ impl Walk {
             hasher.update(&self.buf[..n]);
             out.write_all(&self.buf[..n]).map_err(WalkError::Write)?;
             left -= n as u64;
+            crate::progress::add_bytes(n as u64);
         }
+        crate::progress::add_file();
         // The file must end where its size said, and be unchanged.
         let mut probe = [0u8; 1];
         match f.read(&mut probe) {

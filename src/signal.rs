@@ -20,6 +20,15 @@ pub fn install() -> std::io::Result<()> {
     signal_hook::flag::register(SIGINT, Arc::clone(&int))?;
     signal_hook::flag::register_conditional_shutdown(SIGTERM, 143, Arc::clone(&term))?;
     signal_hook::flag::register(SIGTERM, Arc::clone(&term))?;
+    // With a file size limit (RLIMIT_FSIZE, e.g. `prlimit --fsize`), a write
+    // past it raises SIGXFSZ, whose default action kills the process without
+    // cleaning up. Caught, the write fails with EFBIG instead, and the
+    // command ends through its normal error path (exit 1, temporary files
+    // removed).
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(AtomicBool::new(false)),
+    )?;
     let _ = FLAGS.set((int, term));
     Ok(())
 }

@@ -67,6 +67,46 @@ impl Extract for Staging {
     fn write_error(&self, rel: &str, e: io::Error) -> Error {
         Error::io("cannot write", &self.root.join(rel), e)
     }
+
+    /// Refuse an entry that would leave the staging filesystem with less
+    /// than [`free_margin`] bytes, or less than 1% of its inodes, free
+    /// (FORMAT §6.1). The size is the one the tar header declares, so a
+    /// decompression bomb is stopped before its first byte is written.
+    fn reserve(&mut self, rel: &str, size: u64) -> Result<()> {
+        let st = rustix::fs::statvfs(&self.root)
+            .map_err(|e| Error::io("cannot inspect the filesystem of", &self.root, e.into()))?;
+        let unit = if st.f_frsize > 0 {
+            st.f_frsize
+        } else {
+            st.f_bsize
+        };
+        let avail = st.f_bavail.saturating_mul(unit);
+        let margin = free_margin(st.f_blocks.saturating_mul(unit));
+        if size.saturating_add(margin) > avail {
+            return Err(Error::Refused(format!(
+                "not enough free space to unseal: {rel:?} needs {size} bytes, the filesystem \
+                 of {} has {avail} bytes free and unseal keeps {margin} free; unseal \
+                 elsewhere or free space (the staging directory was removed)",
+                crate::io::parent_dir(&self.root).display()
+            )));
+        }
+        if st.f_files > 0 && st.f_favail <= st.f_files / 100 {
+            return Err(Error::Refused(format!(
+                "not enough free inodes to unseal: the filesystem of {} has {} left and \
+                 unseal keeps 1% free",
+                crate::io::parent_dir(&self.root).display(),
+                st.f_favail
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes unseal leaves free on the destination filesystem: 1% of its size,
+/// at most 256 MiB (FORMAT §6.1). A crafted vault can fill a disk no
+/// further than this.
+pub fn free_margin(fs_bytes: u64) -> u64 {
+    (fs_bytes / 100).min(256 << 20)
 }
 
 /// Check that `dest` does not exist or is an empty directory.
@@ -95,6 +135,7 @@ fn check_dest(dest: &Path) -> Result<()> {
 
 /// Unseal a vault into `opts.dest`.
 pub fn unseal(opts: UnsealOptions) -> Result<UnsealReport> {
+    let _progress = crate::progress::Guard;
     check_dest(&opts.dest)?;
     let parent = crate::io::parent_dir(&opts.dest);
     let tmp = tempfile::Builder::new()

@@ -97,8 +97,9 @@ pub struct SignatureReport {
     pub inner_fingerprint: Option<String>,
 }
 
-/// Read a sidecar: one `HEX  NAME` line naming this vault's file name.
-fn read_sidecar(vault: &Path) -> Result<Option<String>> {
+/// Read a sidecar: one `HEX  NAME` line naming this vault's file name;
+/// `None` if there is none, an integrity failure if it is anything else.
+pub(crate) fn read_sidecar(vault: &Path) -> Result<Option<String>> {
     let side = sidecar_path(vault);
     let text = match fs::read(&side) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -155,6 +156,7 @@ pub fn verify_with(
     identities: &[BoxedIdentity],
     signatures: Option<&SignatureCheck>,
 ) -> Result<VerifyReport> {
+    let _progress = crate::progress::Guard;
     let mut report = verify_inner(vault, identities, signatures.is_some())?;
     check_signatures(&mut report, vault, signatures)?;
     report.ok = report.problems.is_empty();
@@ -361,6 +363,7 @@ pub struct ListReport {
 
 /// Decrypt and check a vault fully, then list its entries.
 pub fn list(vault: &Path, identities: &[BoxedIdentity]) -> Result<ListReport> {
+    let _progress = crate::progress::Guard;
     let opened = open_vault(vault, identities, &mut Discard)?;
     let CaseJson {
         case_id,

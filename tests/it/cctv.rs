@@ -158,8 +158,8 @@ fn run(name: &str, v: &Vector, tmp: &Path) -> (Outcome, Option<ErrorKind>) {
         vec![]
     } else {
         let f = tmp.join(format!("{name}.key"));
-        fs::write(&f, v.identities.join("\n") + "\n").unwrap();
-        read_identity_file(&f).unwrap_or_else(|e| panic!("{name}: identity file: {e}"))
+        crate::util::write_private(&f, v.identities.join("\n") + "\n");
+        read_identity_file(&f, false).unwrap_or_else(|e| panic!("{name}: identity file: {e}"))
     };
     let mut ids = identities;
     for p in &v.passphrases {

@@ -437,8 +437,9 @@ fn custody_flags_need_custody() {
     assert!(!fx.vault("cf.vault").exists());
 }
 
-/// `sweep --custody` alone writes STORE/custody.jsonl: `sealed`, then
-/// `removed-source`; `--dry-run` writes nothing.
+/// sweep keeps STORE/custody.jsonl by default (issue #4: "in sweep default
+/// to STORE/custody.jsonl"): `sealed`, then `removed-source`; `--dry-run`
+/// writes nothing; `--no-custody` keeps no log.
 #[test]
 fn sweep_appends_to_store_custody_log() {
     let fx = Fx::new();
@@ -452,13 +453,26 @@ fn sweep_appends_to_store_custody_log() {
             .arg(&inbox)
             .arg("-o")
             .arg(&store)
-            .args(["-r", &fx.key.recipient, "--custody"])
+            .args(["-r", &fx.key.recipient])
             .args(extra)
             .assert()
             .code(0);
     };
     sweep(&["--dry-run"]);
     assert!(!store.join("custody.jsonl").exists());
+    // Another store, --no-custody: sealed, but no log.
+    let other = fx.root().join("store2");
+    fs::create_dir_all(&other).unwrap();
+    casevault()
+        .arg("sweep")
+        .arg(&inbox)
+        .arg("-o")
+        .arg(&other)
+        .args(["-r", &fx.key.recipient, "--no-custody"])
+        .assert()
+        .code(0);
+    assert!(!other.join("custody.jsonl").exists());
+    assert!(other.join("SW-1").is_dir());
     sweep(&["--remove-source", "--reason", "nightly"]);
     let ls = lines(&store.join("custody.jsonl"));
     let recs: Vec<serde_json::Value> = ls

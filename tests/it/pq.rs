@@ -183,7 +183,7 @@ fn pq_recipients_file_and_mixed_identity_file() {
     // of two age-keygen files gives) opens it.
     let both = fx.root().join("both.txt");
     let text = fs::read_to_string(&fx.key.path).unwrap() + &fs::read_to_string(&k2).unwrap();
-    fs::write(&both, text).unwrap();
+    write_private(&both, text);
     for (i, key) in [&k1, &both].into_iter().enumerate() {
         let dest = fx.dest(&format!("d{i}"));
         casevault()
@@ -201,7 +201,7 @@ fn pq_recipients_file_and_mixed_identity_file() {
     let bad = fx.root().join("bad.txt");
     let mut t = fs::read_to_string(&k1).unwrap();
     t = t.replace("AGE-SECRET-KEY-PQ-1", "AGE-SECRET-KEY-PQ-1Q");
-    fs::write(&bad, t).unwrap();
+    write_private(&bad, t);
     let a = casevault()
         .arg("verify")
         .arg(&vault)
@@ -261,7 +261,7 @@ fn typage_opens_a_casevault_pq_vault() {
     let (identity, recipient) = (lines.next().unwrap(), lines.next().unwrap());
     assert!(recipient.starts_with("age1pq1"));
     let idfile = fx.root().join("typage.key");
-    fs::write(&idfile, format!("{identity}\n")).unwrap();
+    write_private(&idfile, format!("{identity}\n"));
     for armor in [false, true] {
         let vault = fx.vault(&format!("t{armor}.vault"));
         let mut cmd = casevault();

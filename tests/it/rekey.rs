@@ -216,11 +216,10 @@ fn rekey_in_place_replaces_only_after_verifying() {
 
     // With both identities it goes through.
     let both = fx.root().join("both.txt");
-    fs::write(
+    write_private(
         &both,
         fs::read_to_string(&fx.key.path).unwrap() + &fs::read_to_string(&next.path).unwrap(),
-    )
-    .unwrap();
+    );
     let before = snapshot(fx.root());
     rekey(&[
         os(&vault),

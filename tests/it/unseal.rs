@@ -281,7 +281,7 @@ fn bad_or_missing_identity_file_is_exit_1() {
     let vault = fx.vault("bi.vault");
     fx.seal(&case.root, &vault, &[]);
     let garbage = fx.root().join("keys/garbage.txt");
-    fs::write(&garbage, "this is not a key\n").unwrap();
+    write_private(&garbage, "this is not a key\n");
     let missing = fx.root().join("keys/missing.txt");
     for id in [&garbage, &missing] {
         let before = snapshot(fx.root());

@@ -110,11 +110,10 @@ impl Key {
         let secret = id.to_string().expose_secret().to_string();
         let path = dir.join(name);
         fs::create_dir_all(dir).unwrap();
-        fs::write(
+        write_private(
             &path,
             format!("# created: 2026-01-01T00:00:00Z\n# public key: {recipient}\n{secret}\n"),
-        )
-        .unwrap();
+        );
         Key {
             path,
             recipient,
@@ -125,6 +124,14 @@ impl Key {
     pub fn identity(&self) -> age::x25519::Identity {
         age::x25519::Identity::from_str(&self.secret).unwrap()
     }
+}
+
+/// Write a secret file (an identity) with mode 0600, as `keygen -o` and
+/// `age-keygen -o` do: casevault refuses identity files that group or others
+/// can read.
+pub fn write_private(path: &Path, contents: impl AsRef<[u8]>) {
+    fs::write(path, contents).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,1085 @@
+//! The checked-in hostile corpus, `tests/vectors/hostile/` (issue #6): one
+//! `NAME.vault` per crafted vault, encrypted to the test-only key
+//! `tests/vectors/TEST-ONLY-key.txt`, beside `NAME.txt`:
+//!
+//! ```text
+//! expect: integrity        what `unseal` must end in (class, see `code`)
+//! verify: success          optional: what `verify -i` ends in, if different
+//! comment: one line saying what is wrong with the vault
+//! ```
+//!
+//! `hostile_corpus` walks the directory: for each vault, unseal exits with
+//! the expected code, leaves nothing at DEST and nothing else in DEST's
+//! parent (no staging directory), and verify -i exits as expected and
+//! writes nothing. The vaults are made from the readable recipes below by
+//! `cargo test --test it regenerate_vectors -- --ignored`; they are
+//! committed and only ever added to, like age's testkit.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use casevault::format::{CaseJson, Compression, Entry, Kind, Totals};
+use casevault::manifest;
+
+use crate::util::*;
+
+const CASE: &str = "VEC-1";
+const MTIME: u64 = 1_600_000_000;
+/// Where the absolute-path vectors try to write.
+const ESCAPE: &str = "/tmp/casevault-vector-escape.txt";
+
+fn vectors_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
+}
+
+/// Exit code of an `expect:` class.
+fn code(class: &str) -> i32 {
+    match class {
+        "success" => 0,
+        "error" => 1,
+        "integrity" | "unsafe" => 3,
+        "no-match" => 4,
+        other => panic!("unknown expect class {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Building bags from recipes
+// ---------------------------------------------------------------------------
+
+/// A payload: bag paths (`data/…`) in archive order, with file bytes
+/// (`None` for a directory), plus symlink records.
+#[derive(Clone)]
+struct Recipe {
+    items: Vec<(String, Option<Vec<u8>>)>,
+    links: Vec<(String, String)>,
+}
+
+impl Recipe {
+    /// The small base case every vector starts from.
+    fn base() -> Recipe {
+        Recipe {
+            items: vec![
+                ("data/a.txt".into(), Some(b"alpha\n".to_vec())),
+                ("data/sub".into(), None),
+                ("data/sub/b.txt".into(), Some(b"bravo\n".to_vec())),
+                ("data/sub/empty.txt".into(), Some(vec![])),
+            ],
+            links: vec![("data/link-to-a".into(), "a.txt".into())],
+        }
+    }
+
+    fn file(mut self, path: &str, data: &[u8]) -> Recipe {
+        self.items.push((path.into(), Some(data.to_vec())));
+        self
+    }
+
+    fn dir(mut self, path: &str) -> Recipe {
+        self.items.push((path.into(), None));
+        self
+    }
+
+    fn link(mut self, path: &str, target: &str) -> Recipe {
+        self.links.push((path.into(), target.into()));
+        self
+    }
+}
+
+/// The five tag files, editable before they are archived.
+struct Tags {
+    bagit: Vec<u8>,
+    info: Vec<u8>,
+    json: Vec<u8>,
+    manifest: Vec<u8>,
+    tagmanifest: Vec<u8>,
+}
+
+impl Tags {
+    /// Consistent tag files for a recipe.
+    fn of(r: &Recipe, compression: Compression) -> Tags {
+        let mut entries = vec![dir_entry("data")];
+        let (mut files, mut dirs, mut bytes) = (0, 1, 0);
+        let mut manifest = String::new();
+        for (path, data) in &r.items {
+            match data {
+                None => {
+                    dirs += 1;
+                    entries.push(dir_entry(path));
+                }
+                Some(d) => {
+                    files += 1;
+                    bytes += d.len() as u64;
+                    let h = sha256_hex(d);
+                    manifest.push_str(&manifest::line(&h, path));
+                    entries.push(Entry {
+                        path: path.clone(),
+                        kind: Kind::File,
+                        size: Some(d.len() as u64),
+                        sha256: Some(h),
+                        target: None,
+                        mode: 0o644,
+                        mtime: MTIME as i64,
+                        mtime_nsec: 0,
+                    });
+                }
+            }
+        }
+        for (path, target) in &r.links {
+            entries.push(Entry {
+                path: path.clone(),
+                kind: Kind::Symlink,
+                size: None,
+                sha256: None,
+                target: Some(target.clone()),
+                mode: 0o777,
+                mtime: MTIME as i64,
+                mtime_nsec: 0,
+            });
+        }
+        let json = CaseJson {
+            format: "casevault".into(),
+            version: 1,
+            case_id: CASE.into(),
+            sealed_at: "2026-01-01T00:00:00Z".into(),
+            tool: "casevault-vector-generator".into(),
+            compression,
+            entries,
+            totals: Totals {
+                files,
+                dirs,
+                symlinks: r.links.len() as u64,
+                bytes,
+            },
+            signer: None,
+        };
+        let mut t = Tags {
+            bagit: b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n".to_vec(),
+            info: format!(
+                "Bagging-Date: 2026-01-01\nPayload-Oxum: {bytes}.{files}\n\
+                 External-Identifier: {CASE}\nBag-Software-Agent: casevault-vector-generator\n"
+            )
+            .into_bytes(),
+            json: (serde_json::to_string(&json).unwrap() + "\n").into_bytes(),
+            manifest: manifest.into_bytes(),
+            tagmanifest: vec![],
+        };
+        t.fix();
+        t
+    }
+
+    /// Recompute the tag manifest, so that only the intended change counts.
+    fn fix(&mut self) {
+        let mut tm = String::new();
+        for (name, data) in [
+            ("bagit.txt", &self.bagit),
+            ("bag-info.txt", &self.info),
+            ("casevault.json", &self.json),
+            ("manifest-sha256.txt", &self.manifest),
+        ] {
+            tm.push_str(&manifest::line(&sha256_hex(data), name));
+        }
+        self.tagmanifest = tm.into_bytes();
+    }
+
+    fn edit_json(&mut self, f: impl FnOnce(&mut serde_json::Value)) {
+        let mut v: serde_json::Value = serde_json::from_slice(&self.json).unwrap();
+        f(&mut v);
+        self.json = (serde_json::to_string(&v).unwrap() + "\n").into_bytes();
+        self.fix();
+    }
+
+    fn edit_manifest(&mut self, f: impl FnOnce(String) -> String) {
+        let text = String::from_utf8(self.manifest.clone()).unwrap();
+        self.manifest = f(text).into_bytes();
+        self.fix();
+    }
+}
+
+fn dir_entry(path: &str) -> Entry {
+    Entry {
+        path: path.into(),
+        kind: Kind::Dir,
+        size: None,
+        sha256: None,
+        target: None,
+        mode: 0o755,
+        mtime: MTIME as i64,
+        mtime_nsec: 0,
+    }
+}
+
+/// A tar entry for `path` (a pax `path` record when it does not fit the
+/// 100-byte ustar name field).
+fn tar_entry(path: &str, typeflag: u8, data: Vec<u8>) -> RawEntry {
+    if path.len() <= 100 {
+        return RawEntry::new_raw(path.as_bytes(), typeflag, data, b"");
+    }
+    let mut e = RawEntry::new_raw(b"VEC-1/data/PaxShortName", typeflag, data, b"");
+    e.pax = Some(pax_header(&pax_record("path", path)));
+    e
+}
+
+/// A pax extended header (type `x`) holding `records` verbatim.
+fn pax_header(records: &str) -> (tar::Header, Vec<u8>) {
+    let px = RawEntry::new_raw(b"VEC-1/PaxHeader", b'x', records.as_bytes().to_vec(), b"");
+    (px.header, px.data)
+}
+
+/// A bag: its payload as tar entries (case dir, `data/`, items) and its
+/// tag files.
+struct Bag {
+    compression: Compression,
+    payload: Vec<RawEntry>,
+    tags: Tags,
+}
+
+impl Bag {
+    fn new(r: &Recipe, compression: Compression) -> Bag {
+        let mut payload = vec![
+            tar_entry(&format!("{CASE}/"), b'5', vec![]),
+            tar_entry(&format!("{CASE}/data/"), b'5', vec![]),
+        ];
+        for (path, data) in &r.items {
+            payload.push(match data {
+                None => tar_entry(&format!("{CASE}/{path}/"), b'5', vec![]),
+                Some(d) => tar_entry(&format!("{CASE}/{path}"), b'0', d.clone()),
+            });
+        }
+        Bag {
+            compression,
+            payload,
+            tags: Tags::of(r, compression),
+        }
+    }
+
+    /// The base bag, zstd-compressed (raw tar pads to 20 KiB per vault).
+    fn base() -> Bag {
+        Bag::new(&Recipe::base(), Compression::Zstd)
+    }
+
+    fn entries(&self) -> Vec<RawEntry> {
+        let mut v = self.payload.clone();
+        for (name, data) in [
+            ("bagit.txt", &self.tags.bagit),
+            ("bag-info.txt", &self.tags.info),
+            ("casevault.json", &self.tags.json),
+            ("manifest-sha256.txt", &self.tags.manifest),
+            ("tagmanifest-sha256.txt", &self.tags.tagmanifest),
+        ] {
+            v.push(tar_entry(&format!("{CASE}/{name}"), b'0', data.clone()));
+        }
+        v
+    }
+
+    fn plaintext_of(&self, tar: Vec<u8>) -> Vec<u8> {
+        match self.compression {
+            Compression::Zstd => zstd::encode_all(&tar[..], 19).unwrap(),
+            Compression::None => tar,
+        }
+    }
+
+    /// The age plaintext, after `f` edited the tar entries.
+    fn with_entries(&self, f: impl FnOnce(&mut Vec<RawEntry>)) -> Vec<u8> {
+        let mut e = self.entries();
+        f(&mut e);
+        self.plaintext_of(build_tar(&e))
+    }
+
+    fn plaintext(&self) -> Vec<u8> {
+        self.with_entries(|_| {})
+    }
+
+    /// Insert `e` right before `bagit.txt` (the end of the payload).
+    fn insert_payload(&self, e: RawEntry) -> Vec<u8> {
+        let at = self.payload.len();
+        self.with_entries(|v| v.insert(at, e))
+    }
+}
+
+/// A zstd frame (RFC 8878) built by hand: `prefix` as a raw block, then
+/// `zeros` zero bytes as RLE blocks of 128 KiB (4 bytes each), so that a
+/// few KiB decode to hundreds of MiB.
+pub(crate) fn zstd_rle_frame(prefix: &[u8], zeros: usize) -> Vec<u8> {
+    zstd_frame(prefix, zeros, &[])
+}
+
+/// [`zstd_rle_frame`] followed by `suffix` as a last raw block (at most
+/// 128 KiB).
+pub(crate) fn zstd_frame(prefix: &[u8], zeros: usize, suffix: &[u8]) -> Vec<u8> {
+    const BLOCK: usize = 128 * 1024;
+    let mut f = ZSTD_MAGIC.to_vec();
+    f.push(0x00); // no content size, no checksum, not single-segment
+    f.push(7 << 3); // window 2^(10+7) = 128 KiB
+    let header = |last: bool, ty: u32, size: usize| {
+        let v = (last as u32) | (ty << 1) | ((size as u32) << 3);
+        [v as u8, (v >> 8) as u8, (v >> 16) as u8]
+    };
+    let mut left = zeros;
+    f.extend_from_slice(&header(left == 0 && suffix.is_empty(), 0, prefix.len()));
+    f.extend_from_slice(prefix);
+    while left > 0 {
+        let n = left.min(BLOCK);
+        left -= n;
+        f.extend_from_slice(&header(left == 0 && suffix.is_empty(), 1, n));
+        f.push(0);
+    }
+    if !suffix.is_empty() {
+        f.extend_from_slice(&header(true, 0, suffix.len()));
+        f.extend_from_slice(suffix);
+    }
+    f
+}
+
+// ---------------------------------------------------------------------------
+// The recipes
+// ---------------------------------------------------------------------------
+
+/// What a vector holds: an age plaintext (encrypted to the test key by the
+/// generator) or a finished age file.
+enum Body {
+    Plain(Vec<u8>),
+    Age(Vec<u8>),
+}
+
+struct Vector {
+    name: &'static str,
+    unseal: &'static str,
+    verify: &'static str,
+    comment: &'static str,
+    body: Body,
+}
+
+fn v(name: &'static str, class: &'static str, comment: &'static str, plain: Vec<u8>) -> Vector {
+    Vector {
+        name,
+        unseal: class,
+        verify: class,
+        comment,
+        body: Body::Plain(plain),
+    }
+}
+
+/// Number of tiny entries in the `many-entries` vector.
+const MANY: usize = 20_000;
+/// Size the zstd bomb's one file declares (1 PiB, base-256 size field).
+const BOMB_DECLARED: u64 = 1 << 50;
+/// Zero bytes the bomb's frame actually holds before it ends.
+const BOMB_ZEROS: usize = 512 << 20;
+
+fn recipes(recipient: &str) -> Vec<Vector> {
+    let base = Bag::base();
+    let mut out = vec![
+        v(
+            "ok-control",
+            "success",
+            "a valid vault built by the generator: proves the key and the recipe builder work",
+            base.plaintext(),
+        ),
+        v(
+            "ok-control-raw-tar",
+            "success",
+            "the same, uncompressed",
+            Bag::new(&Recipe::base(), Compression::None).plaintext(),
+        ),
+        // --- paths
+        v(
+            "dotdot-path",
+            "integrity",
+            "a payload file named VEC-1/data/../../escape.txt",
+            base.insert_payload(tar_entry(
+                "VEC-1/data/../../escape.txt",
+                b'0',
+                b"x".to_vec(),
+            )),
+        ),
+        v(
+            "absolute-path",
+            "integrity",
+            "a payload file with the absolute name /tmp/casevault-vector-escape.txt",
+            base.insert_payload(tar_entry(ESCAPE, b'0', b"x".to_vec())),
+        ),
+        v(
+            "long-path-pax",
+            "integrity",
+            "a pax path of 5000 bytes (limit 4096)",
+            base.insert_payload(tar_entry(
+                &format!("VEC-1/data/{}x", "p/".repeat(2495)),
+                b'0',
+                b"x".to_vec(),
+            )),
+        ),
+        {
+            let name = format!("data/{}", "n".repeat(300));
+            let r = Recipe::base().file(&name, b"long name\n");
+            Vector {
+                name: "long-component",
+                unseal: "error",
+                verify: "success",
+                comment: "a consistent bag with a 300-byte file name: longer than NAME_MAX, so \
+                          unseal fails creating it (exit 1, nothing left); verify passes",
+                body: Body::Plain(Bag::new(&r, Compression::Zstd).plaintext()),
+            }
+        },
+        // --- entry types
+        v(
+            "symlink-entry-then-file",
+            "integrity",
+            "a tar symlink data/out -> /tmp, then a file data/out/x written through it",
+            base.with_entries(|e| {
+                let at = 6;
+                e.insert(
+                    at,
+                    RawEntry::new_raw(b"VEC-1/data/out", b'2', vec![], b"/tmp"),
+                );
+                e.insert(
+                    at + 1,
+                    RawEntry::new_raw(b"VEC-1/data/out/x", b'0', b"x".to_vec(), b""),
+                );
+            }),
+        ),
+        v(
+            "hardlink-entry",
+            "integrity",
+            "a tar hard link to /etc/passwd",
+            base.insert_payload(RawEntry::new_raw(
+                b"VEC-1/data/pw",
+                b'1',
+                vec![],
+                b"/etc/passwd",
+            )),
+        ),
+        v(
+            "fifo-entry",
+            "integrity",
+            "a FIFO entry",
+            base.insert_payload(RawEntry::new_raw(b"VEC-1/data/fifo", b'6', vec![], b"")),
+        ),
+        v(
+            "char-device-entry",
+            "integrity",
+            "a character device entry",
+            base.insert_payload(RawEntry::new_raw(b"VEC-1/data/tty", b'3', vec![], b"")),
+        ),
+        v(
+            "gnu-longname",
+            "integrity",
+            "a GNU ././@LongLink (type L) header",
+            base.insert_payload(RawEntry::new_raw(
+                b"././@LongLink",
+                b'L',
+                b"VEC-1/data/long\0".to_vec(),
+                b"",
+            )),
+        ),
+        v(
+            "pax-global-header",
+            "integrity",
+            "a pax global header (type g)",
+            base.insert_payload(RawEntry::new_raw(
+                b"VEC-1/pax_global_header",
+                b'g',
+                pax_record("comment", "x").into_bytes(),
+                b"",
+            )),
+        ),
+        v(
+            "duplicate-entry",
+            "integrity",
+            "data/a.txt twice, the second with other bytes",
+            base.insert_payload(tar_entry("VEC-1/data/a.txt", b'0', b"other\n".to_vec())),
+        ),
+        v(
+            "entry-outside-data",
+            "integrity",
+            "an extra file VEC-1/extra.txt between the payload and the tag files",
+            base.insert_payload(tar_entry("VEC-1/extra.txt", b'0', b"x".to_vec())),
+        ),
+        // --- pax headers
+        {
+            let mut e = tar_entry("VEC-1/data/pax.txt", b'0', b"x".to_vec());
+            e.pax = Some(pax_header(&pax_record("size", "18446744073709551615")));
+            v(
+                "pax-huge-size",
+                "integrity",
+                "a pax size of 2^64-1 on a 1-byte file",
+                base.insert_payload(e),
+            )
+        },
+        {
+            let mut e = tar_entry("VEC-1/data/pax.txt", b'0', b"x".to_vec());
+            e.pax = Some(pax_header(&pax_record("size", "99999999999999999999999")));
+            v(
+                "pax-size-overflow",
+                "integrity",
+                "a pax size that does not fit 64 bits",
+                base.insert_payload(e),
+            )
+        },
+        {
+            let mut e = tar_entry("VEC-1/data/pax.txt", b'0', b"x".to_vec());
+            e.pax = Some(pax_header("999999 path=VEC-1/data/pax.txt\n"));
+            v(
+                "pax-bogus-length",
+                "integrity",
+                "a pax record whose length field (999999) exceeds the header",
+                base.insert_payload(e),
+            )
+        },
+        {
+            let mut e = tar_entry("VEC-1/data/pax.txt", b'0', b"x".to_vec());
+            e.pax = Some(pax_header(&pax_record("linkpath", "/etc/passwd")));
+            v(
+                "pax-unknown-key",
+                "integrity",
+                "a pax linkpath record",
+                base.insert_payload(e),
+            )
+        },
+        {
+            // The pax header's size field claims 1 GiB; its data is not there.
+            let (mut h, _) = pax_header("");
+            h.set_size(1 << 30);
+            h.set_cksum();
+            let mut e = tar_entry("VEC-1/data/pax.txt", b'0', b"x".to_vec());
+            e.pax = Some((h, vec![]));
+            v(
+                "pax-oversized-header",
+                "integrity",
+                "a pax extended header whose size field says 1 GiB (limit 64 KiB)",
+                base.insert_payload(e),
+            )
+        },
+        {
+            let mut e = tar_entry("VEC-1/data/pax.txt", b'0', b"x".to_vec());
+            e.pax = Some(pax_header(&pax_record("path", "VEC-1/data/a\0b")));
+            v(
+                "pax-path-nul",
+                "integrity",
+                "a pax path containing a NUL byte",
+                base.insert_payload(e),
+            )
+        },
+        // --- manifests and casevault.json
+        {
+            let mut b = Bag::base();
+            b.tags.edit_manifest(|t| format!("zz{}", &t[2..]));
+            v(
+                "manifest-bad-hex",
+                "integrity",
+                "a manifest digest with non-hex digits (tag manifest updated)",
+                b.plaintext(),
+            )
+        },
+        {
+            let mut b = Bag::base();
+            b.tags.edit_manifest(|t| t.to_uppercase());
+            v(
+                "manifest-upper-hex",
+                "integrity",
+                "manifest digests in upper-case hex",
+                b.plaintext(),
+            )
+        },
+        {
+            let mut b = Bag::base();
+            b.tags.edit_manifest(|t| {
+                let first = t.lines().next().unwrap().to_string();
+                t.replacen(&first, &first[..64], 1)
+            });
+            v(
+                "manifest-wrong-field-count",
+                "integrity",
+                "a manifest line with a digest and no path",
+                b.plaintext(),
+            )
+        },
+        {
+            let mut b = Bag::base();
+            b.tags.edit_manifest(|t| t.replacen("  data/", " data/", 1));
+            v(
+                "manifest-one-space",
+                "integrity",
+                "a manifest line separated by one space",
+                b.plaintext(),
+            )
+        },
+        {
+            let mut b = Bag::base();
+            b.tags
+                .edit_manifest(|t| t.replacen("data/sub/b.txt", "data/sub/../sub/b.txt", 1));
+            v(
+                "manifest-dotdot-path",
+                "integrity",
+                "a manifest path data/sub/../sub/b.txt",
+                b.plaintext(),
+            )
+        },
+        {
+            let mut b = Bag::base();
+            b.tags
+                .edit_manifest(|t| t.replacen("data/a.txt", "data/a%zz.txt", 1));
+            v(
+                "manifest-bad-percent",
+                "integrity",
+                "a manifest path with the % sequence %zz",
+                b.plaintext(),
+            )
+        },
+        {
+            let mut b = Bag::base();
+            b.tags.edit_manifest(|t| {
+                let first = t.lines().next().unwrap().to_string() + "\n";
+                t.replacen(&first, "", 1)
+            });
+            v(
+                "manifest-missing-file",
+                "integrity",
+                "the manifest omits data/a.txt",
+                b.plaintext(),
+            )
+        },
+        {
+            let mut b = Bag::base();
+            b.tags
+                .edit_manifest(|t| t + &manifest::line(&sha256_hex(b"ghost"), "data/ghost.txt"));
+            v(
+                "manifest-extra-file",
+                "integrity",
+                "the manifest lists data/ghost.txt, which is not in the payload",
+                b.plaintext(),
+            )
+        },
+        {
+            let mut b = Bag::base();
+            b.tags
+                .edit_manifest(|t| t.replacen(&sha256_hex(b"alpha\n"), &sha256_hex(b"alphA\n"), 1));
+            v(
+                "manifest-hash-mismatch",
+                "integrity",
+                "the manifest digest of data/a.txt is of other bytes",
+                b.plaintext(),
+            )
+        },
+        {
+            let mut b = Bag::base();
+            b.tags.edit_json(|j| j["entries"][1]["size"] = 7.into());
+            v(
+                "json-size-mismatch",
+                "integrity",
+                "casevault.json gives data/a.txt size 7 (it is 6)",
+                b.plaintext(),
+            )
+        },
+        {
+            let mut b = Bag::base();
+            let n = b.tags.json.len();
+            b.tags.json.truncate(n / 2);
+            b.tags.json.push(b'\n');
+            b.tags.fix();
+            v(
+                "json-truncated",
+                "integrity",
+                "casevault.json cut in half (tag manifest updated)",
+                b.plaintext(),
+            )
+        },
+        {
+            let mut b = Bag::base();
+            b.tags.info = b"Bagging-Date: 2026-01-01\nPayload-Oxum: 99999999999999999999999.3\n\
+                External-Identifier: VEC-1\n"
+                .to_vec();
+            b.tags.fix();
+            v(
+                "bag-info-bogus-oxum",
+                "integrity",
+                "a Payload-Oxum too large for 64 bits",
+                b.plaintext(),
+            )
+        },
+        // --- symlink records
+        {
+            let r = Recipe::base()
+                .link("data/l1", "l2")
+                .link("data/l2", "sub/l3")
+                .link("data/sub/l3", "../../../etc");
+            Vector {
+                name: "symlink-chain-escape",
+                unseal: "unsafe",
+                verify: "success",
+                comment: "links l1 -> l2 -> sub/l3 -> ../../../etc: each hop looks harmless, \
+                          the chain leaves the case; verify reports it, unseal refuses",
+                body: Body::Plain(Bag::new(&r, Compression::Zstd).plaintext()),
+            }
+        },
+        {
+            let mut r = Recipe::base();
+            for i in 0..41 {
+                r = r.link(&format!("data/h{i:02}"), &format!("h{:02}", i + 1));
+            }
+            r = r.link("data/h41", "a.txt");
+            Vector {
+                name: "symlink-chain-41-hops",
+                unseal: "unsafe",
+                verify: "success",
+                comment: "a chain of 42 links that ends inside the case, past the 40-hop limit",
+                body: Body::Plain(Bag::new(&r, Compression::Zstd).plaintext()),
+            }
+        },
+        {
+            let r = Recipe::base().dir("data/d").link("data/d/x", "y");
+            let mut b = Bag::new(&r, Compression::Zstd);
+            b.tags.edit_json(|j| {
+                for e in j["entries"].as_array_mut().unwrap() {
+                    if e["path"] == "data/d/x" {
+                        e["path"] = "data/d/../../x".into();
+                    }
+                }
+            });
+            v(
+                "json-symlink-dotdot-path",
+                "integrity",
+                "a symlink record whose path is data/d/../../x",
+                b.plaintext(),
+            )
+        },
+        // --- truncation and trailing data
+        {
+            let tar = build_tar(&base.entries());
+            v(
+                "tar-ends-in-file-data",
+                "integrity",
+                "the tar stream ends inside data/a.txt's data",
+                tar[..512 * 3 + 3].to_vec(),
+            )
+        },
+        {
+            let len: usize = base
+                .payload
+                .iter()
+                .map(|e| 512 + e.data.len().div_ceil(512) * 512)
+                .sum();
+            v(
+                "tar-ends-before-tags",
+                "integrity",
+                "the tar stream stops after the payload: no tag files, no end marker",
+                build_tar(&base.payload)[..len].to_vec(),
+            )
+        },
+        {
+            let mut tar = build_tar(&base.entries());
+            tar.extend_from_slice(b"trailing garbage after the archive");
+            v(
+                "tar-trailing-garbage",
+                "integrity",
+                "non-zero bytes after the end-of-archive blocks",
+                base.plaintext_of(tar),
+            )
+        },
+        v(
+            "empty-plaintext",
+            "integrity",
+            "a valid age file whose plaintext is empty",
+            vec![],
+        ),
+    ];
+
+    // --- resources
+    {
+        // Tens of thousands of empty files in 100 directories, then a
+        // bagit.txt with the wrong text and the end of the stream: every
+        // entry is extracted to staging before the bag is found broken.
+        let mut e = vec![
+            tar_entry(&format!("{CASE}/"), b'5', vec![]),
+            tar_entry(&format!("{CASE}/data/"), b'5', vec![]),
+        ];
+        for d in 0..100 {
+            e.push(tar_entry(&format!("{CASE}/data/d{d:02}/"), b'5', vec![]));
+            for f in 0..MANY / 100 {
+                e.push(tar_entry(
+                    &format!("{CASE}/data/d{d:02}/{f:03}"),
+                    b'0',
+                    vec![],
+                ));
+            }
+        }
+        e.push(tar_entry(
+            &format!("{CASE}/bagit.txt"),
+            b'0',
+            b"no\n".to_vec(),
+        ));
+        let tar = build_tar(&e);
+        out.push(v(
+            "many-entries",
+            "integrity",
+            "20,000 empty files in 100 directories, then a broken bag: all are staged, then removed",
+            zstd::encode_all(&tar[..], 19).unwrap(),
+        ));
+    }
+    {
+        // One file declaring 1 PiB; the frame holds 512 MiB of zeros (a few
+        // KiB compressed) and then ends.
+        let mut prefix = Vec::new();
+        for (name, flag, len) in [
+            ("VEC-1/", b'5', 0u64),
+            ("VEC-1/data/", b'5', 0),
+            ("VEC-1/data/bomb.bin", b'0', BOMB_DECLARED),
+        ] {
+            let mut e = RawEntry::new_raw(name.as_bytes(), flag, vec![], b"");
+            e.header.set_size(len);
+            e.header.set_cksum();
+            prefix.extend_from_slice(e.header.as_bytes());
+        }
+        out.push(Vector {
+            name: "zstd-bomb",
+            unseal: "error",
+            verify: "integrity",
+            comment: "a zstd bomb: 16 KiB of RLE blocks expand to 512 MiB of zeros in a file \
+                      declaring 1 PiB; unseal refuses before writing (free space, exit 1), \
+                      verify hashes 512 MiB and finds the stream ends early",
+            body: Body::Plain(zstd_rle_frame(&prefix, BOMB_ZEROS)),
+        });
+    }
+    // --- the age layer
+    {
+        let full = encrypt_to(recipient, &base.plaintext(), false);
+        let hdr_end = full.windows(4).position(|w| w == b"\n---").unwrap();
+        let mac_end = hdr_end
+            + 1
+            + full[hdr_end + 1..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .unwrap();
+        out.push(Vector {
+            name: "age-header-only",
+            unseal: "integrity",
+            verify: "integrity",
+            comment: "an age header (with a valid MAC) and no payload at all",
+            body: Body::Age(full[..=mac_end].to_vec()),
+        });
+        out.push(Vector {
+            name: "age-header-and-nonce",
+            unseal: "integrity",
+            verify: "integrity",
+            comment: "an age header and the 16-byte payload nonce, but no chunk",
+            body: Body::Age(full[..=mac_end + 16].to_vec()),
+        });
+        out.push(Vector {
+            name: "age-truncated-chunk",
+            unseal: "integrity",
+            verify: "integrity",
+            comment: "an age file cut in the middle of its last chunk",
+            body: Body::Age(full[..full.len() - 7].to_vec()),
+        });
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Generator and walker
+// ---------------------------------------------------------------------------
+
+fn test_key() -> Key {
+    let path = vectors_dir().join("TEST-ONLY-key.txt");
+    let text = fs::read_to_string(&path).expect("tests/vectors/TEST-ONLY-key.txt");
+    let secret = text
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .expect("an AGE-SECRET-KEY-1 line")
+        .to_string();
+    let id: age::x25519::Identity = secret.parse().unwrap();
+    Key {
+        path,
+        recipient: id.to_public().to_string(),
+        secret,
+    }
+}
+
+/// Rebuild tests/vectors/hostile/ from the recipes (and the test-only key,
+/// if it is missing). Not part of the normal run:
+/// `cargo test --test it regenerate_vectors -- --ignored`.
+#[test]
+#[ignore]
+fn regenerate_vectors() {
+    let dir = vectors_dir();
+    let key_path = dir.join("TEST-ONLY-key.txt");
+    fs::create_dir_all(dir.join("hostile")).unwrap();
+    if !key_path.exists() {
+        use age::secrecy::ExposeSecret;
+        let id = age::x25519::Identity::generate();
+        fs::write(
+            &key_path,
+            format!(
+                "# TEST-ONLY key for tests/vectors: public in the repository, never use it\n\
+                 # for real cases.\n# public key: {}\n{}\n",
+                id.to_public(),
+                id.to_string().expose_secret()
+            ),
+        )
+        .unwrap();
+    }
+    let key = test_key();
+    for vec in recipes(&key.recipient) {
+        let bytes = match vec.body {
+            Body::Plain(p) => encrypt_to(&key.recipient, &p, false),
+            Body::Age(a) => a,
+        };
+        let base = dir.join("hostile").join(vec.name);
+        fs::write(base.with_extension("vault"), &bytes).unwrap();
+        let mut txt = format!("expect: {}\n", vec.unseal);
+        if vec.verify != vec.unseal {
+            txt.push_str(&format!("verify: {}\n", vec.verify));
+        }
+        txt.push_str(&format!("comment: {}\n", vec.comment));
+        fs::write(base.with_extension("txt"), txt).unwrap();
+        eprintln!("{:>8} bytes  {}", bytes.len(), vec.name);
+    }
+}
+
+struct Expect {
+    unseal: String,
+    verify: String,
+    comment: String,
+}
+
+fn parse_expect(text: &str) -> Expect {
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}: ")))
+            .map(str::to_string)
+    };
+    let unseal = field("expect").expect("an `expect:` line");
+    Expect {
+        verify: field("verify").unwrap_or_else(|| unseal.clone()),
+        comment: field("comment").unwrap_or_default(),
+        unseal,
+    }
+}
+
+/// The stderr marker of a failure class.
+fn marker(class: &str) -> Option<&'static str> {
+    match class {
+        "integrity" => Some("integrity failure"),
+        "unsafe" => Some("unsafe entry"),
+        "error" | "no-match" => Some("casevault: error: "),
+        _ => None,
+    }
+}
+
+#[test]
+fn hostile_corpus() {
+    let dir = vectors_dir().join("hostile");
+    let tmp = tempfile::Builder::new()
+        .prefix("casevault-vectors-")
+        .tempdir()
+        .unwrap();
+    // Git does not keep mode 0600; casevault refuses a key group or others
+    // can read, so use a private copy.
+    let key = tmp.path().join("key.txt");
+    write_private(
+        &key,
+        fs::read(vectors_dir().join("TEST-ONLY-key.txt")).unwrap(),
+    );
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let vaults: Vec<&String> = names.iter().filter(|n| n.ends_with(".vault")).collect();
+    for n in &names {
+        let stem = n.rsplit_once('.').unwrap().0;
+        assert!(
+            names.contains(&format!("{stem}.vault")) && names.contains(&format!("{stem}.txt")),
+            "{n}: every vector is NAME.vault plus NAME.txt"
+        );
+    }
+    assert!(vaults.len() >= 40, "only {} vectors", vaults.len());
+    let corpus_before = snapshot(&dir);
+    let mut total = 0;
+    for name in vaults {
+        let stem = name.strip_suffix(".vault").unwrap();
+        let vault = dir.join(name);
+        total += fs::metadata(&vault).unwrap().len();
+        let ex = parse_expect(&fs::read_to_string(dir.join(format!("{stem}.txt"))).unwrap());
+        let parent = tmp.path().join(stem);
+        fs::create_dir(&parent).unwrap();
+        let dest = parent.join("dest");
+
+        let start = Instant::now();
+        let a = casevault()
+            .arg("unseal")
+            .arg(&vault)
+            .arg("-o")
+            .arg(&dest)
+            .arg("-i")
+            .arg(&key)
+            .assert();
+        let took = start.elapsed();
+        let err = stderr_of(&a);
+        eprintln!(
+            "{stem}: unseal {:?} in {took:?} ({})",
+            a.get_output().status.code(),
+            ex.comment
+        );
+        assert_eq!(
+            a.get_output().status.code(),
+            Some(code(&ex.unseal)),
+            "{stem}: unseal should end in {}: {err}",
+            ex.unseal
+        );
+        if let Some(m) = marker(&ex.unseal) {
+            assert!(err.contains(m), "{stem}: stderr lacks {m:?}: {err}");
+        }
+        let left = snapshot(&parent);
+        if ex.unseal == "success" {
+            assert!(dest.is_dir(), "{stem}: DEST missing");
+            assert!(
+                left.iter().all(|p| p.starts_with("dest")),
+                "{stem}: unseal left {left:?}"
+            );
+        } else {
+            assert!(
+                dest.symlink_metadata().is_err(),
+                "{stem}: DEST was created by a failing unseal"
+            );
+            assert!(left.is_empty(), "{stem}: unseal left {left:?} beside DEST");
+        }
+        assert!(
+            Path::new(ESCAPE).symlink_metadata().is_err(),
+            "{stem}: {ESCAPE} was written"
+        );
+        assert!(
+            took < Duration::from_secs(30),
+            "{stem}: unseal took {took:?}"
+        );
+
+        let before = snapshot(tmp.path());
+        let start = Instant::now();
+        let a = casevault()
+            .current_dir(&parent)
+            .arg("verify")
+            .arg(&vault)
+            .arg("-i")
+            .arg(&key)
+            .assert();
+        let took = start.elapsed();
+        assert_eq!(
+            a.get_output().status.code(),
+            Some(code(&ex.verify)),
+            "{stem}: verify should end in {}: {}",
+            ex.verify,
+            stderr_of(&a)
+        );
+        assert_snapshot_unchanged(tmp.path(), &before);
+        assert!(
+            took < Duration::from_secs(30),
+            "{stem}: verify took {took:?}"
+        );
+        let _ = fs::remove_dir_all(&parent);
+    }
+    assert_snapshot_unchanged(&dir, &corpus_before);
+    assert!(
+        total < 1 << 20,
+        "the corpus should stay under 1 MiB, it is {total} bytes"
+    );
+}
