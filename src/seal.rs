@@ -398,6 +398,7 @@ impl Walk {
         let walker = walkdir::WalkDir::new(root)
             .follow_links(false)
             .sort_by_file_name();
+        let (mut entries_seen, mut path_bytes) = (0u64, 0u64);
         for item in walker {
             signal::check()?;
             let ent = item.map_err(|e| {
@@ -423,6 +424,21 @@ impl Walk {
                     "{}: path longer than {} bytes",
                     path.display(),
                     format::MAX_PATH_BYTES
+                ))
+                .into());
+            }
+            // Stay within what every reader accepts (FORMAT §6.1), so that
+            // seal never writes a vault that unseal must refuse.
+            entries_seen += 1;
+            path_bytes += bag_path.len() as u64;
+            if entries_seen > crate::open::MAX_PAYLOAD_ENTRIES
+                || path_bytes > crate::open::MAX_PAYLOAD_PATH_BYTES
+            {
+                return Err(Error::Refused(format!(
+                    "{}: the case has more than {} entries or {} bytes of paths, the limits of the vault format (FORMAT.md §6.1); split it into several cases",
+                    root.display(),
+                    crate::open::MAX_PAYLOAD_ENTRIES,
+                    crate::open::MAX_PAYLOAD_PATH_BYTES
                 ))
                 .into());
             }

@@ -21,6 +21,7 @@ mod plugin;
 mod pq;
 mod progress;
 mod rekey;
+mod roundtrip_prop;
 mod seal;
 mod sign;
 mod sweep;

@@ -1049,7 +1049,7 @@ fn hostile_corpus() {
             "{stem}: {ESCAPE} was written"
         );
         assert!(
-            took < Duration::from_secs(30),
+            took < Duration::from_secs(120),
             "{stem}: unseal took {took:?}"
         );
 
@@ -1071,8 +1071,9 @@ fn hostile_corpus() {
             stderr_of(&a)
         );
         assert_snapshot_unchanged(tmp.path(), &before);
+        // A bound, not a benchmark: generous for a loaded 2-core machine.
         assert!(
-            took < Duration::from_secs(30),
+            took < Duration::from_secs(120),
             "{stem}: verify took {took:?}"
         );
         let _ = fs::remove_dir_all(&parent);
