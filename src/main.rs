@@ -11,6 +11,7 @@ use casevault::sanitize::sanitize;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    record_panics();
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -46,6 +47,30 @@ fn main() -> ExitCode {
             ExitCode::from(exit::code(kind) as u8)
         }
     }
+}
+
+/// No input may make casevault panic. A panic is still printed by Rust's
+/// default hook (exit 101); when `CASEVAULT_PANIC_LOG` names a file, the
+/// message is appended there too, so that a test harness can fail a whole
+/// run on any panic of any invocation, including ones whose stderr no test
+/// looks at (docs/TESTING.md).
+fn record_panics() {
+    let Some(log) = std::env::var_os("CASEVAULT_PANIC_LOG") else {
+        return;
+    };
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        use std::io::Write;
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+        {
+            let _ = writeln!(f, "casevault {}: {info}", args.join(" "));
+        }
+        default(info);
+    }));
 }
 
 /// A closed stdout (e.g. `casevault list … | head`) is not an error.

@@ -265,7 +265,7 @@ fn parallel_appenders_lose_nothing() {
     let c = cx();
     let children: Vec<_> = (0..16)
         .map(|i| {
-            Command::new(env!("CARGO_BIN_EXE_casevault"))
+            crate::util::bin_command()
                 .arg("verify")
                 .arg(&c.vault)
                 .arg("--custody")

@@ -66,7 +66,7 @@ fn random_case(fx: &Fx, name: &str, len: usize) -> CaseTree {
 }
 
 fn seal_cmd(fx: &Fx, case: &Path, vault: &Path) -> Command {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin!("casevault"));
+    let mut c = crate::util::bin_command();
     c.arg("seal")
         .arg(case)
         .arg("-o")
@@ -78,7 +78,7 @@ fn seal_cmd(fx: &Fx, case: &Path, vault: &Path) -> Command {
 }
 
 fn unseal_cmd(fx: &Fx, vault: &Path, dest: &Path) -> Command {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin!("casevault"));
+    let mut c = crate::util::bin_command();
     c.arg("unseal")
         .arg(vault)
         .arg("-o")

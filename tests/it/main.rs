@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod unpriv;
 mod util;
 
 mod cctv;

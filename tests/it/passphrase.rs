@@ -39,6 +39,7 @@ pub(crate) fn on_terminal(
         .join(" ");
     let log = dir.join(format!("terminal-{}.log", std::process::id()));
     let mut child = Command::new(script)
+        .env(crate::util::PANIC_LOG_ENV, crate::util::panic_log())
         .args(["-qec", &cmd, "/dev/null"])
         .current_dir(dir)
         .env_remove("RUST_LOG")

@@ -17,6 +17,7 @@ fn on_a_terminal(args: &[&str]) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     let out = std::process::Command::new(script)
+        .env(crate::util::PANIC_LOG_ENV, crate::util::panic_log())
         .args(["-qec", &cmd, "/dev/null"])
         .output()
         .expect("script runs");

@@ -559,7 +559,7 @@ fn seal_sigterm_exits_143_and_leaves_nothing() {
         .unwrap();
     let vault = fx.vault("sig.vault");
     let before_out = snapshot(&fx.out());
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("casevault"))
+    let child = crate::util::bin_command()
         .arg("seal")
         .arg(&case.root)
         .arg("-o")

@@ -193,7 +193,7 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
 
 /// Start `sweep` as a child process (to kill it, or to race it).
 fn spawn_sweep(env: &Env, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_casevault"))
+    crate::util::bin_command()
         .arg("sweep")
         .arg(env.inbox())
         .arg("-o")
@@ -435,48 +435,26 @@ fn a_case_with_a_fifo_fails_while_the_others_seal() {
 /// everything, so the sweep runs as `nobody` through setpriv(1).
 #[test]
 fn an_unreadable_file_fails_its_case_when_run_unprivileged() {
-    let Some(setpriv) = ["/usr/bin/setpriv", "/bin/setpriv"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-    else {
-        eprintln!("skipped: setpriv(1) not found");
-        return;
-    };
-    // /proc/self belongs to the effective uid.
-    if fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
-        eprintln!("skipped: needs root to switch to nobody");
-        return;
-    }
     let env = Env::new();
     small_case(&env.case("A1"), 1);
     small_case(&env.case("B2"), 2);
     fs::write(env.case("B2/locked.bin"), b"secret").unwrap();
-    // A copy of the binary that nobody can run whatever the checkout's
-    // permissions.
-    let bin = env.root().join("casevault");
-    fs::copy(env!("CARGO_BIN_EXE_casevault"), &bin).unwrap();
-    let nobody = Some(65534);
-    for ent in walkdir::WalkDir::new(env.root()) {
-        let p = ent.unwrap().into_path();
-        std::os::unix::fs::lchown(&p, nobody, nobody).unwrap();
-    }
+    let Some(nobody) = crate::unpriv::Unprivileged::new(env.root()) else {
+        return;
+    };
     fs::set_permissions(env.root(), fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::chown(env.case("B2/locked.bin"), Some(0), Some(0)).unwrap();
     fs::set_permissions(env.case("B2/locked.bin"), fs::Permissions::from_mode(0o000)).unwrap();
 
-    let out = Command::new(setpriv)
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&bin)
-        .arg("sweep")
-        .arg(env.inbox())
-        .arg("-o")
-        .arg(env.store())
-        .arg("-r")
-        .arg(&env.key.recipient)
-        .arg("--json")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = nobody.run([
+        "sweep".as_ref(),
+        env.inbox().as_os_str(),
+        "-o".as_ref(),
+        env.store().as_os_str(),
+        "-r".as_ref(),
+        env.key.recipient.as_ref(),
+        "--json".as_ref(),
+    ]);
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
         out.status.code(),

@@ -527,7 +527,7 @@ fn unseal_sigint_exits_130_and_leaves_nothing() {
     .unwrap();
     let dest = fx.dest("sig");
     let before = snapshot(&fx.restore());
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("casevault"))
+    let child = crate::util::bin_command()
         .arg("unseal")
         .arg(&vault)
         .arg("-o")

@@ -33,7 +33,26 @@ pub fn casevault() -> assert_cmd::Command {
     let mut cmd = cargo_bin_cmd!("casevault");
     cmd.timeout(Duration::from_secs(90));
     cmd.env_remove("RUST_LOG");
+    cmd.env(PANIC_LOG_ENV, panic_log());
     cmd
+}
+
+/// The binary appends every panic to the file this variable names (see
+/// src/main.rs); no input may make casevault panic, and the `no_panics`
+/// test target fails the run if anything was appended.
+pub const PANIC_LOG_ENV: &str = "CASEVAULT_PANIC_LOG";
+
+/// The binary as a plain `std::process::Command` (for spawning and
+/// signalling), with the panic log set.
+pub fn bin_command() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_casevault"));
+    c.env(PANIC_LOG_ENV, panic_log());
+    c
+}
+
+/// The panic log shared by every test run of this checkout.
+pub fn panic_log() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("casevault-panics.log")
 }
 
 /// stdout of an assert as UTF-8.
