@@ -159,14 +159,21 @@ pub fn read_identity_file(path: &Path, allow_insecure: bool) -> Result<Vec<Boxed
     if !meta.is_file() || meta.len() > MAX_IDENTITY_FILE {
         return Err(not_identity());
     }
-    if !allow_insecure {
-        check_identity_mode(path, meta.permissions().mode())?;
-    }
     let mut raw = Vec::with_capacity(meta.len() as usize);
     let res = file.take(MAX_IDENTITY_FILE + 1).read_to_end(&mut raw);
     // Wrapped at once, so that the bytes are wiped on drop also on error.
     let data = age::secrecy::SecretSlice::from(raw);
     res.map_err(|e| Error::io("cannot read identity file", path, e))?;
+    // What the file is decides the message: "chmod 600" is the wrong advice
+    // for a recipients file given to -i by mistake (it would cut the sweep
+    // account off a file it must read), so the mode is judged only for a
+    // file that holds secret material.
+    if !holds_secret_material(data.expose_secret()) {
+        return Err(not_an_identity(path, data.expose_secret()));
+    }
+    if !allow_insecure {
+        check_identity_mode(path, meta.permissions().mode())?;
+    }
     // A passphrase-protected identity file (`age -p`, binary or armored):
     // decrypt it with the passphrase asked on the terminal, then parse the
     // plaintext like any identity file.
@@ -223,6 +230,45 @@ pub fn read_identity_file(path: &Path, allow_insecure: bool) -> Result<Vec<Boxed
         return Err(Error::Refused(format!("{name} holds no identity")));
     }
     Ok(ids)
+}
+
+/// Whether an identity file's bytes can hold a secret: an age identity
+/// (`AGE-SECRET-KEY-…`, also post-quantum), a plugin identity
+/// (`AGE-PLUGIN-…`), a passphrase-encrypted age file, or a PEM/OpenSSH
+/// private key. Anything else cannot be an identity.
+fn holds_secret_material(bytes: &[u8]) -> bool {
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    has(b"AGE-SECRET-KEY-")
+        || has(b"AGE-PLUGIN-")
+        || has(b"PRIVATE KEY-----")
+        || crate::passphrase::is_encrypted_identity(bytes)
+}
+
+/// The refusal for a file given to `-i` that holds no secret: name a
+/// recipients file as such (every line a recipient or a comment), so that
+/// the user swaps -i for -R instead of changing its mode.
+fn not_an_identity(path: &Path, bytes: &[u8]) -> Error {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .peekable();
+    let recipients = lines.peek().is_some() && lines.all(|l| parse_recipient(l).is_ok());
+    if recipients {
+        Error::Refused(format!(
+            "{} is a recipients file (public keys), not an identity: give recipients \
+             with -R when sealing, and an identity file (AGE-SECRET-KEY-… or an SSH \
+             private key) with -i",
+            path.display()
+        ))
+    } else {
+        Error::Refused(format!(
+            "{} is not an identity file: it holds no age identity (AGE-SECRET-KEY-…), \
+             plugin identity, passphrase-encrypted identity or SSH private key",
+            path.display()
+        ))
+    }
 }
 
 /// Parse the `AGE-SECRET-KEY-PQ-1…` lines of an age identity file; return

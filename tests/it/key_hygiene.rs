@@ -226,3 +226,59 @@ fn error_paths_never_print_key_material() {
     assert_no_key_material(&stderr_of(&a), &secret, "damaged vault");
     assert_no_key_material(&stdout_of(&a), &secret, "damaged vault");
 }
+
+/// Issue #17 item 6: a recipients file (public keys, world-readable by
+/// design) given to `-i` by mistake is named as such, never met with
+/// "chmod 600" advice that would cut the sweep account off it; a file with
+/// no key at all is "not an identity file". Each command, nothing written.
+#[test]
+fn recipients_file_given_as_identity_is_named_not_judged_by_its_mode() {
+    let fx = Fx::new();
+    let vault = sealed(&fx);
+    let recipients = fx.root().join("keys/recipients.txt");
+    fs::write(
+        &recipients,
+        format!("# lab key\n{}\n\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB/VHtZ6nq+y test\n", fx.key.recipient),
+    )
+    .unwrap();
+    fs::set_permissions(&recipients, fs::Permissions::from_mode(0o644)).unwrap();
+    let notes = fx.root().join("keys/notes.txt");
+    fs::write(&notes, "just some notes\n").unwrap();
+    fs::set_permissions(&notes, fs::Permissions::from_mode(0o644)).unwrap();
+    for (n, (file, want)) in [
+        (
+            &recipients,
+            "is a recipients file (public keys), not an identity",
+        ),
+        (&notes, "is not an identity file"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (name, args) in commands(&fx, &vault, n) {
+            let before = snapshot(fx.root());
+            let a = casevault().args(&args).arg("-i").arg(file).assert().code(1);
+            let err = stderr_of(&a);
+            assert_error_message(&err);
+            assert!(
+                err.contains(&file.display().to_string()) && err.contains(want),
+                "{name}: {err}"
+            );
+            assert!(
+                !err.contains("chmod") && !err.contains("too open"),
+                "{name}: {err}"
+            );
+            assert_snapshot_unchanged(fx.root(), &before);
+        }
+    }
+    // A real identity that is too open is still refused for its mode.
+    fs::set_permissions(&fx.key.path, fs::Permissions::from_mode(0o644)).unwrap();
+    let err = stderr_of(
+        &casevault()
+            .args(["verify".as_ref(), vault.as_os_str(), "-i".as_ref()])
+            .arg(&fx.key.path)
+            .assert()
+            .code(1),
+    );
+    assert!(err.contains("too open"), "{err}");
+}
