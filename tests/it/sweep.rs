@@ -772,3 +772,50 @@ fn completions_and_man_page_are_generated() {
     assert!(stdout_of(&a).contains(".TH casevault-sweep 1"));
     assert!(stdout_of(&a).contains("remove\\-source"));
 }
+
+/// Issue #17 item 11: every subcommand has a page (`man --list` names them
+/// for installing), and SYNOPSIS shows each option's value placeholder.
+#[test]
+fn man_pages_list_every_command_and_show_value_placeholders() {
+    let list = stdout_of(&casevault().args(["man", "--list"]).assert().code(0));
+    let names: Vec<&str> = list.lines().collect();
+    assert_eq!(
+        names,
+        [
+            "keygen",
+            "seal",
+            "unseal",
+            "verify",
+            "list",
+            "rekey",
+            "sweep",
+            "custody",
+            "completions",
+            "man"
+        ]
+    );
+    for name in names {
+        let page = stdout_of(&casevault().args(["man", name]).assert().code(0));
+        assert!(page.contains(&format!(".TH casevault-{name} 1")), "{name}");
+        let synopsis = page
+            .split(".SH SYNOPSIS\n")
+            .nth(1)
+            .and_then(|s| s.lines().next())
+            .unwrap_or_else(|| panic!("{name}: no SYNOPSIS"));
+        assert!(
+            synopsis.starts_with(&format!("\\fBcasevault {name}\\fR")),
+            "{name}: {synopsis}"
+        );
+        assert!(!synopsis.contains("[OPTIONS]"), "{name}: {synopsis}");
+    }
+    let sweep = stdout_of(&casevault().args(["man", "sweep"]).assert().code(0));
+    for want in [
+        "[\\-\\-keep <N>]",
+        "[\\-\\-log <FILE>]",
+        "[\\-q|\\-\\-quiet]",
+    ] {
+        assert!(sweep.contains(want), "sweep synopsis lacks {want}");
+    }
+    assert!(!sweep.contains("(docs/OPERATIONS.md)"));
+    assert!(sweep.contains("/usr/local/share/doc/casevault/"));
+}
