@@ -229,7 +229,7 @@ struct CustodyArgs {
     /// Append a custody record (JSON Lines, created with mode 0600) to LOG.
     #[arg(long, value_name = "LOG")]
     custody: Option<PathBuf>,
-    /// Who acts, for the custody record (default: USER@HOST).
+    /// Who acts, for the custody record (default: the account the process runs as, from the OS, @HOST).
     #[arg(long, value_name = "NAME", requires = "custody")]
     actor: Option<String>,
     /// Why, for the custody record (e.g. "disclosure to defence").
@@ -408,7 +408,7 @@ struct SweepArgs {
     /// Keep no custody log (the default is STORE/custody.jsonl).
     #[arg(long, conflicts_with_all = ["custody", "actor", "reason"])]
     no_custody: bool,
-    /// Who acts, for the custody records (default: USER@HOST).
+    /// Who acts, for the custody records (default: the account the process runs as, from the OS, @HOST).
     #[arg(long, value_name = "NAME")]
     actor: Option<String>,
     /// Why, for the custody records.

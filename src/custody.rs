@@ -89,17 +89,16 @@ pub fn host() -> String {
         .into_owned()
 }
 
-/// The default actor: `$USER@host` (`$LOGNAME`, else `uid-N`).
+/// The default actor: `ACCOUNT@host`, the account the process runs as
+/// (effective uid) as the operating system names it (`getpwuid`, so NSS
+/// accounts work too), or `uid-N@host` when it has no name. Never taken
+/// from `$USER`/`$LOGNAME`, which any caller can set to anything.
 pub fn default_actor() -> String {
-    use std::os::unix::fs::MetadataExt;
-    let user = std::env::var("USER")
-        .ok()
-        .or_else(|| std::env::var("LOGNAME").ok())
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| match fs::metadata("/proc/self") {
-            Ok(m) => format!("uid-{}", m.uid()),
-            Err(_) => "unknown".into(),
-        });
+    let uid = nix::unistd::geteuid();
+    let user = match nix::unistd::User::from_uid(uid) {
+        Ok(Some(u)) if !u.name.is_empty() => u.name,
+        _ => format!("uid-{uid}"),
+    };
     format!("{user}@{}", host())
 }
 

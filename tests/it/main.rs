@@ -17,6 +17,7 @@ mod interop;
 mod key_hygiene;
 mod keygen;
 mod list;
+mod ops;
 mod passphrase;
 mod plugin;
 mod pq;

@@ -50,19 +50,16 @@ impl Unprivileged {
         })
     }
 
-    /// `casevault ARGS…` as nobody, with no groups and no standard input.
+    /// `casevault ARGS…` as nobody, with no groups, no standard input and an
+    /// environment of PATH only.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(&self.setpriv);
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--reset-env",
-            "--",
-        ])
-        .arg(&self.bin)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&self.bin)
+            // Nothing of root's environment; a test may add what it needs.
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .stdin(Stdio::null());
         if let Some(log) = std::env::var_os(crate::util::PANIC_LOG_ENV) {
             c.env(crate::util::PANIC_LOG_ENV, log);
         }
