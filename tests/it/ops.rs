@@ -67,3 +67,97 @@ fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     fs::metadata("/proc/self").map(|m| m.uid()).ok() == Some(0)
 }
+
+/// The doc and the drill cannot drift: scripts/ops-drill runs the doc's
+/// marked blocks themselves, knows their names (checked here and again when
+/// it runs), and the unit, timer, logrotate snippet and cron line the doc
+/// shows are the files in contrib/ (comments aside).
+#[test]
+fn operations_doc_matches_the_drill_and_the_shipped_files() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = fs::read_to_string(root.join("docs/OPERATIONS.md")).unwrap();
+    let drill = fs::read_to_string(root.join("scripts/ops-drill")).unwrap();
+
+    // Every marker heads a sh block; the names are the drill's list.
+    let lines: Vec<&str> = doc.lines().collect();
+    let mut names = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(rest) = l.strip_prefix("<!-- ops-drill: ") {
+            let (name, who) = rest
+                .strip_suffix(" -->")
+                .and_then(|r| r.split_once(" as "))
+                .unwrap_or_else(|| panic!("malformed marker: {l}"));
+            assert!(
+                ["root", "analyst", "investigator"].contains(&who),
+                "{name}: unknown role {who}"
+            );
+            assert_eq!(
+                lines.get(i + 1),
+                Some(&"```sh"),
+                "{name}: no sh block after its marker"
+            );
+            names.push(name.to_string());
+        }
+    }
+    let expected = drill
+        .lines()
+        .find_map(|l| l.strip_prefix("expected=\""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("the drill lists the blocks it runs");
+    assert_eq!(names.join(" "), expected);
+    for name in &names {
+        assert!(
+            drill.contains(&format!("run_block {name}")),
+            "the drill never runs block {name}"
+        );
+    }
+
+    // The shipped files, as the doc shows them.
+    let fenced = |lang: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur: Option<String> = None;
+        for l in doc.lines() {
+            match &mut cur {
+                None if l == format!("```{lang}") => cur = Some(String::new()),
+                Some(_) if l == "```" => out.push(cur.take().unwrap()),
+                Some(b) => {
+                    b.push_str(l);
+                    b.push('\n')
+                }
+                None => {}
+            }
+        }
+        out
+    };
+    let uncommented = |p: &str| -> String {
+        fs::read_to_string(root.join(p))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let ini = fenced("ini");
+    for unit in [
+        "contrib/systemd/casevault-sweep.service",
+        "contrib/systemd/casevault-sweep.timer",
+    ] {
+        assert!(
+            ini.contains(&uncommented(unit)),
+            "docs/OPERATIONS.md does not show {unit} as shipped"
+        );
+    }
+    assert!(
+        fenced("").contains(&uncommented("contrib/logrotate/casevault")),
+        "docs/OPERATIONS.md does not show contrib/logrotate/casevault as shipped"
+    );
+    let exec = uncommented("contrib/systemd/casevault-sweep.service")
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart=").map(str::to_string))
+        .unwrap();
+    assert!(
+        doc.lines()
+            .any(|l| l.contains(" casevault ") && l.ends_with(&exec)),
+        "the cron line does not run the unit's ExecStart: {exec}"
+    );
+}
