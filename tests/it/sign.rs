@@ -595,3 +595,89 @@ fn tampered_inner_signature_is_an_integrity_failure() {
     let v = rewrite_tags(&s.fx, &vault, "same.vault", |_| {});
     s.fx.unseal(&v, &s.fx.dest("same"), &[]);
 }
+
+/// Issue #10 item 15 (https://github.com/casevault/casevault/issues/10):
+/// casevault decides every allowed_signers line as the stock `ssh-keygen
+/// -Y verify` does on the same files: negation-only principals, quoted and
+/// unquoted `namespaces=`, `?` and `*`, whitespace in pattern lists, case.
+#[test]
+fn allowed_signers_decisions_match_ssh_keygen() {
+    let Some(s) = sx() else { return };
+    let vault = s.fx.vault("m.vault");
+    s.fx.seal(&s.case, &vault, &["--sign", s.alice.path.to_str().unwrap()]);
+    let dir = s.fx.root().join("ssh");
+    // (principals and options, trusted for alice@lab?, a principal name
+    // ssh-keygen accepts the signature for, if there is one: without
+    // --signer casevault accepts exactly when there is).
+    let cases = [
+        ("!*", false, None),
+        ("\"!alice@lab,!bob@lab\"", false, None),
+        ("alice@lab,!alice@lab", false, None),
+        ("*@lab,!alice@lab", false, Some("bob@lab")),
+        ("alice@lab", true, Some("alice@lab")),
+        ("a?ice@*", true, Some("alice@lab")),
+        ("\"*@lab,!mallory@lab\"", true, Some("alice@lab")),
+        ("ALICE@lab", false, Some("ALICE@lab")),
+        (
+            "alice@lab namespaces=\"casevault-vault\"",
+            true,
+            Some("alice@lab"),
+        ),
+        (
+            "alice@lab namespaces=\"casevault-*\"",
+            true,
+            Some("alice@lab"),
+        ),
+        ("alice@lab namespaces=\"x, casevault-vault\"", false, None),
+        (
+            "alice@lab namespaces=\"x,casevault-vault\"",
+            true,
+            Some("alice@lab"),
+        ),
+        ("alice@lab namespaces=\"\"", false, None),
+        ("alice@lab namespaces=casevault-vault", false, None),
+    ];
+    let stock = |f: &Path, who: &str| {
+        Command::new("ssh-keygen")
+            .args(["-Y", "verify", "-f"])
+            .arg(f)
+            .args(["-I", who, "-n", "casevault-vault", "-s"])
+            .arg(sig_of(&vault))
+            .stdin(fs::File::open(&vault).unwrap())
+            .output()
+            .unwrap()
+    };
+    for (i, (line, trusted, witness)) in cases.iter().enumerate() {
+        let f = allowed(&dir, &format!("m{i}"), &[(line, &s.alice)]);
+        let st = stock(&f, "alice@lab");
+        assert_eq!(
+            st.status.success(),
+            *trusted,
+            "ssh-keygen on {line:?}: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        if let Some(w) = witness {
+            let st = stock(&f, w);
+            assert!(st.status.success(), "ssh-keygen -I {w} on {line:?}");
+        }
+        // An unquoted namespaces= is an error (exit 1), as ssh-keygen
+        // says "bad options: missing start quote"; other refusals are
+        // untrusted signatures (exit 3).
+        let refused = if line.contains("namespaces=c") { 1 } else { 3 };
+        for (extra, ok) in [
+            (&["--signer", "alice@lab"][..], *trusted),
+            (&[][..], witness.is_some()),
+        ] {
+            let want = if ok { 0 } else { refused };
+            let a = casevault()
+                .arg("verify")
+                .arg(&vault)
+                .arg("--signers")
+                .arg(&f)
+                .args(extra)
+                .assert();
+            let code = a.get_output().status.code().unwrap();
+            assert_eq!(code, want, "{line:?} {extra:?}: {}", stderr_of(&a));
+        }
+    }
+}
