@@ -626,16 +626,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 collect_entries: false,
                 sign: key,
             })?;
-            record(
-                custody.as_ref(),
-                Event {
-                    action: "sealed",
-                    case_id: Some(report.case_id.clone()),
-                    vault: Some(report.vault.clone()),
-                    vault_sha256: Some(report.vault_sha256.clone()),
-                    ok: true,
-                },
-            )?;
             if a.json {
                 print_json(&report)?;
             } else {
@@ -657,7 +647,18 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     );
                 }
             }
-            Ok(0)
+            Ok(record_after_success(
+                custody.as_ref(),
+                Event {
+                    action: "sealed",
+                    case_id: Some(report.case_id.clone()),
+                    vault: Some(report.vault.clone()),
+                    vault_sha256: Some(report.vault_sha256.clone()),
+                    ok: true,
+                },
+                &format!("sealed {} -> {}", report.case_id, report.vault.display()),
+                "the vault is fine",
+            ))
         }
         Command::Unseal(a) => {
             let vault = a.vault.clone();
@@ -670,18 +671,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 identities: vault_identities(&a.identity, a.passphrase, a.allow_insecure_identity)?,
                 allow_external_links: a.allow_external_links,
             });
-            let event = match &res {
-                Ok(r) => Event {
-                    action: "unsealed",
-                    case_id: Some(r.case_id.clone()),
-                    vault: Some(vault.clone()),
-                    vault_sha256: Some(r.vault_sha256.clone()),
-                    ok: true,
-                },
-                Err(_) => failed_event("unsealed", &vault),
+            let report = match res {
+                Ok(r) => r,
+                Err(e) => {
+                    record_failure(custody.as_ref(), failed_event("unsealed", &vault));
+                    return Err(
+                        anyhow::Error::new(e).context(format!("cannot unseal {}", vault.display()))
+                    );
+                }
             };
-            record_then(custody.as_ref(), event, res.is_ok())?;
-            let report = res.with_context(|| format!("cannot unseal {}", vault.display()))?;
+            // The result first: a custody log that cannot take the record
+            // does not hide what was restored (issue #10 item 5).
             if a.json {
                 print_json(&report)?;
             } else {
@@ -693,7 +693,24 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     sanitize(&report.dest.display().to_string())
                 );
             }
-            Ok(0)
+            Ok(record_after_success(
+                custody.as_ref(),
+                Event {
+                    action: "unsealed",
+                    case_id: Some(report.case_id.clone()),
+                    vault: Some(vault.clone()),
+                    vault_sha256: Some(report.vault_sha256.clone()),
+                    ok: true,
+                },
+                &format!(
+                    "unsealed and verified {}: {} files, {} bytes -> {}",
+                    report.case_id,
+                    report.files,
+                    report.bytes,
+                    report.dest.display()
+                ),
+                "the vault and the restored case are fine",
+            ))
         }
         Command::Verify(a) => {
             let ids = vault_identities(&a.identity, a.passphrase, a.allow_insecure_identity)?;
@@ -710,17 +727,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let key = signing_key(a.sign.as_deref(), None)?;
             let custody = custody_of(&a.custody, key.as_ref());
             let res = verify::verify_with(&a.vault, &ids, check.as_ref());
-            let event = match &res {
-                Ok(r) => Event {
-                    action: "verified",
-                    case_id: r.case_id.clone(),
-                    vault: Some(a.vault.clone()),
-                    vault_sha256: Some(r.vault_sha256.clone()),
-                    ok: r.ok,
-                },
-                Err(_) => failed_event("verified", &a.vault),
-            };
-            record_then(custody.as_ref(), event, res.as_ref().is_ok_and(|r| r.ok))?;
+            if res.is_err() {
+                record_failure(custody.as_ref(), failed_event("verified", &a.vault));
+            }
             let report = match res {
                 Ok(r) => r,
                 Err(e) => {
@@ -766,8 +775,30 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
                 print_signature(&report.signature);
             }
+            let event = Event {
+                action: "verified",
+                case_id: report.case_id.clone(),
+                vault: Some(a.vault.clone()),
+                vault_sha256: Some(report.vault_sha256.clone()),
+                ok: report.ok,
+            };
             if report.ok {
-                Ok(0)
+                let what = if report.contents_checked {
+                    format!(
+                        "verified {}: {} files, {} bytes",
+                        a.vault.display(),
+                        report.files.unwrap_or(0),
+                        report.bytes.unwrap_or(0)
+                    )
+                } else {
+                    format!("verified {} (sidecar and header)", a.vault.display())
+                };
+                Ok(record_after_success(
+                    custody.as_ref(),
+                    event,
+                    &what,
+                    "the vault is fine",
+                ))
             } else {
                 for p in &report.problems {
                     eprintln!(
@@ -776,6 +807,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                         sanitize(p)
                     );
                 }
+                record_failure(custody.as_ref(), event);
                 Ok(casevault::error::exit::INTEGRITY)
             }
         }
@@ -840,18 +872,15 @@ fn rekey(a: RekeyArgs) -> anyhow::Result<i32> {
         force: a.force,
         sign: key,
     });
-    let event = match &res {
-        Ok(r) => Event {
-            action: "re-encrypted",
-            case_id: Some(r.case_id.clone()),
-            vault: Some(r.vault.clone()),
-            vault_sha256: Some(r.vault_sha256.clone()),
-            ok: true,
-        },
-        Err(_) => failed_event("re-encrypted", &vault),
+    let report = match res {
+        Ok(r) => r,
+        Err(e) => {
+            record_failure(custody.as_ref(), failed_event("re-encrypted", &vault));
+            return Err(
+                anyhow::Error::new(e).context(format!("cannot re-encrypt {}", vault.display()))
+            );
+        }
     };
-    record_then(custody.as_ref(), event, res.is_ok())?;
-    let report = res.with_context(|| format!("cannot re-encrypt {}", vault.display()))?;
     if a.json {
         print_json(&report)?;
     } else {
@@ -866,7 +895,22 @@ fn rekey(a: RekeyArgs) -> anyhow::Result<i32> {
             report.vault_sha256
         );
     }
-    Ok(0)
+    Ok(record_after_success(
+        custody.as_ref(),
+        Event {
+            action: "re-encrypted",
+            case_id: Some(report.case_id.clone()),
+            vault: Some(report.vault.clone()),
+            vault_sha256: Some(report.vault_sha256.clone()),
+            ok: true,
+        },
+        &format!(
+            "re-encrypted {} -> {}",
+            report.case_id,
+            report.vault.display()
+        ),
+        "the new vault is fine",
+    ))
 }
 
 fn signing_key(
@@ -888,28 +932,57 @@ fn custody_of(a: &CustodyArgs, key: Option<&SigningKey>) -> Option<Custody> {
     })
 }
 
-/// Append a record for a successful operation; failing to is an error.
-fn record(c: Option<&Custody>, ev: Event) -> anyhow::Result<()> {
-    if let Some(c) = c {
-        c.append(&ev).with_context(|| {
-            format!(
-                "the operation succeeded, but its custody record could not be appended to {}",
-                c.log.display()
-            )
-        })?;
+/// The text of a custody append failure, without the "integrity failure"
+/// prefix (that is about vaults; this is about the log).
+fn custody_problem(e: &Error) -> String {
+    match e {
+        Error::Integrity(m) => m.clone(),
+        other => other.to_string(),
     }
-    Ok(())
 }
 
-/// Append a record; when the operation itself failed, a failure to record
-/// is printed and the operation's own error decides the exit code.
-fn record_then(c: Option<&Custody>, ev: Event, succeeded: bool) -> anyhow::Result<()> {
-    match record(c, ev) {
-        Err(e) if !succeeded => {
-            eprintln!("casevault: error: {}", sanitize(&format!("{e:#}")));
-            Ok(())
+/// Append the record of an operation that succeeded, after its result was
+/// printed. If the record cannot be appended, say what succeeded and what
+/// did not, and exit 1: a custody-log problem is not damage to the vault
+/// (exit 3), and must not read as such (issue #10 item 5, docs/CLI.md).
+fn record_after_success(c: Option<&Custody>, ev: Event, done: &str, fine: &str) -> i32 {
+    let Some(c) = c else {
+        return casevault::error::exit::OK;
+    };
+    match c.append(&ev) {
+        Ok(_) => casevault::error::exit::OK,
+        Err(e) => {
+            eprintln!(
+                "casevault: error: {}",
+                sanitize(&format!(
+                    "{done}, but the custody record could not be appended to {}: {}; {fine}",
+                    c.log.display(),
+                    custody_problem(&e)
+                ))
+            );
+            eprintln!(
+                "casevault: hint: the custody log needs attention, not the vault: run `casevault custody verify {}`, then append the missing record by hand or from a repaired log",
+                sanitize(&c.log.display().to_string())
+            );
+            casevault::error::exit::ERROR
         }
-        other => other,
+    }
+}
+
+/// Append the record of an operation that failed: a failure to record is
+/// printed, and the operation's own error decides the exit code.
+fn record_failure(c: Option<&Custody>, ev: Event) {
+    if let Some(c) = c {
+        if let Err(e) = c.append(&ev) {
+            eprintln!(
+                "casevault: error: {}",
+                sanitize(&format!(
+                    "the custody record of this failure could not be appended to {}: {}",
+                    c.log.display(),
+                    custody_problem(&e)
+                ))
+            );
+        }
     }
 }
 
