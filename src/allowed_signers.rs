@@ -328,7 +328,7 @@ fn admits_some_principal(list: &str) -> bool {
     let longest = list.split(',').map(str::len).max().unwrap_or(0);
     list.split(',').filter(|p| !p.starts_with('!')).any(|p| {
         [0, 1, 2, longest + 1].iter().any(|&k| {
-            let star: String = std::iter::repeat(fill).take(k).collect();
+            let star: String = std::iter::repeat_n(fill, k).collect();
             let mut name = String::new();
             for c in p.chars() {
                 match c {
