@@ -268,9 +268,22 @@ struct CustodyVerifyArgs {
     /// Accept only this principal.
     #[arg(long, value_name = "PRINCIPAL", requires = "signers")]
     signer: Option<String>,
+    /// A head hash kept earlier (64 hex digits): it must still be the
+    /// SHA-256 of one of the log's intact lines, else exit 3.
+    #[arg(long, value_name = "HASH", value_parser = parse_head)]
+    expect_head: Option<String>,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// A SHA-256 in hex (either case), returned in lower case.
+fn parse_head(s: &str) -> Result<String, String> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err("expected 64 hexadecimal digits (a head sha256 printed by `custody verify`)".into())
+    }
 }
 
 #[derive(Args)]
@@ -1063,8 +1076,11 @@ fn custody_command(c: CustodyCommand) -> anyhow::Result<i32> {
                 Some(f) => Some(casevault::allowed_signers::AllowedSigners::load(f)?),
                 None => None,
             };
-            let report =
-                custody::verify_log(&a.log, signers.as_ref().map(|s| (s, a.signer.as_deref())))?;
+            let report = custody::verify_log_expecting(
+                &a.log,
+                signers.as_ref().map(|s| (s, a.signer.as_deref())),
+                a.expect_head.as_deref(),
+            )?;
             if a.json {
                 print_json(&report)?;
             }
@@ -1081,8 +1097,24 @@ fn custody_command(c: CustodyCommand) -> anyhow::Result<i32> {
                         },
                         report.head_sha256
                     );
+                    if let (Some(h), Some(Some(n))) =
+                        (&report.expected_head, report.expected_head_line)
+                    {
+                        println!("expected head {h} is line {n}");
+                    }
                 }
                 Ok(0)
+            } else if report.line.is_none() {
+                eprintln!(
+                    "casevault: error: integrity failure: {}: {}",
+                    sanitize(&a.log.display().to_string()),
+                    sanitize(report.problem.as_deref().unwrap_or(""))
+                );
+                eprintln!(
+                    "casevault: hint: the chain itself is intact (head sha256 {}); compare with a backup of the log",
+                    report.head_sha256
+                );
+                Ok(casevault::error::exit::INTEGRITY)
             } else {
                 eprintln!(
                     "casevault: error: integrity failure: {} line {}: {}",

@@ -581,3 +581,64 @@ fn sweep_appends_to_store_custody_log() {
     assert_eq!(recs[0]["vault_sha256"], recs[1]["vault_sha256"]);
     assert_eq!(custody_verify(&store.join("custody.jsonl"), &[]).0, 0);
 }
+
+/// Issue #10 item 16 (https://github.com/casevault/casevault/issues/10):
+/// `custody verify --expect-head HASH` checks that a head pinned earlier
+/// is still in the chain (exit 0, and which line it is), and fails with
+/// exit 3 when the log was cut back and re-grown (the chain itself stays
+/// intact, so without the pinned head nothing would show).
+#[test]
+fn expect_head_finds_a_pinned_head_or_fails() {
+    let c = cx();
+    let ls = lines(&c.log);
+    let h2 = sha256_hex(ls[1].as_bytes());
+    let h4 = sha256_hex(ls[3].as_bytes());
+
+    let (code, out, err) = custody_verify(&c.log, &["--expect-head", &h2]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("head sha256 {h4}")), "{out}");
+    assert!(
+        out.contains(&format!("expected head {h2} is line 2")),
+        "{out}"
+    );
+    let (code, out, _) = custody_verify(&c.log, &["--expect-head", &h4.to_uppercase(), "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["expected_head_line"], 4);
+    assert_eq!(v["expected_head"], h4.as_str());
+
+    // Cut the log back to two records and append two new ones: the chain
+    // is intact, but the head pinned at four records is gone.
+    write_lines(&c.log, &ls[..2]);
+    let l = c.log.to_str().unwrap();
+    for _ in 0..2 {
+        casevault()
+            .arg("verify")
+            .arg(&c.vault)
+            .args(["--custody", l])
+            .assert()
+            .code(0);
+    }
+    let (code, _, err) = custody_verify(&c.log, &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = custody_verify(&c.log, &["--expect-head", &h4]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&format!(
+            "the expected head {h4} is not the SHA-256 of any of its 4 records"
+        )),
+        "{err}"
+    );
+    assert_error_message(&err);
+    let (code, out, _) = custody_verify(&c.log, &["--expect-head", &h4, "--json"]);
+    assert_eq!(code, 3);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["expected_head_line"], serde_json::Value::Null);
+    // The head pinned at two records is still there.
+    let (code, _, err) = custody_verify(&c.log, &["--expect-head", &h2]);
+    assert_eq!(code, 0, "{err}");
+    // Not a hash: usage error.
+    let (code, _, _) = custody_verify(&c.log, &["--expect-head", "abc"]);
+    assert_eq!(code, 2);
+}
