@@ -325,12 +325,23 @@ struct RekeyArgs {
     /// Replace an existing NEW_VAULT.
     #[arg(long, conflicts_with = "in_place")]
     force: bool,
-    /// Sign the new vault with this OpenSSH private key (VAULT.sig).
-    #[arg(long, value_name = "SSH_PRIVATE_KEY")]
+    /// Sign the new vault with this OpenSSH private key: NEW_VAULT.sig in
+    /// namespace casevault-rekey, which says "re-encrypted by", not "sealed
+    /// by". Requires --signers: VAULT's inner signature must be trusted.
+    #[arg(long, value_name = "SSH_PRIVATE_KEY", requires = "signers")]
     sign: Option<PathBuf>,
     /// The principal recorded as signer (default: the key's comment).
     #[arg(long, value_name = "PRINCIPAL", requires = "sign")]
     signer: Option<String>,
+    /// Re-encrypt only if VAULT's inner signature (casevault.sig, made when
+    /// it was sealed) is by a key this OpenSSH allowed_signers file trusts
+    /// for namespace casevault-manifest; else exit 3, nothing written.
+    /// Required with --sign.
+    #[arg(long, value_name = "ALLOWED_SIGNERS_FILE")]
+    signers: Option<PathBuf>,
+    /// With --signers: accept only this principal as the sealer.
+    #[arg(long, value_name = "PRINCIPAL", requires = "signers")]
+    sealed_by: Option<String>,
     #[command(flatten)]
     custody: CustodyArgs,
     /// Print the result as one JSON object.
@@ -761,6 +772,15 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                             "problems": [e.to_string()],
                         }))?;
                     }
+                    if pending_rekey(&a.vault).is_some() {
+                        // Not "do not trust this vault": say what happened.
+                        eprintln!(
+                            "casevault: error: {}",
+                            sanitize(&format!("cannot verify {}: {e}", a.vault.display()))
+                        );
+                        pending_rekey_hint(&a.vault);
+                        return Ok(casevault::error::exit::code(e.kind()));
+                    }
                     return Err(anyhow::Error::new(e)
                         .context(format!("cannot verify {}", a.vault.display())));
                 }
@@ -821,6 +841,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     );
                 }
                 record_failure(custody.as_ref(), event);
+                pending_rekey_hint(&a.vault);
                 Ok(casevault::error::exit::INTEGRITY)
             }
         }
@@ -875,6 +896,30 @@ fn rekey(a: RekeyArgs) -> anyhow::Result<i32> {
     show_progress(a.quiet, "rekeying", || file_len(&a.vault).map(|n| 2 * n));
     let key = signing_key(a.sign.as_deref(), a.signer.clone())?;
     let custody = custody_of(&a.custody, key.as_ref());
+    let sealer = match &a.signers {
+        Some(f) => Some(verify::SignatureCheck {
+            signers: casevault::allowed_signers::AllowedSigners::load(f)?,
+            principal: a.sealed_by.clone(),
+        }),
+        None => None,
+    };
+    // A rekey of this target that was interrupted during its commit is
+    // finished (or its leftovers removed) first, and said so.
+    if let Some(target) = a.output.as_ref().or(a.in_place.then_some(&a.vault)) {
+        match rekey::finish_interrupted(target)
+            .with_context(|| format!("cannot finish an interrupted rekey of {}", target.display()))?
+        {
+            Some(rekey::Interrupted::Finished) => eprintln!(
+                "casevault: note: finished an interrupted rekey of {}: the new vault's sidecar (and signature, if it had one) moved into place",
+                sanitize(&target.display().to_string()),
+            ),
+            Some(rekey::Interrupted::Discarded) => eprintln!(
+                "casevault: note: removed the leftovers of an interrupted rekey of {} (it had not replaced the vault)",
+                sanitize(&target.display().to_string())
+            ),
+            None => {}
+        }
+    }
     let res = rekey::rekey(rekey::RekeyOptions {
         vault: a.vault,
         output: a.output,
@@ -884,6 +929,7 @@ fn rekey(a: RekeyArgs) -> anyhow::Result<i32> {
         armor: a.armor,
         force: a.force,
         sign: key,
+        sealer,
     });
     let report = match res {
         Ok(r) => r,
@@ -907,6 +953,19 @@ fn rekey(a: RekeyArgs) -> anyhow::Result<i32> {
             report.vault_bytes,
             report.vault_sha256
         );
+        if let Some(s) = &report.sealed_by {
+            println!(
+                "sealed by {} ({}): inner signature casevault.sig trusted",
+                sanitize(s.principal.as_deref().unwrap_or("")),
+                s.fingerprint
+            );
+        }
+        if let Some(sig) = &report.signature {
+            println!(
+                "re-encryption signed (namespace casevault-rekey) -> {}",
+                sanitize(&sig.display().to_string())
+            );
+        }
     }
     Ok(record_after_success(
         custody.as_ref(),
@@ -999,6 +1058,25 @@ fn record_failure(c: Option<&Custody>, ev: Event) {
     }
 }
 
+/// After a failed verify: if a rekey of this vault was interrupted during
+/// its commit (`VAULT.sha256.pending` exists), say how to finish it.
+fn pending_rekey_hint(vault: &std::path::Path) {
+    if let Some(p) = pending_rekey(vault) {
+        eprintln!(
+            "casevault: hint: {} exists: a `casevault rekey` of this vault was interrupted while replacing it; run the same rekey command again, which finishes it (or checks and removes the leftovers) before anything else",
+            sanitize(&p.display().to_string())
+        );
+    }
+}
+
+/// `VAULT.sha256.pending`, when it exists.
+fn pending_rekey(vault: &std::path::Path) -> Option<PathBuf> {
+    let mut p = casevault::io::sidecar_path(vault).into_os_string();
+    p.push(casevault::rekey::PENDING_SUFFIX);
+    let p = PathBuf::from(p);
+    p.exists().then_some(p)
+}
+
 /// A record of a failed unseal or verify: the vault's hash if readable.
 fn failed_event(action: &'static str, vault: &std::path::Path) -> Event {
     Event {
@@ -1015,11 +1093,20 @@ fn failed_event(action: &'static str, vault: &std::path::Path) -> Event {
 fn print_signature(s: &verify::SignatureReport) {
     let fp = |f: &Option<String>| f.clone().unwrap_or_default();
     if s.checked {
-        println!(
-            "signature ok: VAULT.sig by {} ({})",
-            sanitize(s.principal.as_deref().unwrap_or("")),
-            fp(&s.fingerprint)
-        );
+        if s.outer_role == Some("re-encrypted") {
+            // rekey's signature (casevault-rekey): not who sealed the case.
+            println!(
+                "signature ok: VAULT.sig re-encrypted by {} ({}); who sealed the case only casevault.sig says (verify -i --signers)",
+                sanitize(s.principal.as_deref().unwrap_or("")),
+                fp(&s.fingerprint)
+            );
+        } else {
+            println!(
+                "signature ok: VAULT.sig by {} ({})",
+                sanitize(s.principal.as_deref().unwrap_or("")),
+                fp(&s.fingerprint)
+            );
+        }
         if s.inner_checked {
             println!(
                 "inner signature ok: casevault.sig by {} ({})",
@@ -1027,7 +1114,7 @@ fn print_signature(s: &verify::SignatureReport) {
                 fp(&s.inner_fingerprint)
             );
         }
-    } else if s.signed {
+    } else if s.outer_present || s.inner_present {
         println!("signatures NOT checked (give --signers ALLOWED_SIGNERS_FILE to check who sealed this vault)");
     }
 }
