@@ -48,10 +48,14 @@ enum Command {
     /// recipients given (the complete new set: add the defence's key, drop
     /// a departed investigator's, move to post-quantum recipients). The new
     /// vault and its .sha256 sidecar appear only when complete; a damaged
-    /// VAULT writes nothing. No plaintext touches disk.
+    /// VAULT writes nothing. No plaintext touches disk. With --sign the new
+    /// VAULT.sig says "re-encrypted by" (namespace casevault-rekey), and is
+    /// given only after --signers found VAULT's inner signature trusted.
+    /// An interrupted rekey of the same target is finished first.
     ///
-    /// Exit codes: 0 done, 1 error, 2 usage, 3 VAULT is damaged, 4 no -i
-    /// identity opens VAULT.
+    /// Exit codes: 0 done, 1 error, 2 usage (also --sign without
+    /// --signers), 3 VAULT is damaged or its inner signature missing or
+    /// untrusted, 4 no -i identity opens VAULT.
     Rekey(RekeyArgs),
     /// Seal every new or changed case of an inbox into a vault store.
     ///
@@ -243,8 +247,8 @@ enum CustodyCommand {
     /// Check a custody log's hash chain (and signatures), report the first
     /// broken link, and print the head hash.
     ///
-    /// Exit codes: 0 intact, 1 error, 3 broken chain or bad, missing or
-    /// untrusted signature.
+    /// Exit codes: 0 intact, 1 error, 2 usage, 3 broken chain, bad,
+    /// missing or untrusted signature, or --expect-head not in the chain.
     Verify(CustodyVerifyArgs),
 }
 
