@@ -76,10 +76,13 @@ impl AllowedSigners {
         &self.path
     }
 
-    /// Whether `key` may sign in `namespace`, and as whom. With `principal`
-    /// (`--signer`), only a line whose principals match it counts, and that
-    /// principal is returned; without, the first line listing the key and
-    /// allowing the namespace counts, and its principals field is returned.
+    /// Whether `key` may sign in `namespace`, and as whom, by the rules of
+    /// `ssh-keygen -Y verify` (sshsig.c). With `principal` (`--signer`),
+    /// only a line whose principals match it counts, and that principal is
+    /// returned; without, the first line listing the key, allowing the
+    /// namespace, and admitting at least one principal name counts (a line
+    /// of negations only, like `!*`, admits none), and its principals
+    /// field is returned.
     pub fn trusted(
         &self,
         key: &KeyData,
@@ -97,7 +100,7 @@ impl AllowedSigners {
             }
             match principal {
                 Some(p) => match_pattern_list(p, &l.principals).then(|| p.to_string()),
-                None => Some(l.principals.clone()),
+                None => admits_some_principal(&l.principals).then(|| l.principals.clone()),
             }
         })
     }
@@ -195,11 +198,15 @@ fn parse_line(t: &str) -> std::result::Result<Line, String> {
                     if namespaces.is_some() {
                         return Err("namespaces given twice".into());
                     }
-                    let v = unquote(v)?;
-                    if v.is_empty() {
-                        return Err("empty namespaces option".into());
+                    // OpenSSH (sshsig.c, opt_dequote) requires the quotes.
+                    if !v.starts_with('"') {
+                        return Err(format!(
+                            "namespaces={v} must be quoted, as OpenSSH requires: namespaces=\"{v}\""
+                        ));
                     }
-                    namespaces = Some(v);
+                    // An empty list is valid and, as in OpenSSH, allows
+                    // no namespace at all.
+                    namespaces = Some(unquote(v)?);
                 }
                 ("cert-authority", None) => {
                     return Err("`cert-authority` (trusting an SSH certificate authority) is not supported by casevault; list each signer's own public key instead".into())
@@ -243,31 +250,96 @@ fn parse_line(t: &str) -> std::result::Result<Line, String> {
     })
 }
 
-/// OpenSSH `match_pattern`: `*` any run, `?` any one character.
+/// OpenSSH `match_pattern` (match.c): `*` any run of bytes, `?` any one
+/// byte, everything else itself (case-sensitive, as ssh-keygen matches
+/// principals and namespaces). OpenSSH recurses at every `*` and takes
+/// exponential time on patterns like `*a*a*a…b`; this is the standard
+/// iterative matcher, which only ever backtracks to the most recent `*`
+/// (issue #10 item 15): the same answers, in O(len(s) · len(p)) at worst
+/// and linear time on such patterns.
 fn match_pattern(s: &[u8], p: &[u8]) -> bool {
-    match p.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) => (0..=s.len()).any(|i| match_pattern(&s[i..], rest)),
-        Some((b'?', rest)) => !s.is_empty() && match_pattern(&s[1..], rest),
-        Some((c, rest)) => s.first() == Some(c) && match_pattern(&s[1..], rest),
+    let (mut si, mut pi) = (0usize, 0usize);
+    // After the most recent `*`: where the pattern resumes, and the next
+    // position in `s` that star would swallow up to.
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                pi += 1;
+                star = Some((pi, si));
+            }
+            Some(&c) if c == b'?' || c == s[si] => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match star {
+                Some((resume, from)) => {
+                    pi = resume;
+                    si = from + 1;
+                    star = Some((resume, from + 1));
+                }
+                None => return false,
+            },
+        }
     }
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
-/// OpenSSH `match_pattern_list`: comma-separated patterns; a matching
-/// `!pattern` excludes, otherwise any matching pattern includes.
+/// OpenSSH's limit on one pattern of a list (match.c `sub[1024]`): a
+/// longer one makes the whole list fail to match.
+const MAX_SUBPATTERN: usize = 1023;
+
+/// OpenSSH `match_pattern_list` (without case folding): comma-separated
+/// patterns, taken exactly as written (no whitespace is trimmed); a
+/// matching `!pattern` excludes, otherwise any matching pattern includes.
 pub fn match_pattern_list(s: &str, list: &str) -> bool {
     let mut positive = false;
     for pat in list.split(',') {
-        let pat = pat.trim();
-        if let Some(neg) = pat.strip_prefix('!') {
-            if match_pattern(s.as_bytes(), neg.as_bytes()) {
+        let (negated, pat) = match pat.strip_prefix('!') {
+            Some(p) => (true, p),
+            None => (false, pat),
+        };
+        if pat.len() >= MAX_SUBPATTERN {
+            return false;
+        }
+        if match_pattern(s.as_bytes(), pat.as_bytes()) {
+            if negated {
                 return false;
             }
-        } else if match_pattern(s.as_bytes(), pat.as_bytes()) {
             positive = true;
         }
     }
     positive
+}
+
+/// Whether some non-empty principal name would match `list`, i.e. whether
+/// `ssh-keygen -Y verify -I NAME` could accept a line with these
+/// principals for any NAME. A list of negations only (`!*`), or one whose
+/// every positive pattern is also excluded, grants nothing (issue #10 item
+/// 15). Each positive pattern is tried with its `?` and `*` filled by a
+/// character the list does not use (a `*` as nothing, one, two, or more
+/// of them than any pattern is long), so an exclusion that names other
+/// characters does not hide the names the pattern still admits.
+fn admits_some_principal(list: &str) -> bool {
+    let fill = "abcdefghijklmnopqrstuvwxyz0123456789_-."
+        .chars()
+        .find(|&c| !list.contains(c))
+        .unwrap_or('\u{e000}');
+    let longest = list.split(',').map(str::len).max().unwrap_or(0);
+    list.split(',').filter(|p| !p.starts_with('!')).any(|p| {
+        [0, 1, 2, longest + 1].iter().any(|&k| {
+            let star: String = std::iter::repeat_n(fill, k).collect();
+            let mut name = String::new();
+            for c in p.chars() {
+                match c {
+                    '*' => name.push_str(&star),
+                    '?' => name.push(fill),
+                    c => name.push(c),
+                }
+            }
+            !name.is_empty() && match_pattern_list(&name, list)
+        })
+    })
 }
 
 #[cfg(test)]
@@ -312,6 +384,117 @@ mod tests {
         );
         assert_eq!(a.trusted(&key(), "file", Some("carol@lab")), None);
         assert_eq!(a.trusted(&key(), "file", Some("dave@lab")), None);
+    }
+
+    /// Issue #10 item 15: matching is linear on the patterns OpenSSH's
+    /// recursive matcher takes exponential time on.
+    #[test]
+    fn matching_is_linear_on_star_heavy_patterns() {
+        let pat = format!("{}b", "*a".repeat(5000));
+        let s = "a".repeat(10_000);
+        let t = std::time::Instant::now();
+        assert!(!match_pattern(s.as_bytes(), pat.as_bytes()));
+        let s2 = format!("{s}b");
+        assert!(match_pattern(s2.as_bytes(), pat.as_bytes()));
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "took {:?}",
+            t.elapsed()
+        );
+    }
+
+    /// The iterative matcher agrees with a direct transcription of
+    /// OpenSSH's recursive `match_pattern` on every short case.
+    #[test]
+    fn matcher_agrees_with_openssh_recursion() {
+        fn openssh(s: &[u8], p: &[u8]) -> bool {
+            match p.split_first() {
+                None => s.is_empty(),
+                Some((b'*', rest)) => (0..=s.len()).any(|i| openssh(&s[i..], rest)),
+                Some((b'?', rest)) => !s.is_empty() && openssh(&s[1..], rest),
+                Some((c, rest)) => s.first() == Some(c) && openssh(&s[1..], rest),
+            }
+        }
+        let alphabet = [b'a', b'b', b'*', b'?'];
+        let mut pats = vec![Vec::new()];
+        for _ in 0..5 {
+            let next: Vec<Vec<u8>> = pats
+                .iter()
+                .flat_map(|p| {
+                    alphabet.iter().map(move |&c| {
+                        let mut q = p.clone();
+                        q.push(c);
+                        q
+                    })
+                })
+                .collect();
+            pats.extend(next.into_iter().filter(|p| p.len() <= 5));
+            pats.sort();
+            pats.dedup();
+        }
+        let strings: Vec<Vec<u8>> = (0..64u32)
+            .flat_map(|n| {
+                (0..=5).map(move |len| {
+                    (0..len)
+                        .map(|i| if n >> i & 1 == 1 { b'b' } else { b'a' })
+                        .collect()
+                })
+            })
+            .collect();
+        for p in &pats {
+            for s in &strings {
+                assert_eq!(match_pattern(s, p), openssh(s, p), "{s:?} {p:?}");
+            }
+        }
+    }
+
+    /// Issue #10 item 15: a line of negations only trusts nobody, with or
+    /// without `--signer`; a line whose positive patterns leave some name
+    /// still does.
+    #[test]
+    fn negation_only_principals_trust_nobody() {
+        let a = parse(&format!("!* {K1}\n")).unwrap();
+        assert_eq!(a.trusted(&key(), "casevault-vault", None), None);
+        assert_eq!(a.trusted(&key(), "casevault-vault", Some("alice")), None);
+        let a = parse(&format!("\"!alice,!bob\" {K1}\n")).unwrap();
+        assert_eq!(a.trusted(&key(), "casevault-vault", None), None);
+        let a = parse(&format!("alice,!alice {K1}\n")).unwrap();
+        assert_eq!(a.trusted(&key(), "casevault-vault", None), None);
+        let a = parse(&format!("*@lab,!mallory@lab {K1}\n")).unwrap();
+        assert_eq!(
+            a.trusted(&key(), "casevault-vault", None).as_deref(),
+            Some("*@lab,!mallory@lab")
+        );
+        let a = parse(&format!("*@lab,!@lab {K1}\n")).unwrap();
+        assert!(a.trusted(&key(), "casevault-vault", None).is_some());
+        let a = parse(&format!("*,!?* {K1}\n")).unwrap();
+        assert_eq!(a.trusted(&key(), "casevault-vault", None), None);
+    }
+
+    /// OpenSSH takes pattern lists as written: no whitespace trimming, a
+    /// trailing comma adds an empty pattern, over-long patterns match
+    /// nothing.
+    #[test]
+    fn pattern_lists_as_openssh_reads_them() {
+        assert!(!match_pattern_list("casevault-vault", "x, casevault-vault"));
+        assert!(match_pattern_list("alice@lab", "alice@lab,"));
+        assert!(match_pattern_list("", "alice@lab,"));
+        assert!(!match_pattern_list("ALICE@lab", "alice@lab"));
+        let long = "a".repeat(MAX_SUBPATTERN);
+        assert!(!match_pattern_list(&long, &long));
+        assert!(match_pattern_list(&long[1..], &long[1..]));
+    }
+
+    /// Issue #10 item 15: `namespaces=` must be quoted (OpenSSH: "missing
+    /// start quote"); an empty quoted list allows nothing.
+    #[test]
+    fn namespaces_must_be_quoted() {
+        let e = parse(&format!("a namespaces=casevault-vault {K1}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1") && e.contains("must be quoted"), "{e}");
+        let a = parse(&format!("a namespaces=\"\" {K1}\n")).unwrap();
+        assert_eq!(a.trusted(&key(), "casevault-vault", None), None);
     }
 
     #[test]

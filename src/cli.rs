@@ -48,10 +48,14 @@ enum Command {
     /// recipients given (the complete new set: add the defence's key, drop
     /// a departed investigator's, move to post-quantum recipients). The new
     /// vault and its .sha256 sidecar appear only when complete; a damaged
-    /// VAULT writes nothing. No plaintext touches disk.
+    /// VAULT writes nothing. No plaintext touches disk. With --sign the new
+    /// VAULT.sig says "re-encrypted by" (namespace casevault-rekey), and is
+    /// given only after --signers found VAULT's inner signature trusted.
+    /// An interrupted rekey of the same target is finished first.
     ///
-    /// Exit codes: 0 done, 1 error, 2 usage, 3 VAULT is damaged, 4 no -i
-    /// identity opens VAULT.
+    /// Exit codes: 0 done, 1 error, 2 usage (also --sign without
+    /// --signers), 3 VAULT is damaged or its inner signature missing or
+    /// untrusted, 4 no -i identity opens VAULT.
     Rekey(RekeyArgs),
     /// Seal every new or changed case of an inbox into a vault store.
     ///
@@ -244,8 +248,8 @@ enum CustodyCommand {
     /// Check a custody log's hash chain (and signatures), report the first
     /// broken link, and print the head hash.
     ///
-    /// Exit codes: 0 intact, 1 error, 3 broken chain or bad, missing or
-    /// untrusted signature.
+    /// Exit codes: 0 intact, 1 error, 2 usage, 3 broken chain, bad,
+    /// missing or untrusted signature, or --expect-head not in the chain.
     Verify(CustodyVerifyArgs),
 }
 
@@ -269,9 +273,22 @@ struct CustodyVerifyArgs {
     /// Accept only this principal.
     #[arg(long, value_name = "PRINCIPAL", requires = "signers")]
     signer: Option<String>,
+    /// A head hash kept earlier (64 hex digits): it must still be the
+    /// SHA-256 of one of the log's intact lines, else exit 3.
+    #[arg(long, value_name = "HASH", value_parser = parse_head)]
+    expect_head: Option<String>,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// A SHA-256 in hex (either case), returned in lower case.
+fn parse_head(s: &str) -> Result<String, String> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err("expected 64 hexadecimal digits (a head sha256 printed by `custody verify`)".into())
+    }
 }
 
 #[derive(Args)]
@@ -313,12 +330,23 @@ struct RekeyArgs {
     /// Replace an existing NEW_VAULT.
     #[arg(long, conflicts_with = "in_place")]
     force: bool,
-    /// Sign the new vault with this OpenSSH private key (VAULT.sig).
-    #[arg(long, value_name = "SSH_PRIVATE_KEY")]
+    /// Sign the new vault with this OpenSSH private key: NEW_VAULT.sig in
+    /// namespace casevault-rekey, which says "re-encrypted by", not "sealed
+    /// by". Requires --signers: VAULT's inner signature must be trusted.
+    #[arg(long, value_name = "SSH_PRIVATE_KEY", requires = "signers")]
     sign: Option<PathBuf>,
     /// The principal recorded as signer (default: the key's comment).
     #[arg(long, value_name = "PRINCIPAL", requires = "sign")]
     signer: Option<String>,
+    /// Re-encrypt only if VAULT's inner signature (casevault.sig, made when
+    /// it was sealed) is by a key this OpenSSH allowed_signers file trusts
+    /// for namespace casevault-manifest; else exit 3, nothing written.
+    /// Required with --sign.
+    #[arg(long, value_name = "ALLOWED_SIGNERS_FILE")]
+    signers: Option<PathBuf>,
+    /// With --signers: accept only this principal as the sealer.
+    #[arg(long, value_name = "PRINCIPAL", requires = "signers")]
+    sealed_by: Option<String>,
     #[command(flatten)]
     custody: CustodyArgs,
     /// Print the result as one JSON object.
@@ -690,16 +718,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 collect_entries: false,
                 sign: key,
             })?;
-            record(
-                custody.as_ref(),
-                Event {
-                    action: "sealed",
-                    case_id: Some(report.case_id.clone()),
-                    vault: Some(report.vault.clone()),
-                    vault_sha256: Some(report.vault_sha256.clone()),
-                    ok: true,
-                },
-            )?;
             if a.json {
                 print_json(&report)?;
             } else {
@@ -721,7 +739,18 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     );
                 }
             }
-            Ok(0)
+            Ok(record_after_success(
+                custody.as_ref(),
+                Event {
+                    action: "sealed",
+                    case_id: Some(report.case_id.clone()),
+                    vault: Some(report.vault.clone()),
+                    vault_sha256: Some(report.vault_sha256.clone()),
+                    ok: true,
+                },
+                &format!("sealed {} -> {}", report.case_id, report.vault.display()),
+                "the vault is fine",
+            ))
         }
         Command::Unseal(a) => {
             let vault = a.vault.clone();
@@ -734,18 +763,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 identities: vault_identities(&a.identity, a.passphrase, a.allow_insecure_identity)?,
                 allow_external_links: a.allow_external_links,
             });
-            let event = match &res {
-                Ok(r) => Event {
-                    action: "unsealed",
-                    case_id: Some(r.case_id.clone()),
-                    vault: Some(vault.clone()),
-                    vault_sha256: Some(r.vault_sha256.clone()),
-                    ok: true,
-                },
-                Err(_) => failed_event("unsealed", &vault),
+            let report = match res {
+                Ok(r) => r,
+                Err(e) => {
+                    record_failure(custody.as_ref(), failed_event("unsealed", &vault));
+                    return Err(
+                        anyhow::Error::new(e).context(format!("cannot unseal {}", vault.display()))
+                    );
+                }
             };
-            record_then(custody.as_ref(), event, res.is_ok())?;
-            let report = res.with_context(|| format!("cannot unseal {}", vault.display()))?;
+            // The result first: a custody log that cannot take the record
+            // does not hide what was restored (issue #10 item 5).
             if a.json {
                 print_json(&report)?;
             } else {
@@ -757,7 +785,24 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     sanitize(&report.dest.display().to_string())
                 );
             }
-            Ok(0)
+            Ok(record_after_success(
+                custody.as_ref(),
+                Event {
+                    action: "unsealed",
+                    case_id: Some(report.case_id.clone()),
+                    vault: Some(vault.clone()),
+                    vault_sha256: Some(report.vault_sha256.clone()),
+                    ok: true,
+                },
+                &format!(
+                    "unsealed and verified {}: {} files, {} bytes -> {}",
+                    report.case_id,
+                    report.files,
+                    report.bytes,
+                    report.dest.display()
+                ),
+                "the vault and the restored case are fine",
+            ))
         }
         Command::Verify(a) => {
             let ids = vault_identities(&a.identity, a.passphrase, a.allow_insecure_identity)?;
@@ -774,17 +819,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let key = signing_key(a.sign.as_deref(), None)?;
             let custody = custody_of(&a.custody, key.as_ref());
             let res = verify::verify_with(&a.vault, &ids, check.as_ref());
-            let event = match &res {
-                Ok(r) => Event {
-                    action: "verified",
-                    case_id: r.case_id.clone(),
-                    vault: Some(a.vault.clone()),
-                    vault_sha256: Some(r.vault_sha256.clone()),
-                    ok: r.ok,
-                },
-                Err(_) => failed_event("verified", &a.vault),
-            };
-            record_then(custody.as_ref(), event, res.as_ref().is_ok_and(|r| r.ok))?;
+            if res.is_err() {
+                record_failure(custody.as_ref(), failed_event("verified", &a.vault));
+            }
             let report = match res {
                 Ok(r) => r,
                 Err(e) => {
@@ -802,6 +839,15 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                             "vault_sha256": sha,
                             "problems": [e.to_string()],
                         }))?;
+                    }
+                    if pending_rekey(&a.vault).is_some() {
+                        // Not "do not trust this vault": say what happened.
+                        eprintln!(
+                            "casevault: error: {}",
+                            sanitize(&format!("cannot verify {}: {e}", a.vault.display()))
+                        );
+                        pending_rekey_hint(&a.vault);
+                        return Ok(casevault::error::exit::code(e.kind()));
                     }
                     return Err(anyhow::Error::new(e)
                         .context(format!("cannot verify {}", a.vault.display())));
@@ -830,8 +876,30 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
                 print_signature(&report.signature);
             }
+            let event = Event {
+                action: "verified",
+                case_id: report.case_id.clone(),
+                vault: Some(a.vault.clone()),
+                vault_sha256: Some(report.vault_sha256.clone()),
+                ok: report.ok,
+            };
             if report.ok {
-                Ok(0)
+                let what = if report.contents_checked {
+                    format!(
+                        "verified {}: {} files, {} bytes",
+                        a.vault.display(),
+                        report.files.unwrap_or(0),
+                        report.bytes.unwrap_or(0)
+                    )
+                } else {
+                    format!("verified {} (sidecar and header)", a.vault.display())
+                };
+                Ok(record_after_success(
+                    custody.as_ref(),
+                    event,
+                    &what,
+                    "the vault is fine",
+                ))
             } else {
                 for p in &report.problems {
                     eprintln!(
@@ -840,6 +908,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                         sanitize(p)
                     );
                 }
+                record_failure(custody.as_ref(), event);
+                pending_rekey_hint(&a.vault);
                 Ok(casevault::error::exit::INTEGRITY)
             }
         }
@@ -894,6 +964,30 @@ fn rekey(a: RekeyArgs) -> anyhow::Result<i32> {
     show_progress(a.quiet, "rekeying", || file_len(&a.vault).map(|n| 2 * n));
     let key = signing_key(a.sign.as_deref(), a.signer.clone())?;
     let custody = custody_of(&a.custody, key.as_ref());
+    let sealer = match &a.signers {
+        Some(f) => Some(verify::SignatureCheck {
+            signers: casevault::allowed_signers::AllowedSigners::load(f)?,
+            principal: a.sealed_by.clone(),
+        }),
+        None => None,
+    };
+    // A rekey of this target that was interrupted during its commit is
+    // finished (or its leftovers removed) first, and said so.
+    if let Some(target) = a.output.as_ref().or(a.in_place.then_some(&a.vault)) {
+        match rekey::finish_interrupted(target)
+            .with_context(|| format!("cannot finish an interrupted rekey of {}", target.display()))?
+        {
+            Some(rekey::Interrupted::Finished) => eprintln!(
+                "casevault: note: finished an interrupted rekey of {}: the new vault's sidecar (and signature, if it had one) moved into place",
+                sanitize(&target.display().to_string()),
+            ),
+            Some(rekey::Interrupted::Discarded) => eprintln!(
+                "casevault: note: removed the leftovers of an interrupted rekey of {} (it had not replaced the vault)",
+                sanitize(&target.display().to_string())
+            ),
+            None => {}
+        }
+    }
     let res = rekey::rekey(rekey::RekeyOptions {
         vault: a.vault,
         output: a.output,
@@ -903,19 +997,17 @@ fn rekey(a: RekeyArgs) -> anyhow::Result<i32> {
         armor: a.armor,
         force: a.force,
         sign: key,
+        sealer,
     });
-    let event = match &res {
-        Ok(r) => Event {
-            action: "re-encrypted",
-            case_id: Some(r.case_id.clone()),
-            vault: Some(r.vault.clone()),
-            vault_sha256: Some(r.vault_sha256.clone()),
-            ok: true,
-        },
-        Err(_) => failed_event("re-encrypted", &vault),
+    let report = match res {
+        Ok(r) => r,
+        Err(e) => {
+            record_failure(custody.as_ref(), failed_event("re-encrypted", &vault));
+            return Err(
+                anyhow::Error::new(e).context(format!("cannot re-encrypt {}", vault.display()))
+            );
+        }
     };
-    record_then(custody.as_ref(), event, res.is_ok())?;
-    let report = res.with_context(|| format!("cannot re-encrypt {}", vault.display()))?;
     if a.json {
         print_json(&report)?;
     } else {
@@ -929,8 +1021,36 @@ fn rekey(a: RekeyArgs) -> anyhow::Result<i32> {
             report.vault_bytes,
             report.vault_sha256
         );
+        if let Some(s) = &report.sealed_by {
+            println!(
+                "sealed by {} ({}): inner signature casevault.sig trusted",
+                sanitize(s.principal.as_deref().unwrap_or("")),
+                s.fingerprint
+            );
+        }
+        if let Some(sig) = &report.signature {
+            println!(
+                "re-encryption signed (namespace casevault-rekey) -> {}",
+                sanitize(&sig.display().to_string())
+            );
+        }
     }
-    Ok(0)
+    Ok(record_after_success(
+        custody.as_ref(),
+        Event {
+            action: "re-encrypted",
+            case_id: Some(report.case_id.clone()),
+            vault: Some(report.vault.clone()),
+            vault_sha256: Some(report.vault_sha256.clone()),
+            ok: true,
+        },
+        &format!(
+            "re-encrypted {} -> {}",
+            report.case_id,
+            report.vault.display()
+        ),
+        "the new vault is fine",
+    ))
 }
 
 fn signing_key(
@@ -952,29 +1072,77 @@ fn custody_of(a: &CustodyArgs, key: Option<&SigningKey>) -> Option<Custody> {
     })
 }
 
-/// Append a record for a successful operation; failing to is an error.
-fn record(c: Option<&Custody>, ev: Event) -> anyhow::Result<()> {
-    if let Some(c) = c {
-        c.append(&ev).with_context(|| {
-            format!(
-                "the operation succeeded, but its custody record could not be appended to {}",
-                c.log.display()
-            )
-        })?;
+/// The text of a custody append failure, without the "integrity failure"
+/// prefix (that is about vaults; this is about the log).
+fn custody_problem(e: &Error) -> String {
+    match e {
+        Error::Integrity(m) => m.clone(),
+        other => other.to_string(),
     }
-    Ok(())
 }
 
-/// Append a record; when the operation itself failed, a failure to record
-/// is printed and the operation's own error decides the exit code.
-fn record_then(c: Option<&Custody>, ev: Event, succeeded: bool) -> anyhow::Result<()> {
-    match record(c, ev) {
-        Err(e) if !succeeded => {
-            eprintln!("casevault: error: {}", sanitize(&format!("{e:#}")));
-            Ok(())
+/// Append the record of an operation that succeeded, after its result was
+/// printed. If the record cannot be appended, say what succeeded and what
+/// did not, and exit 1: a custody-log problem is not damage to the vault
+/// (exit 3), and must not read as such (issue #10 item 5, docs/CLI.md).
+fn record_after_success(c: Option<&Custody>, ev: Event, done: &str, fine: &str) -> i32 {
+    let Some(c) = c else {
+        return casevault::error::exit::OK;
+    };
+    match c.append(&ev) {
+        Ok(_) => casevault::error::exit::OK,
+        Err(e) => {
+            eprintln!(
+                "casevault: error: {}",
+                sanitize(&format!(
+                    "{done}, but the custody record could not be appended to {}: {}; {fine}",
+                    c.log.display(),
+                    custody_problem(&e)
+                ))
+            );
+            eprintln!(
+                "casevault: hint: the custody log needs attention, not the vault: run `casevault custody verify {}`, then append the missing record by hand or from a repaired log",
+                sanitize(&c.log.display().to_string())
+            );
+            casevault::error::exit::ERROR
         }
-        other => other,
     }
+}
+
+/// Append the record of an operation that failed: a failure to record is
+/// printed, and the operation's own error decides the exit code.
+fn record_failure(c: Option<&Custody>, ev: Event) {
+    if let Some(c) = c {
+        if let Err(e) = c.append(&ev) {
+            eprintln!(
+                "casevault: error: {}",
+                sanitize(&format!(
+                    "the custody record of this failure could not be appended to {}: {}",
+                    c.log.display(),
+                    custody_problem(&e)
+                ))
+            );
+        }
+    }
+}
+
+/// After a failed verify: if a rekey of this vault was interrupted during
+/// its commit (`VAULT.sha256.pending` exists), say how to finish it.
+fn pending_rekey_hint(vault: &std::path::Path) {
+    if let Some(p) = pending_rekey(vault) {
+        eprintln!(
+            "casevault: hint: {} exists: a `casevault rekey` of this vault was interrupted while replacing it; run the same rekey command again, which finishes it (or checks and removes the leftovers) before anything else",
+            sanitize(&p.display().to_string())
+        );
+    }
+}
+
+/// `VAULT.sha256.pending`, when it exists.
+fn pending_rekey(vault: &std::path::Path) -> Option<PathBuf> {
+    let mut p = casevault::io::sidecar_path(vault).into_os_string();
+    p.push(casevault::rekey::PENDING_SUFFIX);
+    let p = PathBuf::from(p);
+    p.exists().then_some(p)
 }
 
 /// A record of a failed unseal or verify: the vault's hash if readable.
@@ -993,11 +1161,20 @@ fn failed_event(action: &'static str, vault: &std::path::Path) -> Event {
 fn print_signature(s: &verify::SignatureReport) {
     let fp = |f: &Option<String>| f.clone().unwrap_or_default();
     if s.checked {
-        println!(
-            "signature ok: VAULT.sig by {} ({})",
-            sanitize(s.principal.as_deref().unwrap_or("")),
-            fp(&s.fingerprint)
-        );
+        if s.outer_role == Some("re-encrypted") {
+            // rekey's signature (casevault-rekey): not who sealed the case.
+            println!(
+                "signature ok: VAULT.sig re-encrypted by {} ({}); who sealed the case only casevault.sig says (verify -i --signers)",
+                sanitize(s.principal.as_deref().unwrap_or("")),
+                fp(&s.fingerprint)
+            );
+        } else {
+            println!(
+                "signature ok: VAULT.sig by {} ({})",
+                sanitize(s.principal.as_deref().unwrap_or("")),
+                fp(&s.fingerprint)
+            );
+        }
         if s.inner_checked {
             println!(
                 "inner signature ok: casevault.sig by {} ({})",
@@ -1005,7 +1182,7 @@ fn print_signature(s: &verify::SignatureReport) {
                 fp(&s.inner_fingerprint)
             );
         }
-    } else if s.signed {
+    } else if s.outer_present || s.inner_present {
         println!("signatures NOT checked (give --signers ALLOWED_SIGNERS_FILE to check who sealed this vault)");
     }
 }
@@ -1054,8 +1231,11 @@ fn custody_command(c: CustodyCommand) -> anyhow::Result<i32> {
                 Some(f) => Some(casevault::allowed_signers::AllowedSigners::load(f)?),
                 None => None,
             };
-            let report =
-                custody::verify_log(&a.log, signers.as_ref().map(|s| (s, a.signer.as_deref())))?;
+            let report = custody::verify_log_expecting(
+                &a.log,
+                signers.as_ref().map(|s| (s, a.signer.as_deref())),
+                a.expect_head.as_deref(),
+            )?;
             if a.json {
                 print_json(&report)?;
             }
@@ -1072,8 +1252,24 @@ fn custody_command(c: CustodyCommand) -> anyhow::Result<i32> {
                         },
                         report.head_sha256
                     );
+                    if let (Some(h), Some(Some(n))) =
+                        (&report.expected_head, report.expected_head_line)
+                    {
+                        println!("expected head {h} is line {n}");
+                    }
                 }
                 Ok(0)
+            } else if report.line.is_none() {
+                eprintln!(
+                    "casevault: error: integrity failure: {}: {}",
+                    sanitize(&a.log.display().to_string()),
+                    sanitize(report.problem.as_deref().unwrap_or(""))
+                );
+                eprintln!(
+                    "casevault: hint: the chain itself is intact (head sha256 {}); compare with a backup of the log",
+                    report.head_sha256
+                );
+                Ok(casevault::error::exit::INTEGRITY)
             } else {
                 eprintln!(
                     "casevault: error: integrity failure: {} line {}: {}",

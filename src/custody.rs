@@ -284,6 +284,13 @@ pub struct ChainReport {
     pub signatures_checked: bool,
     /// Records that carry a (valid) signature.
     pub signed_records: u64,
+    /// `--expect-head`: the head an auditor pinned earlier, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_head: Option<String>,
+    /// The line whose SHA-256 is `expected_head` (0 for 64 zeros, the head
+    /// of an empty log), or `null` when no intact line has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_head_line: Option<Option<u64>>,
     /// The first broken line (1-based), when not `ok`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
@@ -300,6 +307,20 @@ pub fn verify_log(
     log: &Path,
     signers: Option<(&AllowedSigners, Option<&str>)>,
 ) -> Result<ChainReport> {
+    verify_log_expecting(log, signers, None)
+}
+
+/// [`verify_log`], and with `expect_head` (`--expect-head`, lower-case
+/// hex) also require that a head pinned earlier is still in the chain:
+/// it must be the SHA-256 of one of the lines that verified (or 64 zeros,
+/// the head of an empty log). Otherwise the report is not `ok`, with no
+/// `line`: records were cut off or the log was replaced (issue #10 item
+/// 16).
+pub fn verify_log_expecting(
+    log: &Path,
+    signers: Option<(&AllowedSigners, Option<&str>)>,
+    expect_head: Option<&str>,
+) -> Result<ChainReport> {
     let lines = read_lines(log)?;
     let mut report = ChainReport {
         log: log.to_path_buf(),
@@ -308,6 +329,8 @@ pub fn verify_log(
         head_sha256: GENESIS.to_string(),
         signatures_checked: signers.is_some(),
         signed_records: 0,
+        expected_head: expect_head.map(str::to_string),
+        expected_head_line: expect_head.map(|h| (h == GENESIS).then_some(0)),
         line: None,
         problem: None,
     };
@@ -323,6 +346,18 @@ pub fn verify_log(
         prev = hex(&Sha256::digest(bytes));
         report.records = n;
         report.head_sha256 = prev.clone();
+        if let Some(found @ None) = &mut report.expected_head_line {
+            if expect_head == Some(prev.as_str()) {
+                *found = Some(n);
+            }
+        }
+    }
+    if let (Some(h), Some(None)) = (expect_head, report.expected_head_line) {
+        report.ok = false;
+        report.problem = Some(format!(
+            "the expected head {h} is not the SHA-256 of any of its {} records: records after it were cut off and others appended, or the log was replaced",
+            report.records
+        ));
     }
     Ok(report)
 }

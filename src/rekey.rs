@@ -21,8 +21,16 @@
 //!
 //! No plaintext touches disk; memory is a few fixed buffers. The new vault
 //! and its sidecar (and `VAULT.sig` with a signing key) are renamed into
-//! place only when complete. With `--in-place` the new file is read back
-//! and fully verified with the given identities before it replaces VAULT.
+//! place only when complete, in an order a crash cannot turn into a
+//! mismatch nobody can recover from ([`finish_interrupted`]). With
+//! `--in-place` the new file is read back and fully verified with the
+//! given identities before it replaces VAULT.
+//!
+//! Signing (issue #10 item 12): `--sign` needs `--signers`, and the vault's
+//! inner signature (made when it was sealed) must be trusted before
+//! anything is written; the new `VAULT.sig` is made in namespace
+//! `casevault-rekey`, so that a verifier reads it as "re-encrypted by",
+//! never as "sealed by".
 
 use std::fs;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -52,8 +60,15 @@ pub struct RekeyOptions {
     pub armor: bool,
     /// Replace an existing `output`.
     pub force: bool,
-    /// Sign the new vault (`VAULT.sig`, as seal does).
+    /// Sign the new vault: `VAULT.sig` in namespace `casevault-rekey`
+    /// ("re-encrypted by"). Requires `sealer`.
     pub sign: Option<crate::sign::SigningKey>,
+    /// Require the vault's inner signature (`casevault.sig`) to be valid
+    /// and trusted by this allowed_signers file (namespace
+    /// `casevault-manifest`, optionally one principal) before anything is
+    /// written. Required with `sign`, so that rekey never vouches for a
+    /// vault nobody trusted sealed (issue #10 item 12).
+    pub sealer: Option<crate::verify::SignatureCheck>,
 }
 
 /// The outcome of a rekey (`--json` object).
@@ -77,9 +92,14 @@ pub struct RekeyReport {
     pub recipients: usize,
     pub armor: bool,
     pub in_place: bool,
-    /// `VAULT.sig` of the new vault, when signed.
+    /// `VAULT.sig` of the new vault, when signed (namespace
+    /// `casevault-rekey`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<PathBuf>,
+    /// The trusted sealer: who made the inner `casevault.sig` (with
+    /// `--signers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sealed_by: Option<crate::format::Signer>,
 }
 
 /// Checks a vault without writing anything.
@@ -116,7 +136,15 @@ pub fn rekey(opts: RekeyOptions) -> Result<RekeyReport> {
             ))
         }
     };
+    if opts.sign.is_some() && opts.sealer.is_none() {
+        return Err(Error::Usage(
+            "rekey --sign requires --signers ALLOWED_SIGNERS_FILE: the new signature is given only \
+             to a vault whose inner signature a trusted key made"
+                .into(),
+        ));
+    }
     crate::keys::check_recipients(&opts.recipients)?;
+    finish_interrupted(&target)?;
     let meta = fs::metadata(source).map_err(|e| Error::io("cannot open vault", source, e))?;
     if !meta.is_file() {
         return Err(Error::Refused(format!(
@@ -150,6 +178,10 @@ pub fn rekey(opts: RekeyOptions) -> Result<RekeyReport> {
             )));
         }
     }
+    let sealed_by = match &opts.sealer {
+        Some(chk) => Some(trusted_sealer(source, &opened, chk)?),
+        None => None,
+    };
     signal::check()?;
 
     // Pass 2: copy the plaintext into a new age file.
@@ -183,19 +215,33 @@ pub fn rekey(opts: RekeyOptions) -> Result<RekeyReport> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut side = AtomicFile::create(&sidecar)?;
+    // Commit (issue #10 item 14): the new sidecar and signature first go
+    // to fixed `.pending` names, then the vault is renamed (the commit
+    // point), then the pending files are renamed over the old ones. A
+    // crash at any point leaves either the old pair, or the new vault with
+    // its pending sidecar, which `finish_interrupted` (run by the next
+    // rekey of that target) recognises by its hash and completes.
+    let pending = Pending::new(&target);
+    let mut side = AtomicFile::create(&pending.sidecar)?;
     side.write_all(manifest::line(&copied.sha256, &name).as_bytes())
-        .map_err(|e| Error::io("cannot write sidecar", &sidecar, e))?;
-    let sig = match &opts.sign {
-        Some(key) => Some(crate::sign::write_vault_sig(key, &copied.file, &target)?),
-        None => None,
-    };
+        .map_err(|e| Error::io("cannot write sidecar", &pending.sidecar, e))?;
+    side.commit(true)?;
+    if let Some(key) = &opts.sign {
+        crate::sign::write_outer_sig(
+            key,
+            crate::sign::NS_REKEY,
+            &copied.file,
+            &pending.sig,
+            &target,
+        )?
+        .commit(true)?;
+    }
+    crate::io::sync_parent_dir(&target)?;
     signal::check()?;
     copied.file.commit(opts.in_place || opts.force)?;
-    side.commit(true)?;
-    let signature = crate::sign::commit_vault_sig(sig, &target)?;
+    pending.disarm();
     crate::io::sync_parent_dir(&target)?;
-
+    let signature = finish_commit(&target)?;
     Ok(RekeyReport {
         source: source.clone(),
         source_sha256: opened.vault_sha256,
@@ -212,7 +258,190 @@ pub fn rekey(opts: RekeyOptions) -> Result<RekeyReport> {
         armor: opts.armor,
         in_place: opts.in_place,
         signature,
+        sealed_by,
     })
+}
+
+/// The inner signature's trust check (as `verify -i --signers` does it):
+/// `open_vault` has checked that `casevault.sig` verifies over
+/// `casevault.json` with the key it names; here that key must be trusted
+/// for `casevault-manifest`. Missing or untrusted: integrity failure
+/// (exit 3), before anything is written.
+fn trusted_sealer(
+    source: &Path,
+    opened: &crate::open::Opened,
+    chk: &crate::verify::SignatureCheck,
+) -> Result<crate::format::Signer> {
+    let ns = crate::sign::NS_MANIFEST;
+    let Some(v) = &opened.signature else {
+        return Err(Error::integrity(format!(
+            "{} holds no inner signature (casevault.sig): it was sealed without --sign, so no \
+             trusted key vouches for who sealed it; rekey with --signers re-encrypts only vaults \
+             whose sealer {} trusts; nothing was written",
+            source.display(),
+            chk.signers.path().display()
+        )));
+    };
+    match chk.signers.trusted(&v.key, ns, chk.principal.as_deref()) {
+        Some(p) => Ok(crate::format::Signer {
+            principal: Some(p),
+            fingerprint: v.fingerprint.clone(),
+        }),
+        None => Err(Error::integrity(format!(
+            "casevault.sig inside {} was made by key {}, which {} does not trust for {} in \
+             namespace {ns}; nothing was written",
+            source.display(),
+            v.fingerprint,
+            chk.signers.path().display(),
+            match &chk.principal {
+                Some(p) => format!("principal {p:?}"),
+                None => "any principal".to_string(),
+            }
+        ))),
+    }
+}
+
+/// The fixed names of a target's pending sidecar and signature
+/// (`TARGET.sha256.pending`, `TARGET.sig.pending`), removed on drop
+/// unless disarmed (after the vault itself was renamed into place).
+struct Pending {
+    sidecar: PathBuf,
+    sig: PathBuf,
+    armed: std::cell::Cell<bool>,
+}
+
+/// Suffix of the files a rekey commit writes before its commit point.
+pub const PENDING_SUFFIX: &str = ".pending";
+
+fn pending_of(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(PENDING_SUFFIX);
+    PathBuf::from(s)
+}
+
+impl Pending {
+    fn new(target: &Path) -> Self {
+        Pending {
+            sidecar: pending_of(&sidecar_path(target)),
+            sig: pending_of(&crate::sign::sig_path(target)),
+            armed: std::cell::Cell::new(true),
+        }
+    }
+    fn disarm(&self) {
+        self.armed.set(false);
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.armed.get() {
+            // Before the commit point: the old pair stays; these go.
+            let _ = fs::remove_file(&self.sig);
+            let _ = fs::remove_file(&self.sidecar);
+        }
+    }
+}
+
+/// After the commit point: move the pending signature into place (or,
+/// without one, remove a `TARGET.sig` that does not verify over the new
+/// vault: it belonged to the old one), then the pending sidecar, and sync
+/// the directory. Returns the signature's path when there is one.
+fn finish_commit(target: &Path) -> Result<Option<PathBuf>> {
+    let pending = Pending::new(target);
+    pending.disarm();
+    let sig = crate::sign::sig_path(target);
+    let signature = if pending.sig.exists() {
+        fs::rename(&pending.sig, &sig)
+            .map_err(|e| Error::io("cannot rename into place", &sig, e))?;
+        Some(sig)
+    } else {
+        let valid = matches!(
+            crate::sign::read_vault_sig(target),
+            Ok(Some(s)) if crate::sign::verify_file(
+                &s,
+                crate::sign::outer_namespace(&s),
+                "signature",
+                target
+            ).is_ok()
+        );
+        if valid {
+            Some(sig)
+        } else {
+            match fs::remove_file(&sig) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(Error::io("cannot remove the stale signature", &sig, e))
+                }
+                _ => None,
+            }
+        }
+    };
+    let sidecar = sidecar_path(target);
+    fs::rename(&pending.sidecar, &sidecar)
+        .map_err(|e| Error::io("cannot rename into place", &sidecar, e))?;
+    crate::io::sync_parent_dir(target)?;
+    Ok(signature)
+}
+
+/// What [`finish_interrupted`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interrupted {
+    /// The new vault was in place: its pending sidecar (and signature)
+    /// were moved over the old ones.
+    Finished,
+    /// The vault was never replaced: the pending files were removed.
+    Discarded,
+}
+
+/// Recognise and finish a rekey of `target` that was interrupted (killed,
+/// power lost) during its commit (issue #10 item 14). A
+/// `TARGET.sha256.pending` whose hash is the target's means the vault was
+/// renamed into place and only the sidecar and signature were not: they
+/// are moved into place now. One whose hash is not the target's belongs
+/// to a vault that never replaced it: the pending files are removed. No
+/// pending sidecar: nothing to do (a lone pending signature is removed).
+pub fn finish_interrupted(target: &Path) -> Result<Option<Interrupted>> {
+    let pending = Pending::new(target);
+    pending.disarm();
+    let text = match fs::read(&pending.sidecar) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if pending.sig.exists() {
+                fs::remove_file(&pending.sig)
+                    .map_err(|e| Error::io("cannot remove", &pending.sig, e))?;
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::io("cannot read", &pending.sidecar, e)),
+        Ok(t) => t,
+    };
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let expected = std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| manifest::parse("pending sidecar", t).ok())
+        .and_then(|lines| match lines.as_slice() {
+            [(p, h)] if *p == name => Some(h.clone()),
+            _ => None,
+        });
+    let actual = match crate::io::sha256_file(target) {
+        Ok((d, _)) => Some(hex(&d)),
+        Err(_) => None,
+    };
+    if expected.is_some() && expected == actual {
+        finish_commit(target)?;
+        return Ok(Some(Interrupted::Finished));
+    }
+    for p in [&pending.sig, &pending.sidecar] {
+        match fs::remove_file(p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::io("cannot remove", p, e))
+            }
+            _ => {}
+        }
+    }
+    crate::io::sync_parent_dir(target)?;
+    Ok(Some(Interrupted::Discarded))
 }
 
 /// The new vault, written but not committed.
@@ -346,6 +575,7 @@ mod tests {
             armor: false,
             force: false,
             sign: None,
+            sealer: None,
         };
         let out = AtomicFile::create(&dir.path().join("n.vault")).unwrap();
         let good = hex(&Sha256::digest(&ct));

@@ -20,6 +20,10 @@ use crate::{format, Error, Result};
 
 /// Namespace of the outer signature, over the vault file's bytes.
 pub const NS_VAULT: &str = "casevault-vault";
+/// Namespace of the outer signature that `rekey --sign` writes over the
+/// re-encrypted vault file: it says "re-encrypted by", not "sealed by"
+/// (issue #10 item 12, FORMAT §10).
+pub const NS_REKEY: &str = "casevault-rekey";
 /// Namespace of the inner signature, over `casevault.json`.
 pub const NS_MANIFEST: &str = "casevault-manifest";
 /// Namespace of custody record signatures.
@@ -181,12 +185,35 @@ pub fn write_vault_sig(
     vault: &crate::io::AtomicFile,
     target: &Path,
 ) -> Result<crate::io::AtomicFile> {
-    let text = key.sign_file(NS_VAULT, vault.file(), target)?;
-    let path = sig_path(target);
-    let mut f = crate::io::AtomicFile::create(&path)?;
+    write_outer_sig(key, NS_VAULT, vault, &sig_path(target), target)
+}
+
+/// Sign the not yet committed vault in `namespace` ([`NS_VAULT`] or
+/// [`NS_REKEY`]) and write the signature to a temporary file that
+/// commits to `path`.
+pub fn write_outer_sig(
+    key: &SigningKey,
+    namespace: &str,
+    vault: &crate::io::AtomicFile,
+    path: &Path,
+    target: &Path,
+) -> Result<crate::io::AtomicFile> {
+    let text = key.sign_file(namespace, vault.file(), target)?;
+    let mut f = crate::io::AtomicFile::create(path)?;
     io::Write::write_all(&mut f, text.as_bytes())
-        .map_err(|e| Error::io("cannot write signature", &path, e))?;
+        .map_err(|e| Error::io("cannot write signature", path, e))?;
     Ok(f)
+}
+
+/// The namespace an outer signature is checked in: its own when it is one
+/// of the two outer namespaces ([`NS_REKEY`] for a re-encrypted vault),
+/// else [`NS_VAULT`] (so that checking fails, naming both).
+pub fn outer_namespace(sig: &SshSig) -> &'static str {
+    if sig.namespace() == NS_REKEY {
+        NS_REKEY
+    } else {
+        NS_VAULT
+    }
 }
 
 /// Rename a signature from [`write_vault_sig`] into place; without one,

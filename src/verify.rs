@@ -80,16 +80,30 @@ pub struct SignatureCheck {
 /// The `signature` object of `verify --json`.
 #[derive(Debug, Default, Serialize)]
 pub struct SignatureReport {
-    /// Whether signatures were checked against an allowed_signers file.
+    /// Whether signatures were checked against an allowed_signers file
+    /// (`--signers`): `VAULT.sig` always, `casevault.sig` with -i.
     pub checked: bool,
-    /// Whether the vault carries a signature: `VAULT.sig` exists, or (with
-    /// -i) the bag holds `casevault.sig`.
-    pub signed: bool,
+    /// Whether a `VAULT.sig` file exists beside the vault. Only this: it
+    /// was verified only when `checked` (issue #10 item 16; this replaces
+    /// the old `signed`, which also said true for an unchecked file).
+    pub outer_present: bool,
+    /// What the trusted `VAULT.sig` vouches for, by its namespace (FORMAT
+    /// §10): `"sealed"` (`casevault-vault`, written by seal) or
+    /// `"re-encrypted"` (`casevault-rekey`, written by rekey: the signer
+    /// re-encrypted the vault, and did not necessarily seal it); `null`
+    /// unless checked and trusted.
+    pub outer_role: Option<&'static str>,
     /// The trusted principal that made `VAULT.sig`.
     pub principal: Option<String>,
     /// `SHA256:…` fingerprint of the key that made `VAULT.sig`.
     pub fingerprint: Option<String>,
-    /// Whether the inner signature (`casevault.sig`) was checked (-i).
+    /// With -i: whether the bag holds `casevault.sig`, in which case it was
+    /// verified over `casevault.json` with the key `casevault.json` names
+    /// (every -i read does that); whether that key is trusted is
+    /// `inner_checked` / `inner_principal`.
+    pub inner_present: bool,
+    /// Whether the inner signature (`casevault.sig`) was checked against
+    /// the allowed_signers file (-i with `--signers`).
     pub inner_checked: bool,
     /// The trusted principal that made `casevault.sig`.
     pub inner_principal: Option<String>,
@@ -253,7 +267,7 @@ fn verify_inner(
         external_links: Some(external),
         problems,
         signature: SignatureReport {
-            signed: opened.signature.is_some(),
+            inner_present: opened.signature.is_some(),
             inner_checked: signatures,
             inner_fingerprint: opened.signature.as_ref().map(|v| v.fingerprint.clone()),
             ..SignatureReport::default()
@@ -283,7 +297,7 @@ fn check_signatures(
         Ok(s) => s.map(Ok),
         Err(e) => Some(Err(integrity_text(e)?)),
     };
-    r.signature.signed |= outer.is_some();
+    r.signature.outer_present = outer.is_some();
     let Some(chk) = chk else {
         return Ok(());
     };
@@ -297,22 +311,33 @@ fn check_signatures(
             "{sig_name} is missing: the vault is not signed, so who sealed it cannot be checked"
         )),
         Some(Err(m)) => r.problems.push(m),
-        Some(Ok(sig)) => match sign::verify_file(&sig, sign::NS_VAULT, &sig_name, vault) {
-            Err(e) => r.problems.push(integrity_text(e)?),
-            Ok(v) => {
-                r.signature.fingerprint = Some(v.fingerprint.clone());
-                match chk.signers.trusted(&v.key, sign::NS_VAULT, chk.principal.as_deref()) {
-                    Some(p) => r.signature.principal = Some(p),
-                    None => r.problems.push(format!(
-                        "{sig_name} was made by key {}, which {} does not trust for {} in namespace {}",
-                        v.fingerprint,
-                        chk.signers.path().display(),
-                        who(&chk.principal),
-                        sign::NS_VAULT
-                    )),
+        Some(Ok(sig)) => {
+            // seal signs in casevault-vault, rekey in casevault-rekey
+            // (issue #10 item 12); the namespace is part of the signed data.
+            let ns = sign::outer_namespace(&sig);
+            match sign::verify_file(&sig, ns, &sig_name, vault) {
+                Err(e) => r.problems.push(integrity_text(e)?),
+                Ok(v) => {
+                    r.signature.fingerprint = Some(v.fingerprint.clone());
+                    match chk.signers.trusted(&v.key, ns, chk.principal.as_deref()) {
+                        Some(p) => {
+                            r.signature.principal = Some(p);
+                            r.signature.outer_role = Some(if ns == sign::NS_REKEY {
+                                "re-encrypted"
+                            } else {
+                                "sealed"
+                            });
+                        }
+                        None => r.problems.push(format!(
+                            "{sig_name} was made by key {}, which {} does not trust for {} in namespace {ns}",
+                            v.fingerprint,
+                            chk.signers.path().display(),
+                            who(&chk.principal),
+                        )),
+                    }
                 }
             }
-        },
+        }
     }
     if r.signature.inner_checked {
         match (&r.inner_key, &r.signature.inner_fingerprint) {

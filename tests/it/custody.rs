@@ -249,15 +249,110 @@ fn truncated_last_line_is_detected_and_blocks_appends() {
     t.truncate(t.len() - 10);
     fs::write(&c.log, &t).unwrap();
     expect_broken_at(&c.log, 4);
+    // The vault is fine: exit 1 (a custody-log problem), not 3.
     let a = casevault()
         .arg("verify")
         .arg(&c.vault)
         .arg("--custody")
         .arg(&c.log)
         .assert()
-        .code(3);
+        .code(1);
     assert!(stderr_of(&a).contains("no line feed"));
     assert_eq!(fs::read(&c.log).unwrap(), t, "nothing appended");
+}
+
+/// Issue #10 item 5 (https://github.com/casevault/casevault/issues/10): a
+/// torn last line in the custody log after a fully verified unseal or
+/// verify is not "do not trust this vault" (exit 3): the restore's result
+/// is printed, the error says what succeeded and what did not, exit 1.
+#[test]
+fn torn_custody_log_after_success_is_exit_1_and_says_what_succeeded() {
+    let c = cx();
+    let mut t = fs::read(&c.log).unwrap();
+    t.truncate(t.len() - 10);
+    fs::write(&c.log, &t).unwrap();
+    let l = c.log.to_str().unwrap();
+
+    // unseal: the case is restored and reported (human and --json).
+    for (name, json) in [("torn-h", false), ("torn-j", true)] {
+        let dest = c.fx.dest(name);
+        let mut cmd = casevault();
+        cmd.arg("unseal")
+            .arg(&c.vault)
+            .arg("-o")
+            .arg(&dest)
+            .arg("-i")
+            .arg(&c.fx.key.path)
+            .args(["--custody", l]);
+        if json {
+            cmd.arg("--json");
+        }
+        let a = cmd.assert().code(1);
+        let (out, err) = (stdout_of(&a), stderr_of(&a));
+        if json {
+            let v = json_of(&a);
+            assert_eq!(v["case_id"], "CUS-1", "{out}");
+        } else {
+            assert!(out.starts_with("unsealed CUS-1: "), "{out}");
+        }
+        assert!(
+            err.contains("unsealed and verified CUS-1")
+                && err.contains(&format!("the custody record could not be appended to {l}"))
+                && err.contains("no line feed")
+                && err.contains("the vault and the restored case are fine"),
+            "{err}"
+        );
+        assert!(!err.contains("do not trust"), "{err}");
+        assert_error_message(&err);
+        assert_same_tree(&c.fx.cases().join("CUS-1"), &dest, false);
+    }
+
+    // verify -i: the OK line and the JSON object, then exit 1.
+    let a = casevault()
+        .arg("verify")
+        .arg(&c.vault)
+        .arg("-i")
+        .arg(&c.fx.key.path)
+        .args(["--custody", l, "--json"])
+        .assert()
+        .code(1);
+    assert_eq!(json_of(&a)["ok"], true);
+    let err = stderr_of(&a);
+    assert!(
+        err.contains("verified ")
+            && err.contains("the vault is fine")
+            && !err.contains("do not trust"),
+        "{err}"
+    );
+
+    // seal as well.
+    let v2 = c.fx.vault("torn2.vault");
+    let a = casevault()
+        .arg("seal")
+        .arg(c.fx.cases().join("CUS-1"))
+        .arg("-o")
+        .arg(&v2)
+        .arg("-r")
+        .arg(&c.fx.key.recipient)
+        .args(["--custody", l])
+        .assert()
+        .code(1);
+    assert!(stdout_of(&a).starts_with("sealed CUS-1: "));
+    assert!(stderr_of(&a).contains("sealed CUS-1 -> "));
+    assert!(v2.exists());
+    assert_eq!(fs::read(&c.log).unwrap(), t, "nothing appended");
+
+    // A failed operation keeps its own exit code (here: no identity).
+    let other = c.fx.new_key("other.txt");
+    let a = casevault()
+        .arg("verify")
+        .arg(&c.vault)
+        .arg("-i")
+        .arg(&other.path)
+        .args(["--custody", l])
+        .assert()
+        .code(4);
+    assert!(stderr_of(&a).contains("custody record of this failure could not be appended"));
 }
 
 #[test]
@@ -485,4 +580,65 @@ fn sweep_appends_to_store_custody_log() {
     assert_eq!(recs[0]["reason"], "nightly");
     assert_eq!(recs[0]["vault_sha256"], recs[1]["vault_sha256"]);
     assert_eq!(custody_verify(&store.join("custody.jsonl"), &[]).0, 0);
+}
+
+/// Issue #10 item 16 (https://github.com/casevault/casevault/issues/10):
+/// `custody verify --expect-head HASH` checks that a head pinned earlier
+/// is still in the chain (exit 0, and which line it is), and fails with
+/// exit 3 when the log was cut back and re-grown (the chain itself stays
+/// intact, so without the pinned head nothing would show).
+#[test]
+fn expect_head_finds_a_pinned_head_or_fails() {
+    let c = cx();
+    let ls = lines(&c.log);
+    let h2 = sha256_hex(ls[1].as_bytes());
+    let h4 = sha256_hex(ls[3].as_bytes());
+
+    let (code, out, err) = custody_verify(&c.log, &["--expect-head", &h2]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("head sha256 {h4}")), "{out}");
+    assert!(
+        out.contains(&format!("expected head {h2} is line 2")),
+        "{out}"
+    );
+    let (code, out, _) = custody_verify(&c.log, &["--expect-head", &h4.to_uppercase(), "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["expected_head_line"], 4);
+    assert_eq!(v["expected_head"], h4.as_str());
+
+    // Cut the log back to two records and append two new ones: the chain
+    // is intact, but the head pinned at four records is gone.
+    write_lines(&c.log, &ls[..2]);
+    let l = c.log.to_str().unwrap();
+    for _ in 0..2 {
+        casevault()
+            .arg("verify")
+            .arg(&c.vault)
+            .args(["--custody", l])
+            .assert()
+            .code(0);
+    }
+    let (code, _, err) = custody_verify(&c.log, &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = custody_verify(&c.log, &["--expect-head", &h4]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&format!(
+            "the expected head {h4} is not the SHA-256 of any of its 4 records"
+        )),
+        "{err}"
+    );
+    assert_error_message(&err);
+    let (code, out, _) = custody_verify(&c.log, &["--expect-head", &h4, "--json"]);
+    assert_eq!(code, 3);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["expected_head_line"], serde_json::Value::Null);
+    // The head pinned at two records is still there.
+    let (code, _, err) = custody_verify(&c.log, &["--expect-head", &h2]);
+    assert_eq!(code, 0, "{err}");
+    // Not a hash: usage error.
+    let (code, _, _) = custody_verify(&c.log, &["--expect-head", "abc"]);
+    assert_eq!(code, 2);
 }

@@ -352,3 +352,130 @@ fn rekey_refuses_to_overwrite_and_checks_its_arguments() {
         .code(0);
     assert_eq!(plaintext(&exists, &fx.key), plaintext(&old, &fx.key));
 }
+
+/// Every file in `dir` whose name starts with `prefix`, sorted.
+fn files_like(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix) || n.starts_with(".casevault-tmp-"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue #10 item 14 (https://github.com/casevault/casevault/issues/10): a
+/// crash during `rekey --in-place` after the new vault was renamed into
+/// place, before its sidecar was. The commit writes the new sidecar first
+/// as `VAULT.sha256.pending`; we build the state a kill at that point
+/// leaves by hand (a rekey to -o gives the new vault and its sidecar; we
+/// move the vault over VAULT and its sidecar to the pending name, keeping
+/// VAULT's old sidecar). verify says what happened and how to finish; the
+/// next `rekey --in-place` finishes the commit and succeeds.
+#[test]
+fn interrupted_in_place_rekey_is_recognised_and_finished() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "case-crash");
+    let vault = fx.vault("crash.vault");
+    fx.seal(&case.root, &vault, &[]);
+    let defence = fx.new_key("defence.txt");
+    let new = fx.vault("crash-new.vault");
+    let recipients = [
+        os("-r"),
+        os(&fx.key.recipient),
+        os("-r"),
+        os(&defence.recipient),
+    ];
+    let mut args = vec![os(&vault), os("-o"), os(&new), os("-i"), os(&fx.key.path)];
+    args.extend(recipients);
+    rekey(&args).code(0);
+    let new_sha = sha256_hex(&fs::read(&new).unwrap());
+    fs::rename(&new, &vault).unwrap();
+    fs::remove_file(fx.vault("crash-new.vault.sha256")).unwrap();
+    fs::write(
+        fx.vault("crash.vault.sha256.pending"),
+        format!("{new_sha}  crash.vault\n"),
+    )
+    .unwrap();
+    assert_ne!(
+        fs::read(fx.vault("crash.vault.sha256")).unwrap(),
+        new_sha.as_bytes()
+    );
+
+    // verify: the mismatch, and a hint naming the way out.
+    let a = casevault().arg("verify").arg(&vault).assert().code(3);
+    let err = stderr_of(&a);
+    assert!(
+        err.contains("crash.vault.sha256.pending exists")
+            && err.contains("run the same rekey command again"),
+        "{err}"
+    );
+    assert!(!err.contains("do not trust"), "{err}");
+
+    // The same rekey --in-place again: finishes, then re-encrypts.
+    let mut args = vec![os(&vault), os("--in-place"), os("-i"), os(&fx.key.path)];
+    args.extend(recipients);
+    let a = rekey(&args).code(0);
+    assert!(
+        stderr_of(&a).contains("finished an interrupted rekey of"),
+        "{}",
+        stderr_of(&a)
+    );
+    let now_sha = sha256_hex(&fs::read(&vault).unwrap());
+    assert_eq!(
+        fs::read_to_string(fx.vault("crash.vault.sha256")).unwrap(),
+        format!("{now_sha}  crash.vault\n")
+    );
+    assert_eq!(
+        files_like(fx.out().as_path(), "crash.vault"),
+        ["crash.vault", "crash.vault.sha256"]
+    );
+    casevault().arg("verify").arg(&vault).assert().code(0);
+    casevault()
+        .arg("verify")
+        .arg(&vault)
+        .arg("-i")
+        .arg(&defence.path)
+        .assert()
+        .code(0);
+}
+
+/// Issue #10 item 14: a crash before the commit point leaves VAULT and
+/// its sidecar untouched plus pending files for a vault that never
+/// replaced it (built by hand: a pending sidecar naming another hash, a
+/// pending signature). The next rekey removes them and proceeds; a normal
+/// rekey leaves no pending or temporary file behind.
+#[test]
+fn leftovers_of_a_rekey_that_never_committed_are_removed() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "case-pre");
+    let vault = fx.vault("pre.vault");
+    fx.seal(&case.root, &vault, &[]);
+    fs::write(
+        fx.vault("pre.vault.sha256.pending"),
+        format!("{}  pre.vault\n", "ab".repeat(32)),
+    )
+    .unwrap();
+    fs::write(fx.vault("pre.vault.sig.pending"), "stale\n").unwrap();
+    // verify is unaffected (the pair is consistent) and writes nothing.
+    casevault().arg("verify").arg(&vault).assert().code(0);
+    let a = rekey(&[
+        os(&vault),
+        os("--in-place"),
+        os("-i"),
+        os(&fx.key.path),
+        os("-r"),
+        os(&fx.key.recipient),
+    ])
+    .code(0);
+    assert!(
+        stderr_of(&a).contains("removed the leftovers"),
+        "{}",
+        stderr_of(&a)
+    );
+    assert_eq!(
+        files_like(fx.out().as_path(), "pre.vault"),
+        ["pre.vault", "pre.vault.sha256"]
+    );
+    casevault().arg("verify").arg(&vault).assert().code(0);
+}

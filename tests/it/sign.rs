@@ -362,7 +362,7 @@ fn unsigned_vault_fails_when_signers_given() {
         .code(0);
     let v = json_of(&a);
     assert_eq!(v["signature"]["checked"], false);
-    assert_eq!(v["signature"]["signed"], false);
+    assert_eq!(v["signature"]["outer_present"], false);
 }
 
 #[test]
@@ -594,4 +594,309 @@ fn tampered_inner_signature_is_an_integrity_failure() {
     // The untouched rewrite still opens (the helper itself is sound).
     let v = rewrite_tags(&s.fx, &vault, "same.vault", |_| {});
     s.fx.unseal(&v, &s.fx.dest("same"), &[]);
+}
+
+/// Issue #10 item 15 (https://github.com/casevault/casevault/issues/10):
+/// casevault decides every allowed_signers line as the stock `ssh-keygen
+/// -Y verify` does on the same files: negation-only principals, quoted and
+/// unquoted `namespaces=`, `?` and `*`, whitespace in pattern lists, case.
+#[test]
+fn allowed_signers_decisions_match_ssh_keygen() {
+    let Some(s) = sx() else { return };
+    let vault = s.fx.vault("m.vault");
+    s.fx.seal(&s.case, &vault, &["--sign", s.alice.path.to_str().unwrap()]);
+    let dir = s.fx.root().join("ssh");
+    // (principals and options, trusted for alice@lab?, a principal name
+    // ssh-keygen accepts the signature for, if there is one: without
+    // --signer casevault accepts exactly when there is).
+    let cases = [
+        ("!*", false, None),
+        ("\"!alice@lab,!bob@lab\"", false, None),
+        ("alice@lab,!alice@lab", false, None),
+        ("*@lab,!alice@lab", false, Some("bob@lab")),
+        ("alice@lab", true, Some("alice@lab")),
+        ("a?ice@*", true, Some("alice@lab")),
+        ("\"*@lab,!mallory@lab\"", true, Some("alice@lab")),
+        ("ALICE@lab", false, Some("ALICE@lab")),
+        (
+            "alice@lab namespaces=\"casevault-vault\"",
+            true,
+            Some("alice@lab"),
+        ),
+        (
+            "alice@lab namespaces=\"casevault-*\"",
+            true,
+            Some("alice@lab"),
+        ),
+        ("alice@lab namespaces=\"x, casevault-vault\"", false, None),
+        (
+            "alice@lab namespaces=\"x,casevault-vault\"",
+            true,
+            Some("alice@lab"),
+        ),
+        ("alice@lab namespaces=\"\"", false, None),
+        ("alice@lab namespaces=casevault-vault", false, None),
+    ];
+    let stock = |f: &Path, who: &str| {
+        Command::new("ssh-keygen")
+            .args(["-Y", "verify", "-f"])
+            .arg(f)
+            .args(["-I", who, "-n", "casevault-vault", "-s"])
+            .arg(sig_of(&vault))
+            .stdin(fs::File::open(&vault).unwrap())
+            .output()
+            .unwrap()
+    };
+    for (i, (line, trusted, witness)) in cases.iter().enumerate() {
+        let f = allowed(&dir, &format!("m{i}"), &[(line, &s.alice)]);
+        let st = stock(&f, "alice@lab");
+        assert_eq!(
+            st.status.success(),
+            *trusted,
+            "ssh-keygen on {line:?}: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        if let Some(w) = witness {
+            let st = stock(&f, w);
+            assert!(st.status.success(), "ssh-keygen -I {w} on {line:?}");
+        }
+        // An unquoted namespaces= is an error (exit 1), as ssh-keygen
+        // says "bad options: missing start quote"; other refusals are
+        // untrusted signatures (exit 3).
+        let refused = if line.contains("namespaces=c") { 1 } else { 3 };
+        for (extra, ok) in [
+            (&["--signer", "alice@lab"][..], *trusted),
+            (&[][..], witness.is_some()),
+        ] {
+            let want = if ok { 0 } else { refused };
+            let a = casevault()
+                .arg("verify")
+                .arg(&vault)
+                .arg("--signers")
+                .arg(&f)
+                .args(extra)
+                .assert();
+            let code = a.get_output().status.code().unwrap();
+            assert_eq!(code, want, "{line:?} {extra:?}: {}", stderr_of(&a));
+        }
+    }
+}
+
+/// Issue #10 item 16 (https://github.com/casevault/casevault/issues/10):
+/// `verify -i --json` without `--signers` must not report a `VAULT.sig`
+/// that nobody checked as `"signed": true`; the fields say exactly what
+/// is known.
+#[test]
+fn verify_json_names_what_was_checked() {
+    let Some(s) = sx() else { return };
+    let vault = s.fx.vault("named.vault");
+    s.fx.seal(&s.case, &vault, &["--sign", s.alice.path.to_str().unwrap()]);
+    // Replace VAULT.sig by garbage: it exists, but nothing checked it.
+    fs::write(sig_of(&vault), "not a signature\n").unwrap();
+    let key = s.fx.key.path.to_str().unwrap().to_string();
+    let a = casevault()
+        .arg("verify")
+        .arg(&vault)
+        .args(["-i", &key, "--json"])
+        .assert()
+        .code(0);
+    let v = json_of(&a);
+    let sig = &v["signature"];
+    assert!(sig.get("signed").is_none(), "{sig}");
+    assert_eq!(sig["checked"], false, "{sig}");
+    assert_eq!(sig["outer_present"], true, "{sig}");
+    assert!(sig["outer_role"].is_null(), "{sig}");
+    assert!(sig["principal"].is_null(), "{sig}");
+    // casevault.sig was verified over casevault.json (every -i read does),
+    // its trust was not checked.
+    assert_eq!(sig["inner_present"], true, "{sig}");
+    assert_eq!(sig["inner_checked"], false, "{sig}");
+    assert!(sig["inner_principal"].is_null(), "{sig}");
+    // With --signers the garbage VAULT.sig is an integrity failure.
+    let (code, _, err) = verify_signed(&vault, &s.allowed, &["-i", &key]);
+    assert_eq!(code, 3, "{err}");
+}
+
+/// `rekey VAULT -o NEW … EXTRA…` with the fixture's identity and recipient.
+fn rekey_signed(s: &Sx, vault: &Path, new: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
+    casevault()
+        .arg("rekey")
+        .arg(vault)
+        .arg("-o")
+        .arg(new)
+        .arg("-i")
+        .arg(&s.fx.key.path)
+        .arg("-r")
+        .arg(&s.fx.key.recipient)
+        .args(extra)
+        .assert()
+}
+
+/// Issue #10 item 12 (https://github.com/casevault/casevault/issues/10):
+/// `rekey --sign` must not launder a vault nobody trusted sealed. Anyone
+/// who knows a recipient seals a forged case unsigned; an operator
+/// re-encrypts it with `--sign`: refused (exit 3, nothing written) unless
+/// the inner signature is trusted, and the outer signature of a rekey
+/// reads "re-encrypted by", never "sealed by".
+#[test]
+fn rekey_sign_does_not_launder_an_unsigned_or_untrusted_vault() {
+    let Some(s) = sx() else { return };
+    let dir = s.fx.root().join("ssh");
+    let bob = ssh_key(&dir, "bob", "ed25519", "bob@lab", "");
+    let trust = dir.join("trust");
+    fs::write(
+        &trust,
+        format!(
+            "alice@lab {}\nbob@lab namespaces=\"casevault-rekey\" {}\n",
+            s.alice.public, bob.public
+        ),
+    )
+    .unwrap();
+    let bob_key = bob.path.to_str().unwrap();
+    let signers = trust.to_str().unwrap();
+    let idkey = s.fx.key.path.to_str().unwrap().to_string();
+    let leftovers = |new: &Path| {
+        for suffix in ["", ".sha256", ".sig", ".sha256.pending", ".sig.pending"] {
+            let p = PathBuf::from(format!("{}{suffix}", new.display()));
+            assert!(!p.exists(), "{} must not exist", p.display());
+        }
+    };
+
+    // The forgery: sealed to the recipient, unsigned.
+    let forged = s.fx.vault("forged.vault");
+    s.fx.seal(&s.case, &forged, &[]);
+    let new = s.fx.vault("laundered.vault");
+    // --sign without --signers: usage error, nothing written.
+    let a = rekey_signed(&s, &forged, &new, &["--sign", bob_key]).code(2);
+    assert!(stderr_of(&a).contains("--signers"), "{}", stderr_of(&a));
+    leftovers(&new);
+    // With --signers: the missing inner signature is refused.
+    let a = rekey_signed(
+        &s,
+        &forged,
+        &new,
+        &["--sign", bob_key, "--signers", signers],
+    )
+    .code(3);
+    let err = stderr_of(&a);
+    assert!(
+        err.contains("no inner signature") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_error_message(&err);
+    leftovers(&new);
+
+    // Sealed and signed by mallory, whom nobody trusts: refused too.
+    let by_mallory = s.fx.vault("mallory.vault");
+    s.fx.seal(
+        &s.case,
+        &by_mallory,
+        &["--sign", s.mallory.path.to_str().unwrap()],
+    );
+    let a = rekey_signed(
+        &s,
+        &by_mallory,
+        &new,
+        &["--sign", bob_key, "--signers", signers],
+    )
+    .code(3);
+    assert!(
+        stderr_of(&a).contains("does not trust"),
+        "{}",
+        stderr_of(&a)
+    );
+    leftovers(&new);
+    // And --sealed-by restricts the sealer.
+    let genuine = s.fx.vault("genuine.vault");
+    s.fx.seal(
+        &s.case,
+        &genuine,
+        &["--sign", s.alice.path.to_str().unwrap()],
+    );
+    rekey_signed(
+        &s,
+        &genuine,
+        &new,
+        &[
+            "--sign",
+            bob_key,
+            "--signers",
+            signers,
+            "--sealed-by",
+            "carol@lab",
+        ],
+    )
+    .code(3);
+    leftovers(&new);
+
+    // Sealed by alice, re-encrypted and signed by bob: accepted.
+    let a = rekey_signed(
+        &s,
+        &genuine,
+        &new,
+        &[
+            "--sign",
+            bob_key,
+            "--signers",
+            signers,
+            "--sealed-by",
+            "alice@lab",
+            "--json",
+        ],
+    )
+    .code(0);
+    let j = json_of(&a);
+    assert_eq!(j["sealed_by"]["principal"], "alice@lab", "{j}");
+    assert_eq!(j["signature"], sig_of(&new).to_str().unwrap());
+    // The outer signature is in namespace casevault-rekey: stock
+    // ssh-keygen accepts it there, and not as casevault-vault.
+    let stock = |ns: &str| {
+        Command::new("ssh-keygen")
+            .args(["-Y", "verify", "-f"])
+            .arg(&trust)
+            .args(["-I", "bob@lab", "-n", ns, "-s"])
+            .arg(sig_of(&new))
+            .stdin(fs::File::open(&new).unwrap())
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(stock("casevault-rekey"));
+    assert!(!stock("casevault-vault"));
+    // verify tells "re-encrypted by bob", and with -i "sealed by alice".
+    let (code, v, err) = verify_signed(&new, &trust, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["signature"]["outer_role"], "re-encrypted");
+    assert_eq!(v["signature"]["principal"], "bob@lab");
+    let (code, v, err) = verify_signed(&new, &trust, &["-i", &idkey]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["signature"]["outer_role"], "re-encrypted");
+    assert_eq!(v["signature"]["inner_principal"], "alice@lab");
+    let a = casevault()
+        .arg("verify")
+        .arg(&new)
+        .args(["-i", &idkey, "--signers", signers])
+        .assert()
+        .code(0);
+    let out = stdout_of(&a);
+    assert!(
+        out.contains("signature ok: VAULT.sig re-encrypted by bob@lab (SHA256:")
+            && out.contains("inner signature ok: casevault.sig by alice@lab"),
+        "{out}"
+    );
+    // A seal signature by alice still reads as sealed.
+    let (code, v, _) = verify_signed(&genuine, &trust, &[]);
+    assert_eq!(code, 0);
+    assert_eq!(v["signature"]["outer_role"], "sealed");
+    // bob is trusted only to re-encrypt: a seal signature by bob fails.
+    let bob_sealed = s.fx.vault("bob-sealed.vault");
+    s.fx.seal(&s.case, &bob_sealed, &["--sign", bob_key]);
+    let (code, _, err) = verify_signed(&bob_sealed, &trust, &[]);
+    assert_eq!(code, 3, "{err}");
+
+    // --signers without --sign is a plain gate: the forgery is refused.
+    let plain = s.fx.vault("plain-re.vault");
+    rekey_signed(&s, &forged, &plain, &["--signers", signers]).code(3);
+    leftovers(&plain);
 }
