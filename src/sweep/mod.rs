@@ -466,7 +466,7 @@ impl Sweep<'_> {
     ) -> Result<()> {
         let existing = store::list_vaults(case_dir, case)?;
         let name =
-            store::new_vault_name(case_dir, case, &existing, time::OffsetDateTime::now_utc());
+            store::new_vault_name(case_dir, case, &existing, time::OffsetDateTime::now_utc())?;
         let vault = case_dir.join(&name);
         let report = seal::seal(seal::SealOptions {
             case_dir: src.to_path_buf(),

@@ -772,3 +772,100 @@ fn completions_and_man_page_are_generated() {
     assert!(stdout_of(&a).contains(".TH casevault-sweep 1"));
     assert!(stdout_of(&a).contains("remove\\-source"));
 }
+
+/// Issue #10 item 9: odd entries in a case's store directory fail that
+/// case (exit 1) with a message naming the entry; they never panic and
+/// never stop the other cases.
+#[test]
+fn odd_store_entries_fail_their_case_and_the_others_still_seal() {
+    let env = Env::new();
+    for (i, c) in ["A1", "B2", "C3", "D4"].iter().enumerate() {
+        small_case(&env.case(c), i as u64);
+    }
+    let far = "99991231T235959.999999Z";
+    // The exact file from the issue: zero bytes, no sidecar.
+    fs::create_dir(env.store().join("A1")).unwrap();
+    fs::write(env.store().join(format!("A1/A1.{far}.vault")), b"").unwrap();
+    // A directory named like the newest possible vault.
+    fs::create_dir_all(env.store().join(format!("B2/B2.{far}.vault"))).unwrap();
+    // A sidecar without its vault, garbage names, a nearly-last stamp.
+    let c3 = env.store().join("C3");
+    fs::create_dir(&c3).unwrap();
+    fs::write(
+        c3.join("C3.20260101T000000.000000Z.vault.sha256"),
+        b"garbage",
+    )
+    .unwrap();
+    fs::write(c3.join("C3.notastamp.vault"), b"").unwrap();
+    fs::write(c3.join("C3.20261399T000000.000000Z.vault"), b"").unwrap();
+    fs::write(c3.join("\u{1}weird"), b"").unwrap();
+    fs::write(c3.join("C3.99991231T235959.999998Z.vault"), b"").unwrap();
+
+    let (recs, summary) = env.sweep_json(&["--keep", "1"], 1);
+    assert_eq!(
+        statuses(&recs),
+        map(&[
+            ("A1", "failed"),
+            ("B2", "failed"),
+            ("C3", "sealed"),
+            ("D4", "sealed")
+        ])
+    );
+    assert_eq!(counts(&summary), [2, 0, 2, 0, 0]);
+    for c in ["A1", "B2"] {
+        let why = recs[c]["error"].as_str().unwrap();
+        let entry = env.store().join(c).join(format!("{c}.{far}.vault"));
+        assert!(why.contains(&entry.display().to_string()), "{why}");
+        assert_eq!(
+            env.vaults(c),
+            [format!("{c}.{far}.vault")],
+            "nothing sealed"
+        );
+    }
+    // C3's new vault is later than every name there; the odd ones stay.
+    assert_eq!(
+        recs["C3"]["vault"],
+        c3.join("C3.99991231T235959.999999Z.vault")
+            .display()
+            .to_string()
+    );
+    assert!(c3.join("C3.notastamp.vault").exists() && c3.join("\u{1}weird").exists());
+    // The next night is the same: no panic, the same two failures.
+    let (recs, _) = env.sweep_json(&["--keep", "1"], 1);
+    assert_eq!(recs["A1"]["status"], "failed");
+    assert_eq!(recs["D4"]["status"], "unchanged");
+}
+
+/// Issue #10 item 9: a sidecar that is a FIFO fails its case instead of
+/// hanging the sweep.
+#[test]
+fn a_fifo_sidecar_fails_its_case_instead_of_hanging() {
+    let env = Env::new();
+    small_case(&env.case("C1"), 1);
+    small_case(&env.case("C2"), 2);
+    env.sweep_json(&[], 0);
+    let vault = env.store().join("C1").join(&env.vaults("C1")[0]);
+    let side = PathBuf::from(format!("{}.sha256", vault.display()));
+    fs::remove_file(&side).unwrap();
+    let st = Command::new("mkfifo").arg(&side).status().unwrap();
+    assert!(st.success());
+    let a = casevault()
+        .arg("sweep")
+        .arg(env.inbox())
+        .arg("-o")
+        .arg(env.store())
+        .arg("-r")
+        .arg(&env.key.recipient)
+        .arg("--json")
+        .timeout(Duration::from_secs(60))
+        .assert();
+    let stdout = stdout_of(&a);
+    assert_eq!(a.get_output().status.code(), Some(1), "{stdout}");
+    let (recs, _) = records(&stdout);
+    assert_eq!(
+        statuses(&recs),
+        map(&[("C1", "failed"), ("C2", "unchanged")])
+    );
+    let why = recs["C1"]["error"].as_str().unwrap();
+    assert!(why.contains("sidecar"), "{why}");
+}
