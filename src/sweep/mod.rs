@@ -378,6 +378,12 @@ impl Sweep<'_> {
 
         // Unchanged: same fingerprint as at the last seal, and that vault is
         // still on disk exactly as written.
+        //
+        // The state is not authenticated against someone who can write the
+        // store (issue #10 item 13), so it may only save work, never decide
+        // a removal: with --remove-source an unchanged case is sealed again
+        // and removed only after that new vault is read back and the source
+        // re-hashed against it.
         let mut reason = "new case";
         if let Some(prev) = &prev {
             if prev.fingerprint != scan.fingerprint {
@@ -385,14 +391,14 @@ impl Sweep<'_> {
             } else {
                 let path = case_dir.join(&prev.vault);
                 match self.check(&path)? {
-                    VaultCheck::Ok(h) if h == prev.vault_sha256 => {
+                    VaultCheck::Ok(h) if h == prev.vault_sha256 && !self.opts.remove_source => {
                         r.status = Status::Unchanged;
                         r.vault = Some(path);
                         r.vault_sha256 = Some(h);
-                        if self.opts.remove_source {
-                            self.remove_unchanged(src, prev, r)?;
-                        }
                         return Ok(());
+                    }
+                    VaultCheck::Ok(h) if h == prev.vault_sha256 => {
+                        reason = "unchanged; sealed again because --remove-source removes only what this run sealed";
                     }
                     VaultCheck::Missing => reason = "newest vault missing from the store",
                     other => {
@@ -527,26 +533,6 @@ impl Sweep<'_> {
             self.remove(&plan, r)?;
         }
         Ok(())
-    }
-
-    /// `--remove-source` for a case unchanged since an earlier sweep: the
-    /// tree re-hashed now must give exactly the recorded fingerprint and
-    /// manifest digest (the newest vault was checked by the caller).
-    fn remove_unchanged(&mut self, src: &Path, prev: &CaseState, r: &mut Record) -> Result<()> {
-        let (scan, manifest_sha256, plan) = tree::rehash(src)?;
-        if scan.fingerprint != prev.fingerprint || manifest_sha256 != prev.manifest_sha256 {
-            return Err(Error::Refused(
-                "source kept: re-hashing it now does not give the manifest of its newest vault; the next sweep seals it again"
-                    .into(),
-            ));
-        }
-        if self.opts.dry_run {
-            r.removed_files = Some(plan.files());
-            r.removed_symlinks = Some(plan.symlinks());
-            r.removed_dirs = Some(plan.dirs());
-            return Ok(());
-        }
-        self.remove(&plan, r)
     }
 
     /// Append a custody record for case record `r`, if `--custody`.

@@ -244,8 +244,8 @@ fn hash_file(path: &Path, lmeta: &fs::Metadata, buf: &mut [u8]) -> Result<String
 
 /// Re-read the whole tree: its fingerprint, the SHA-256 of the manifest
 /// text `seal` would write for it now, and a removal plan covering exactly
-/// what was read. Used for a case that is unchanged since an earlier sweep,
-/// whose entry list is only in the (encrypted) vault.
+/// what was read. Used by a dry run to say what `--remove-source` would
+/// remove.
 pub fn rehash(root: &Path) -> Result<(Scan, String, Plan)> {
     let mut fp = Fingerprinter::new();
     let mut manifest_text = String::new();

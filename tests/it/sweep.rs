@@ -543,7 +543,9 @@ fn remove_source_removes_exactly_what_was_sealed() {
         map(&[
             (".hidden", "skipped"),
             ("C1", "sealed"),
-            ("C2", "unchanged"),
+            // Unchanged since the earlier sweep, sealed again: removal
+            // relies only on what this run sealed (issue #10 item 13).
+            ("C2", "sealed"),
             ("loose.txt", "skipped")
         ])
     );
@@ -563,12 +565,12 @@ fn remove_source_removes_exactly_what_was_sealed() {
     assert_eq!(fs::read(env.case(".hidden/keep.txt")).unwrap(), b"x");
 
     // Each newest vault restores the original tree.
-    for c in ["C1", "C2"] {
+    for (c, generations) in [("C1", 1), ("C2", 2)] {
         let vaults = env.vaults(c);
-        assert_eq!(vaults.len(), 1, "C2 was not sealed again");
+        assert_eq!(vaults.len(), generations, "{c}");
         fs::create_dir_all(env.root().join("restored")).unwrap();
         let dest = env.root().join("restored").join(c);
-        env.unseal(&env.store().join(c).join(&vaults[0]), &dest);
+        env.unseal(&env.store().join(c).join(vaults.last().unwrap()), &dest);
         assert_same_tree(&copies.join(c), &dest, false);
     }
 }
@@ -696,15 +698,23 @@ fn dry_run_changes_nothing() {
         statuses(&recs),
         map(&[
             ("C1", "would-seal"),
-            ("C2", "unchanged"),
+            // Unchanged, but --remove-source removes only what the same run
+            // sealed (issue #10 item 13).
+            ("C2", "would-seal"),
             ("C3", "would-seal")
         ])
     );
     assert!(recs.values().all(|r| r["dry_run"] == true));
+    assert!(recs["C2"]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("unchanged; sealed again"));
     assert_eq!(recs["C1"]["pruned"].as_array().unwrap().len(), 2);
     assert_eq!(recs["C2"]["removed_files"], 3);
+    assert_eq!(recs["C2"]["removed_symlinks"], 1);
+    assert_eq!(recs["C2"]["removed_dirs"], 3);
     assert_eq!(summary["dry_run"], true);
-    assert_eq!(summary["would_seal"], 2);
+    assert_eq!(summary["would_seal"], 3);
     assert_eq!(summary["stale_temp_removed"], 1);
 
     // Text output says "would".
@@ -868,4 +878,63 @@ fn a_fifo_sidecar_fails_its_case_instead_of_hanging() {
     );
     let why = recs["C1"]["error"].as_str().unwrap();
     assert!(why.contains("sidecar"), "{why}");
+}
+
+/// Issue #10 item 13: a store writer who copies the current tree's
+/// fingerprint and manifest digest into `state.json` (computed by sealing
+/// it into a scratch store with the public recipient) cannot make
+/// `--remove-source` delete files that are in no vault.
+#[test]
+fn forged_state_cannot_make_remove_source_delete_unsealed_files() {
+    let env = Env::new();
+    small_case(&env.case("C1"), 1);
+    env.sweep_json(&[], 0);
+    // The case changes after it was sealed.
+    fs::write(env.case("C1/new-evidence.bin"), b"never sealed\n").unwrap();
+    let copy = env.root().join("copy");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(env.case("C1"))
+        .arg(&copy)
+        .status()
+        .unwrap()
+        .success());
+    // The forger seals the current tree into a scratch store...
+    let scratch = env.root().join("scratch");
+    fs::create_dir(&scratch).unwrap();
+    casevault()
+        .args(["sweep", "--no-custody"])
+        .arg(env.inbox())
+        .arg("-o")
+        .arg(&scratch)
+        .arg("-r")
+        .arg(&env.key.recipient)
+        .assert()
+        .code(0);
+    // ...and copies its digests into the real state, keeping the old vault.
+    let read = |p: &Path| -> Value {
+        serde_json::from_str(&fs::read_to_string(p.join(".casevault/state.json")).unwrap()).unwrap()
+    };
+    let fresh = read(&scratch);
+    let mut state = read(&env.store());
+    for k in ["fingerprint", "manifest_sha256"] {
+        state["cases"]["C1"][k] = fresh["cases"]["C1"][k].clone();
+    }
+    fs::write(
+        env.store().join(".casevault/state.json"),
+        serde_json::to_vec_pretty(&state).unwrap(),
+    )
+    .unwrap();
+
+    let (recs, _) = env.sweep_json(&["--remove-source"], 0);
+    // Removal relies only on what this run sealed: C1 is sealed again, and
+    // everything removed is in that new vault.
+    assert_eq!(recs["C1"]["status"], "sealed", "{:?}", recs["C1"]);
+    assert_eq!(recs["C1"]["removed_files"], 4);
+    assert!(!env.case("C1").exists());
+    let vaults = env.vaults("C1");
+    assert_eq!(vaults.len(), 2);
+    let dest = env.root().join("restored");
+    env.unseal(&env.store().join("C1").join(vaults.last().unwrap()), &dest);
+    assert_same_tree(&copy, &dest, false);
 }
