@@ -783,6 +783,97 @@ fn completions_and_man_page_are_generated() {
     assert!(stdout_of(&a).contains("remove\\-source"));
 }
 
+/// Issue #10 item 3: a case directory swapped for a symlink after the inbox
+/// was listed (here, while the case before it is being sealed) is skipped:
+/// nothing from outside the inbox is sealed, recorded or logged.
+#[test]
+fn a_case_swapped_for_a_symlink_after_listing_is_skipped() {
+    let mut len = 2 << 20;
+    loop {
+        let env = Env::new();
+        big_case(&env.case("A1"), len);
+        small_case(&env.case("B2"), 2);
+        let outside = env.root().join("outside");
+        small_case(&outside, 3);
+        fs::write(outside.join("secret.txt"), b"outside the inbox\n").unwrap();
+        let mut child = spawn_sweep(&env, &["--json", "--compress", "none"]);
+        let caught = wait_for_temp(&mut child, &env.store(), 1 << 20).is_some();
+        if caught {
+            fs::rename(env.case("B2"), env.root().join("B2-moved")).unwrap();
+            std::os::unix::fs::symlink(&outside, env.case("B2")).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let (recs, _) = records(&stdout);
+        let b2_vaults = env.vaults("B2");
+        if let Some(v) = b2_vaults.first() {
+            // Sealed: it must hold B2's own files, never the outside ones.
+            let dest = env.root().join("restored");
+            env.unseal(&env.store().join("B2").join(v), &dest);
+            assert!(
+                !dest.join("secret.txt").exists(),
+                "a directory outside the inbox was sealed as B2:\n{stdout}"
+            );
+        }
+        if !caught || recs["B2"]["status"] == "sealed" {
+            // The swap came too late (B2 was already sealed): bigger.
+            assert!(len < 512 << 20, "could not catch a sweep mid-seal");
+            eprintln!("sweep of {len} bytes was not caught before B2; retrying bigger");
+            len *= 4;
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        assert_eq!(statuses(&recs), map(&[("A1", "sealed"), ("B2", "skipped")]));
+        let why = recs["B2"]["reason"].as_str().unwrap();
+        assert!(why.contains("no longer a directory"), "{why}");
+        assert!(b2_vaults.is_empty() && !env.store().join("B2").exists());
+        let state = fs::read_to_string(env.store().join(".casevault/state.json")).unwrap();
+        assert!(!state.contains("B2"), "{state}");
+        let custody = fs::read_to_string(env.store().join("custody.jsonl")).unwrap();
+        assert!(
+            custody.contains("A1") && !custody.contains("B2"),
+            "{custody}"
+        );
+        return;
+    }
+}
+
+/// Issue #10 item 3: the case directory itself swapped for a symlink while
+/// it is being sealed cannot redirect the rest of the walk: seal reads the
+/// directory it opened, not whatever the path names later.
+#[test]
+fn a_case_swapped_during_its_own_seal_is_sealed_from_the_directory_opened() {
+    // Big enough that the walk is still inside a-big.bin when the first
+    // MiB of the vault reaches the disk (pipe buffers sit in between).
+    let mut len = 16 << 20;
+    loop {
+        let env = Env::new();
+        big_case(&env.case("C1"), len);
+        let outside = env.root().join("outside");
+        fs::create_dir_all(outside.join("z-sub")).unwrap();
+        fs::write(outside.join("z-sub/secret.txt"), b"outside\n").unwrap();
+        let mut child = spawn_sweep(&env, &["--json", "--compress", "none"]);
+        let caught = wait_for_temp(&mut child, &env.store(), 1 << 20).is_some();
+        if caught {
+            fs::rename(env.case("C1"), env.root().join("C1-moved")).unwrap();
+            std::os::unix::fs::symlink(&outside, env.case("C1")).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        if !caught {
+            assert!(len < 512 << 20, "could not catch a sweep mid-seal");
+            len *= 4;
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        let dest = env.root().join("restored");
+        env.unseal(&env.store().join("C1").join(&env.vaults("C1")[0]), &dest);
+        assert!(!dest.join("z-sub/secret.txt").exists(), "{stdout}");
+        assert_eq!(fs::read(dest.join("z-sub/small.txt")).unwrap(), b"small\n");
+        return;
+    }
+}
+
 /// Issue #10 item 9: odd entries in a case's store directory fail that
 /// case (exit 1) with a message naming the entry; they never panic and
 /// never stop the other cases.
@@ -937,4 +1028,74 @@ fn forged_state_cannot_make_remove_source_delete_unsealed_files() {
     let dest = env.root().join("restored");
     env.unseal(&env.store().join("C1").join(vaults.last().unwrap()), &dest);
     assert_same_tree(&copy, &dest, false);
+}
+
+/// Issue #10, non-root tier: a sweep run as an unprivileged user seals and
+/// removes through directory handles; an entry it may not remove is kept,
+/// the rest of the case is still removed, and the case fails naming it.
+#[test]
+fn remove_source_when_run_unprivileged_keeps_what_it_may_not_remove() {
+    let env = Env::new();
+    small_case(&env.case("C1"), 1);
+    small_case(&env.case("C2"), 2);
+    let Some(nobody) = crate::unpriv::Unprivileged::new(env.root()) else {
+        return;
+    };
+    fs::set_permissions(env.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    // nobody may read C2/photos/raw but not change it.
+    let raw = env.case("C2/photos/raw");
+    std::os::unix::fs::chown(&raw, Some(0), Some(0)).unwrap();
+    fs::set_permissions(&raw, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let out = nobody.run([
+        "sweep".as_ref(),
+        env.inbox().as_os_str(),
+        "-o".as_ref(),
+        env.store().as_os_str(),
+        "-r".as_ref(),
+        env.key.recipient.as_ref(),
+        "--json".as_ref(),
+        "--remove-source".as_ref(),
+    ]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (recs, _) = records(&stdout);
+    assert_eq!(statuses(&recs), map(&[("C1", "sealed"), ("C2", "failed")]));
+    assert!(!env.case("C1").exists(), "C1 removed whole");
+    let why = recs["C2"]["error"].as_str().unwrap();
+    assert!(
+        why.contains("photos/raw/img1.bin") && why.contains("ermission denied"),
+        "{why}"
+    );
+    // Everything else of C2 went; what stayed is in its vault.
+    assert_eq!(recs["C2"]["removed_files"], 2);
+    assert_eq!(recs["C2"]["removed_symlinks"], 1);
+    let left: Vec<_> = walkdir::WalkDir::new(env.case("C2"))
+        .sort_by_file_name()
+        .min_depth(1)
+        .into_iter()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .strip_prefix(env.case("C2"))
+                .unwrap()
+                .to_path_buf()
+        })
+        .collect();
+    assert_eq!(
+        left,
+        [
+            PathBuf::from("photos"),
+            PathBuf::from("photos/raw"),
+            PathBuf::from("photos/raw/img1.bin")
+        ]
+    );
+    assert_eq!(env.vaults("C2").len(), 1);
+    let custody = fs::read_to_string(env.store().join("custody.jsonl")).unwrap();
+    assert_eq!(custody.matches("removed-source").count(), 2, "{custody}");
 }
