@@ -179,6 +179,58 @@ impl Root {
         &self.meta
     }
 
+    /// Where the root itself lives (its parent's handle and its name), if
+    /// it was opened with [`Root::open_child`].
+    pub fn loc(&self) -> Option<Loc> {
+        self.parent
+            .clone()
+            .map(|(parent, name)| Loc { parent, name })
+    }
+
+    /// The entry `name` in this directory.
+    pub fn child(&self, name: &OsStr) -> Loc {
+        Loc {
+            parent: self.fd.clone(),
+            name: name.to_os_string(),
+        }
+    }
+
+    /// Open the directory `rel` below this one again, one component at a
+    /// time with [`Root::open_child`], each required to be the directory
+    /// `expect` gives for its relative path (same device and inode).
+    /// `None` when a component is missing, no longer a directory, or
+    /// another directory. Holds at most two handles at a time, so callers
+    /// can keep paths instead of a handle per directory.
+    pub fn open_below(
+        &self,
+        rel: &Path,
+        expect: &dyn Fn(&Path) -> Option<Meta>,
+    ) -> io::Result<Option<Root>> {
+        let mut cur = self.clone();
+        let mut prefix = PathBuf::new();
+        for comp in rel.components() {
+            let name = comp.as_os_str();
+            prefix.push(name);
+            let next = match cur.open_child(name) {
+                Ok(r) => r,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT)
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            };
+            match expect(&prefix) {
+                Some(m) if m.same_object(next.meta()) => cur = next,
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(cur))
+    }
+
     /// Walk the tree from this handle.
     pub fn walk(&self) -> Walker {
         Walker {

@@ -8,7 +8,7 @@
 //! directory in it swapped during a walk, cannot redirect a fingerprint, a
 //! check or a removal to files outside the inbox.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -130,20 +130,24 @@ pub fn scan(root: &Root) -> Result<Scan> {
     })
 }
 
-/// An entry that may be removed, where it is (its parent's handle and
-/// name) and the stat it had when it was checked: it is unlinked only if it
-/// still has exactly that stat.
+/// An entry that may be removed: its path relative to the case and the
+/// stat it had when it was checked; it is unlinked only if it still has
+/// exactly that stat. Paths, not handles, are kept (a handle per directory
+/// of a big case would run out of file descriptors); the removal reopens
+/// each directory from the case's handle and checks it is the same one.
 #[derive(Debug)]
 struct Item {
-    loc: Loc,
+    rel: PathBuf,
     path: PathBuf,
     meta: Meta,
 }
 
 /// What may be removed from a case directory: only entries proven to be in
 /// the vault.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Plan {
+    /// The case directory's handle.
+    root: Root,
     /// Files and symlinks.
     items: Vec<Item>,
     /// Directories in walk (pre-)order; removed in reverse, if empty.
@@ -214,7 +218,11 @@ fn hash_file(n: &Node, buf: &mut [u8]) -> Result<String> {
 /// the vault that is gone or different refuses the whole removal.
 pub fn check_sealed(root: &Root, entries: &[Entry]) -> Result<Plan> {
     let mut want: HashMap<&str, &Entry> = entries.iter().map(|e| (e.path.as_str(), e)).collect();
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        root: root.clone(),
+        items: Vec::new(),
+        dirs: Vec::new(),
+    };
     let mut buf = vec![0u8; BUF_SIZE];
     for item in root.walk() {
         signal::check()?;
@@ -250,12 +258,8 @@ pub fn check_sealed(root: &Root, entries: &[Entry]) -> Result<Plan> {
             }
             _ => return Err(differs("type changed")),
         }
-        let Some(loc) = n.loc else {
-            // A root opened by path (not sweep's way) is left in place.
-            continue;
-        };
         let it = Item {
-            loc,
+            rel: n.rel,
             path: n.path,
             meta,
         };
@@ -293,58 +297,117 @@ pub struct Removed {
     pub failed: Vec<(PathBuf, io::Error)>,
 }
 
-/// Carry out a plan through the handles it holds: unlink each checked file
-/// or symlink that still has the stat it had when checked, then remove the
-/// planned directories deepest first, each only if it is still the same
-/// directory and empty by then (`rmdir` refuses otherwise).
+/// Carry out a plan through handles: unlink each checked file or symlink
+/// that still has the stat it had when checked, then remove the planned
+/// directories deepest first, each only if it is still the same directory
+/// and empty by then (`rmdir` refuses otherwise). Each entry's directory is
+/// reopened from the case's handle without following links and must be
+/// the directory that was checked; if it is not, its entries are kept.
 pub fn remove(plan: &Plan) -> Result<Removed> {
     let mut done = Removed::default();
-    for item in &plan.items {
-        match item.loc.stat() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                done.failed.push((item.path.clone(), e));
-                continue;
-            }
-            Ok(m) if !item.meta.same(&m) => {
+    let dirs: HashMap<&Path, Meta> = plan
+        .dirs
+        .iter()
+        .map(|d| (d.rel.as_path(), d.meta))
+        .collect();
+    let expect = |p: &Path| dirs.get(p).copied();
+    let parent_of = |rel: &Path| rel.parent().unwrap_or(Path::new("")).to_path_buf();
+
+    // The entry `item` in its directory, if that is still the one checked.
+    let locate = |item: &Item, done: &mut Removed| -> Option<Loc> {
+        let Some(name) = item.rel.file_name() else {
+            return plan.root.loc(); // the case directory itself
+        };
+        match plan.root.open_below(&parent_of(&item.rel), &expect) {
+            Ok(Some(dir)) => Some(dir.child(name)),
+            Ok(None) => {
                 done.kept_changed.push(item.path.clone());
-                continue;
+                None
             }
-            Ok(_) => {}
-        }
-        match item.loc.unlink() {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
                 done.failed.push((item.path.clone(), e));
-                continue;
+                None
             }
         }
-        if item.meta.is_symlink() {
-            done.symlinks += 1;
-        } else {
-            done.files += 1;
+    };
+
+    // Files and symlinks, one reopening per directory.
+    let mut by_dir: BTreeMap<PathBuf, Vec<&Item>> = BTreeMap::new();
+    for item in &plan.items {
+        by_dir.entry(parent_of(&item.rel)).or_default().push(item);
+    }
+    for (dir_rel, items) in by_dir {
+        signal::check()?;
+        let dir = match plan.root.open_below(&dir_rel, &expect) {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                done.kept_changed
+                    .extend(items.iter().map(|i| i.path.clone()));
+                continue;
+            }
+            Err(e) => {
+                let shown = plan.root.path.join(&dir_rel);
+                done.failed.push((shown, e));
+                continue;
+            }
+        };
+        for item in items {
+            let Some(name) = item.rel.file_name() else {
+                continue;
+            };
+            let loc = dir.child(name);
+            match loc.stat() {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    done.failed.push((item.path.clone(), e));
+                    continue;
+                }
+                Ok(m) if !item.meta.same(&m) => {
+                    done.kept_changed.push(item.path.clone());
+                    continue;
+                }
+                Ok(_) => {}
+            }
+            match loc.unlink() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    done.failed.push((item.path.clone(), e));
+                    continue;
+                }
+            }
+            if item.meta.is_symlink() {
+                done.symlinks += 1;
+            } else {
+                done.files += 1;
+            }
         }
     }
-    for dir in plan.dirs.iter().rev() {
-        match dir.loc.stat() {
-            Ok(m) if m.is_dir() && m.dev() == dir.meta.dev() && m.ino() == dir.meta.ino() => {}
+
+    // Directories, deepest first (reverse walk order).
+    for d in plan.dirs.iter().rev() {
+        signal::check()?;
+        let Some(loc) = locate(d, &mut done) else {
+            continue;
+        };
+        match loc.stat() {
+            Ok(m) if m.is_dir() && m.dev() == d.meta.dev() && m.ino() == d.meta.ino() => {}
             // Gone, or another object under that name now: not ours.
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
-                done.failed.push((dir.path.clone(), e));
+                done.failed.push((d.path.clone(), e));
                 continue;
             }
         }
-        match dir.loc.rmdir() {
+        match loc.rmdir() {
             Ok(()) => done.dirs += 1,
             // Not empty: something not in the vault lives there; it stays.
             Err(e)
                 if e.kind() == io::ErrorKind::DirectoryNotEmpty
                     || e.raw_os_error() == Some(libc::EEXIST)
                     || e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => done.failed.push((dir.path.clone(), e)),
+            Err(e) => done.failed.push((d.path.clone(), e)),
         }
     }
     Ok(done)

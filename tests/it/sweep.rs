@@ -1099,3 +1099,44 @@ fn remove_source_when_run_unprivileged_keeps_what_it_may_not_remove() {
     let custody = fs::read_to_string(env.store().join("custody.jsonl")).unwrap();
     assert_eq!(custody.matches("removed-source").count(), 2, "{custody}");
 }
+
+/// Issue #10 item 3: walking and removing through handles must not need a
+/// file descriptor per directory of the case. A case with 300 directories
+/// is sealed and removed by a sweep limited to 64 open files.
+#[test]
+fn remove_source_of_a_case_with_many_directories_needs_few_descriptors() {
+    let env = Env::new();
+    let case = env.case("C1");
+    for i in 0..300 {
+        let d = case.join(format!("d{:03}/sub", i));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("f.txt"), format!("{i}\n")).unwrap();
+    }
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_casevault"))
+        .arg("sweep")
+        .arg(env.inbox())
+        .arg("-o")
+        .arg(env.store())
+        .arg("-r")
+        .arg(&env.key.recipient)
+        .args(["--json", "--remove-source"])
+        .env(crate::util::PANIC_LOG_ENV, crate::util::panic_log())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (recs, _) = records(&stdout);
+    assert_eq!(recs["C1"]["status"], "sealed");
+    assert_eq!(recs["C1"]["removed_files"], 300);
+    assert_eq!(recs["C1"]["removed_dirs"], 601);
+    assert!(!case.exists());
+}
