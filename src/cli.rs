@@ -400,7 +400,8 @@ struct SweepArgs {
     recipients_file: Vec<PathBuf>,
     /// After a vault is written, read back and checked, and the source
     /// re-hashed and found equal, remove the sealed files, symlinks and
-    /// (then empty) directories from the inbox.
+    /// (then empty) directories from the inbox. Only what this run sealed
+    /// is removed: an unchanged case is sealed again first.
     #[arg(long)]
     remove_source: bool,
     /// Keep the N newest verified vaults per case; delete older ones.

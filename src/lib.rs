@@ -30,5 +30,6 @@ pub mod sweep;
 mod tarfmt;
 pub mod unseal;
 pub mod verify;
+pub mod walk;
 
 pub use error::{Error, ErrorKind, Result};

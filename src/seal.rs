@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -99,7 +99,6 @@ pub fn case_id_for(case_dir: &Path, given: Option<&str>) -> Result<String> {
 
 /// Seal `opts.case_dir` into `opts.output` (and its `.sha256` sidecar).
 pub fn seal(opts: SealOptions) -> Result<SealReport> {
-    let _progress = crate::progress::Guard;
     let case_dir = &opts.case_dir;
     let meta =
         fs::metadata(case_dir).map_err(|e| Error::io("cannot read case directory", case_dir, e))?;
@@ -109,6 +108,17 @@ pub fn seal(opts: SealOptions) -> Result<SealReport> {
             case_dir.display()
         )));
     }
+    let root = crate::walk::Root::open(case_dir)?;
+    seal_from(opts, &root)
+}
+
+/// Seal the directory already open as `root` (sweep opens each case
+/// without following symlinks, issue #10 item 3); `opts.case_dir` is then
+/// only the path shown in messages. The walk goes through handles from
+/// `root`, so a directory swapped during it cannot redirect it.
+pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealReport> {
+    let _progress = crate::progress::Guard;
+    let case_dir = &opts.case_dir;
     let case_id = case_id_for(case_dir, opts.case_id.as_deref())?;
     let sidecar = crate::io::sidecar_path(&opts.output);
     // An existing vault is never replaced without --force. A sidecar whose
@@ -119,7 +129,7 @@ pub fn seal(opts: SealOptions) -> Result<SealReport> {
             opts.output.display()
         )));
     }
-    refuse_output_inside_case(case_dir, &opts.output)?;
+    refuse_output_inside_case(case_dir, root, &opts.output)?;
     if opts.recipients.is_empty() {
         return Err(Error::Usage(
             "no recipients given: use -r RECIPIENT or -R FILE".into(),
@@ -172,7 +182,7 @@ pub fn seal(opts: SealOptions) -> Result<SealReport> {
     let mut state = Walk::new(case_id.clone(), opts.collect_entries);
     state.signer = opts.sign.clone();
     let produced = state.archive(
-        case_dir,
+        root,
         &mut pipe,
         now_secs,
         &bagging_date,
@@ -239,13 +249,21 @@ pub fn seal(opts: SealOptions) -> Result<SealReport> {
 
 /// Refuse an output path inside the case: sealing would read its own
 /// temporary file.
-fn refuse_output_inside_case(case_dir: &Path, output: &Path) -> Result<()> {
+fn refuse_output_inside_case(
+    case_dir: &Path,
+    root: &crate::walk::Root,
+    output: &Path,
+) -> Result<()> {
     let out_dir = crate::io::parent_dir(output);
     let out_dir = fs::canonicalize(&out_dir)
         .map_err(|e| Error::io("cannot resolve output directory", &out_dir, e))?;
-    let case = fs::canonicalize(case_dir)
-        .map_err(|e| Error::io("cannot resolve case directory", case_dir, e))?;
-    if out_dir.starts_with(&case) {
+    // Compared by (device, inode) with the directory actually open, not by
+    // its path, which may name something else by now.
+    let inside = out_dir.ancestors().any(|a| {
+        fs::symlink_metadata(a)
+            .is_ok_and(|m| (m.dev(), m.ino()) == (root.meta().dev(), root.meta().ino()))
+    });
+    if inside {
         return Err(Error::Refused(format!(
             "the vault {} would be inside the case directory {}; write it elsewhere",
             output.display(),
@@ -337,10 +355,7 @@ struct Walk {
     signer: Option<crate::sign::SigningKey>,
 }
 
-fn rel_str(root: &Path, path: &Path) -> Result<String> {
-    let rel = path
-        .strip_prefix(root)
-        .expect("walkdir yields paths under its root");
+fn rel_str(rel: &Path, path: &Path) -> Result<String> {
     match rel.to_str() {
         Some(s) => Ok(s.to_string()),
         None => Err(Error::Refused(format!(
@@ -378,7 +393,7 @@ impl Walk {
 
     fn archive<W: Write>(
         &mut self,
-        root: &Path,
+        root: &crate::walk::Root,
         out: &mut W,
         now_secs: i64,
         bagging_date: &str,
@@ -395,24 +410,12 @@ impl Walk {
             now_secs,
         )
         .map_err(WalkError::Write)?;
-        let walker = walkdir::WalkDir::new(root)
-            .follow_links(false)
-            .sort_by_file_name();
         let (mut entries_seen, mut path_bytes) = (0u64, 0u64);
-        for item in walker {
+        for item in root.walk() {
             signal::check()?;
-            let ent = item.map_err(|e| {
-                let p = e
-                    .path()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| root.to_path_buf());
-                match e.into_io_error() {
-                    Some(io) => Error::io("cannot read", &p, io),
-                    None => Error::Refused(format!("{}: directory loop", p.display())),
-                }
-            })?;
-            let path = ent.path();
-            let rel = rel_str(root, path)?;
+            let ent = item?;
+            let path = ent.path.as_path();
+            let rel = rel_str(&ent.rel, path)?;
             let bag_path = if rel.is_empty() {
                 "data".to_string()
             } else {
@@ -436,21 +439,16 @@ impl Walk {
             {
                 return Err(Error::Refused(format!(
                     "{}: the case has more than {} entries or {} bytes of paths, the limits of the vault format (FORMAT.md §6.1); split it into several cases",
-                    root.display(),
+                    root.path.display(),
                     crate::open::MAX_PAYLOAD_ENTRIES,
                     crate::open::MAX_PAYLOAD_PATH_BYTES
                 ))
                 .into());
             }
-            // The root was stat'ed through any symlink given on the command
-            // line; everything below is lstat'ed.
-            let meta = if ent.depth() == 0 {
-                fs::metadata(path)
-            } else {
-                fs::symlink_metadata(path)
-            }
-            .map_err(|e| Error::io("cannot stat", path, e))?;
-            let ft = meta.file_type();
+            // The root was opened through any symlink given on the command
+            // line; everything below is lstat'ed (fstatat, no follow).
+            let meta = ent.meta;
+            let ft = meta;
             let mode = meta.mode() & 0o7777;
             let (mtime, mtime_nsec) = (meta.mtime(), meta.mtime_nsec() as u32);
             if ft.is_dir() {
@@ -475,8 +473,9 @@ impl Walk {
                     mtime_nsec,
                 });
             } else if ft.is_symlink() {
-                let target =
-                    fs::read_link(path).map_err(|e| Error::io("cannot read symlink", path, e))?;
+                let target = ent
+                    .read_link()
+                    .map_err(|e| Error::io("cannot read symlink", path, e))?;
                 let target = target.to_str().ok_or_else(|| {
                     Error::Refused(format!(
                         "{}: symlink target is not valid UTF-8",
@@ -495,7 +494,7 @@ impl Walk {
                     mtime_nsec,
                 });
             } else if ft.is_file() {
-                let (size, digest) = self.archive_file(path, &meta, &tar_path, out)?;
+                let (size, digest) = self.archive_file(&ent, &meta, &tar_path, out)?;
                 let digest = hex(&digest);
                 self.manifest.push_str(&manifest::line(&digest, &bag_path));
                 self.totals.files += 1;
@@ -514,7 +513,7 @@ impl Walk {
                 return Err(Error::Refused(format!(
                     "{}: is a {}; casevault seals only regular files, directories and symlinks",
                     path.display(),
-                    describe_special(&ft)
+                    ft.describe_special()
                 ))
                 .into());
             }
@@ -573,17 +572,17 @@ impl Walk {
     /// EOF, and re-stat to catch changes during the read.
     fn archive_file<W: Write>(
         &mut self,
-        path: &Path,
-        lmeta: &fs::Metadata,
+        ent: &crate::walk::Node,
+        lmeta: &crate::walk::Meta,
         tar_path: &str,
         out: &mut W,
     ) -> std::result::Result<(u64, [u8; 32]), WalkError> {
-        let mut f = fs::OpenOptions::new()
-            .read(true)
-            // O_NOFOLLOW: a file swapped for a symlink fails instead of being
-            // followed; O_NONBLOCK: a file swapped for a FIFO cannot hang us.
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
+        let path = ent.path.as_path();
+        // Opened from its parent's handle with O_NOFOLLOW (a file swapped
+        // for a symlink fails instead of being followed) and O_NONBLOCK (a
+        // file swapped for a FIFO cannot hang us).
+        let mut f = ent
+            .open_file()
             .map_err(|e| Error::io("cannot open", path, e))?;
         let before = f
             .metadata()
@@ -647,19 +646,4 @@ fn changed(path: &Path) -> Error {
         "{}: file changed while it was being sealed; stop whatever writes to the case and seal again",
         path.display()
     ))
-}
-
-fn describe_special(ft: &fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_fifo() {
-        "FIFO"
-    } else if ft.is_socket() {
-        "socket"
-    } else if ft.is_block_device() {
-        "block device"
-    } else if ft.is_char_device() {
-        "character device"
-    } else {
-        "special file"
-    }
 }

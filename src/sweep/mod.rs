@@ -16,6 +16,7 @@ mod store;
 mod tree;
 
 use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::DirBuilderExt;
@@ -29,6 +30,7 @@ pub use store::{check_vault, parse_stamp, stamp, vault_stamp, VaultCheck};
 use crate::format::{self, Compression};
 use crate::keys::{self, BoxedRecipient};
 use crate::sanitize::sanitize;
+use crate::walk::Root;
 use crate::{seal, signal, Error, Result};
 
 /// Exit code when another sweep holds the store lock (EX_TEMPFAIL).
@@ -264,6 +266,9 @@ impl Sweep<'_> {
     }
 
     fn run_all(&mut self, inbox: &Path, meta: &Path) -> Result<()> {
+        // Every case is opened from this handle, without following links,
+        // when its turn comes (issue #10 item 3).
+        let inbox_dir = Root::open(inbox)?;
         // Under the lock, every temporary file in the store is ours and
         // left over from an interrupted run.
         let stale = store::stale_temp_files(&self.store, meta)?;
@@ -296,11 +301,37 @@ impl Sweep<'_> {
                     r.fail(why);
                     self.emit(r);
                 }
-                Entry::Case(case) => {
-                    seen.insert(case.clone());
-                    let r = self.case(&case, &ent.path())?;
-                    self.emit(r);
-                }
+                Entry::Case(case) => match inbox_dir.open_child(OsStr::new(&case)) {
+                    Ok(src) => {
+                        seen.insert(case.clone());
+                        let r = self.case(&case, &src)?;
+                        self.emit(r);
+                    }
+                    Err(e) => {
+                        // Listed as a directory, but replaced or removed
+                        // since: never follow what took its place.
+                        let mut r = Record::new(&case, Status::Skipped);
+                        r.dry_run = self.opts.dry_run;
+                        match e.raw_os_error() {
+                            Some(libc::ELOOP | libc::ENOTDIR) => {
+                                r.reason = Some(
+                                    "no longer a directory (replaced after the inbox was listed); not followed"
+                                        .into(),
+                                )
+                            }
+                            Some(libc::ENOENT) => {
+                                r.reason = Some(
+                                    "no longer in the inbox (removed after it was listed)".into(),
+                                )
+                            }
+                            _ => r.fail(
+                                Error::io("cannot open case directory", &inbox.join(&case), e)
+                                    .to_string(),
+                            ),
+                        }
+                        self.emit(r);
+                    }
+                },
             }
         }
         // Retention applies on every run to every case in the store, also
@@ -344,7 +375,7 @@ impl Sweep<'_> {
 
     /// Process one case. Only a signal (or a failure to record state)
     /// escapes as an error; everything else becomes a failed record.
-    fn case(&mut self, case: &str, src: &Path) -> Result<Record> {
+    fn case(&mut self, case: &str, src: &Root) -> Result<Record> {
         let mut r = Record::new(case, Status::Unchanged);
         r.dry_run = self.opts.dry_run;
         match self.case_inner(case, src, &mut r) {
@@ -369,7 +400,7 @@ impl Sweep<'_> {
         Ok(r)
     }
 
-    fn case_inner(&mut self, case: &str, src: &Path, r: &mut Record) -> Result<()> {
+    fn case_inner(&mut self, case: &str, src: &Root, r: &mut Record) -> Result<()> {
         let scan = tree::scan(src)?;
         r.files = Some(scan.files);
         r.bytes = Some(scan.bytes);
@@ -378,6 +409,12 @@ impl Sweep<'_> {
 
         // Unchanged: same fingerprint as at the last seal, and that vault is
         // still on disk exactly as written.
+        //
+        // The state is not authenticated against someone who can write the
+        // store (issue #10 item 13), so it may only save work, never decide
+        // a removal: with --remove-source an unchanged case is sealed again
+        // and removed only after that new vault is read back and the source
+        // re-hashed against it.
         let mut reason = "new case";
         if let Some(prev) = &prev {
             if prev.fingerprint != scan.fingerprint {
@@ -385,14 +422,14 @@ impl Sweep<'_> {
             } else {
                 let path = case_dir.join(&prev.vault);
                 match self.check(&path)? {
-                    VaultCheck::Ok(h) if h == prev.vault_sha256 => {
+                    VaultCheck::Ok(h) if h == prev.vault_sha256 && !self.opts.remove_source => {
                         r.status = Status::Unchanged;
                         r.vault = Some(path);
                         r.vault_sha256 = Some(h);
-                        if self.opts.remove_source {
-                            self.remove_unchanged(src, prev, r)?;
-                        }
                         return Ok(());
+                    }
+                    VaultCheck::Ok(h) if h == prev.vault_sha256 => {
+                        reason = "unchanged; sealed again because --remove-source removes only what this run sealed";
                     }
                     VaultCheck::Missing => reason = "newest vault missing from the store",
                     other => {
@@ -425,10 +462,9 @@ impl Sweep<'_> {
             }
             if self.opts.remove_source {
                 // What removal would cover if the post-seal checks pass.
-                let (_, _, plan) = tree::rehash(src)?;
-                r.removed_files = Some(plan.files());
-                r.removed_symlinks = Some(plan.symlinks());
-                r.removed_dirs = Some(plan.dirs());
+                r.removed_files = Some(scan.files);
+                r.removed_symlinks = Some(scan.symlinks);
+                r.removed_dirs = Some(scan.dirs);
             }
             return Ok(());
         }
@@ -438,7 +474,7 @@ impl Sweep<'_> {
     fn seal_case(
         &mut self,
         case: &str,
-        src: &Path,
+        src: &Root,
         case_dir: &Path,
         scan: &tree::Scan,
         r: &mut Record,
@@ -459,27 +495,30 @@ impl Sweep<'_> {
     fn seal_into(
         &mut self,
         case: &str,
-        src: &Path,
+        src: &Root,
         case_dir: &Path,
         scan: &tree::Scan,
         r: &mut Record,
     ) -> Result<()> {
         let existing = store::list_vaults(case_dir, case)?;
         let name =
-            store::new_vault_name(case_dir, case, &existing, time::OffsetDateTime::now_utc());
+            store::new_vault_name(case_dir, case, &existing, time::OffsetDateTime::now_utc())?;
         let vault = case_dir.join(&name);
-        let report = seal::seal(seal::SealOptions {
-            case_dir: src.to_path_buf(),
-            output: vault.clone(),
-            recipients: parse_recipients(&self.recipients)?,
-            case_id: Some(case.to_string()),
-            compression: self.opts.compression,
-            zstd_level: self.opts.zstd_level,
-            armor: false,
-            force: false,
-            collect_entries: self.opts.remove_source,
-            sign: self.opts.sign.clone(),
-        })?;
+        let report = seal::seal_from(
+            seal::SealOptions {
+                case_dir: src.path.clone(),
+                output: vault.clone(),
+                recipients: parse_recipients(&self.recipients)?,
+                case_id: Some(case.to_string()),
+                compression: self.opts.compression,
+                zstd_level: self.opts.zstd_level,
+                armor: false,
+                force: false,
+                collect_entries: self.opts.remove_source,
+                sign: self.opts.sign.clone(),
+            },
+            src,
+        )?;
         let failed_before = r.status == Status::Failed;
         if !failed_before {
             r.status = Status::Sealed;
@@ -529,26 +568,6 @@ impl Sweep<'_> {
         Ok(())
     }
 
-    /// `--remove-source` for a case unchanged since an earlier sweep: the
-    /// tree re-hashed now must give exactly the recorded fingerprint and
-    /// manifest digest (the newest vault was checked by the caller).
-    fn remove_unchanged(&mut self, src: &Path, prev: &CaseState, r: &mut Record) -> Result<()> {
-        let (scan, manifest_sha256, plan) = tree::rehash(src)?;
-        if scan.fingerprint != prev.fingerprint || manifest_sha256 != prev.manifest_sha256 {
-            return Err(Error::Refused(
-                "source kept: re-hashing it now does not give the manifest of its newest vault; the next sweep seals it again"
-                    .into(),
-            ));
-        }
-        if self.opts.dry_run {
-            r.removed_files = Some(plan.files());
-            r.removed_symlinks = Some(plan.symlinks());
-            r.removed_dirs = Some(plan.dirs());
-            return Ok(());
-        }
-        self.remove(&plan, r)
-    }
-
     /// Append a custody record for case record `r`, if `--custody`.
     fn custody(&self, action: &'static str, r: &Record) -> Result<()> {
         if let Some(c) = &self.opts.custody {
@@ -574,6 +593,16 @@ impl Sweep<'_> {
                 "{} entries changed after they were checked and were kept (first: {})",
                 done.kept_changed.len(),
                 done.kept_changed[0].display()
+            ));
+        }
+        if let Some((path, e)) = done.failed.first() {
+            r.fail(format!(
+                "{} of the source could not be removed and kept (first: {}: {e}); the vault holds them",
+                match done.failed.len() {
+                    1 => "1 entry".to_string(),
+                    n => format!("{n} entries"),
+                },
+                path.display()
             ));
         }
         Ok(())

@@ -15,14 +15,19 @@ use crate::{manifest, signal, Error, Result};
 /// Length of a generation stamp: `YYYYMMDDTHHMMSS.ffffffZ`.
 const STAMP_LEN: usize = 23;
 
-/// The stamp of a UTC time given in microseconds since the Unix epoch.
-pub fn stamp(micros: i128) -> String {
-    let t = OffsetDateTime::from_unix_timestamp_nanos(micros * 1000)
-        .expect("a stamp between a vault on disk and now is in range");
+/// The stamp of a UTC time given in microseconds since the Unix epoch, or
+/// `None` outside the years 0000–9999 a stamp can hold (a name in the store
+/// can claim `99991231T235959.999999Z`, and the next one after it has no
+/// stamp: issue #10 item 9).
+pub fn stamp(micros: i128) -> Option<String> {
+    let t = OffsetDateTime::from_unix_timestamp_nanos(micros.checked_mul(1000)?).ok()?;
+    if !(0..=9999).contains(&t.year()) {
+        return None;
+    }
     t.format(time::macros::format_description!(
         "[year][month][day]T[hour][minute][second].[subsecond digits:6]Z"
     ))
-    .expect("formatting a UTC time cannot fail")
+    .ok()
 }
 
 /// Microseconds since the epoch of a stamp, if it is one.
@@ -99,22 +104,40 @@ pub fn list_vaults(dir: &Path, case: &str) -> Result<Vec<String>> {
 /// always later than every existing generation of the case (a clock that
 /// stepped back, or two seals in one microsecond, bump it by 1 µs), and
 /// never the name of an existing file or sidecar.
-pub fn new_vault_name(dir: &Path, case: &str, existing: &[String], now: OffsetDateTime) -> String {
+///
+/// When no later stamp exists (the newest name in the store claims the last
+/// microsecond of year 9999), the case fails with a message naming that
+/// entry; it is never a panic (issue #10 item 9).
+pub fn new_vault_name(
+    dir: &Path,
+    case: &str,
+    existing: &[String],
+    now: OffsetDateTime,
+) -> Result<String> {
     let mut micros = now.unix_timestamp_nanos() / 1000;
-    if let Some(newest) = existing
-        .last()
+    let newest = existing.last();
+    if let Some(t) = newest
         .and_then(|n| vault_stamp(case, n))
         .and_then(parse_stamp)
     {
-        micros = micros.max(newest + 1);
+        micros = micros.max(t + 1);
     }
     loop {
-        let name = vault_name(case, &stamp(micros));
+        let Some(stamp) = stamp(micros) else {
+            let blame = newest
+                .map(|n| dir.join(n))
+                .unwrap_or_else(|| dir.to_path_buf());
+            return Err(Error::Refused(format!(
+                "cannot name a new vault: {} is named later than any time a vault name can hold (year 9999); it is not a vault sweep wrote, move it out of the store",
+                blame.display()
+            )));
+        };
+        let name = vault_name(case, &stamp);
         let path = dir.join(&name);
         if fs::symlink_metadata(&path).is_err()
             && fs::symlink_metadata(sidecar_path(&path)).is_err()
         {
-            return name;
+            return Ok(name);
         }
         micros += 1;
     }
@@ -143,14 +166,23 @@ impl VaultCheck {
 /// The digest a sidecar records for `vault`, or why it has none.
 fn sidecar_digest(vault: &Path) -> std::result::Result<String, String> {
     let side = sidecar_path(vault);
-    let text = match fs::read(&side) {
+    // Whatever sits in the store under the sidecar's name (a FIFO, a
+    // symlink, a huge file) is read at most 4 KiB deep and never blocks.
+    let mut f = match open_regular(&side) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err("its sidecar is missing".into())
         }
         Err(e) => return Err(format!("cannot read its sidecar: {e}")),
-        Ok(t) if t.len() > 4096 => return Err("its sidecar is not a sidecar".into()),
-        Ok(t) => t,
+        Ok(None) => return Err("its sidecar is not a regular file".into()),
+        Ok(Some(f)) => f,
     };
+    let mut text = Vec::new();
+    if let Err(e) = f.by_ref().take(4097).read_to_end(&mut text) {
+        return Err(format!("cannot read its sidecar: {e}"));
+    }
+    if text.len() > 4096 {
+        return Err("its sidecar is not a sidecar".into());
+    }
     let name = vault
         .file_name()
         .and_then(|n| n.to_str())
@@ -160,6 +192,21 @@ fn sidecar_digest(vault: &Path) -> std::result::Result<String, String> {
         Ok([(p, h)]) if p == name => Ok(h.clone()),
         _ => Err("its sidecar does not hold exactly one line for it".into()),
     }
+}
+
+/// Open `path` for reading if it is a regular file (`None` if it is
+/// something else), without following a symlink or blocking on a FIFO.
+fn open_regular(path: &Path) -> io::Result<Option<fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let f = match f {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        r => r?,
+    };
+    Ok(f.metadata()?.is_file().then_some(f))
 }
 
 /// Re-read a vault from disk and compare its SHA-256 with its sidecar.
@@ -178,7 +225,10 @@ pub fn check_vault(path: &Path) -> Result<VaultCheck> {
         Ok(h) => h,
         Err(why) => return Ok(VaultCheck::Bad(why)),
     };
-    let mut f = fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+    let mut f = match open_regular(path).map_err(|e| Error::io("cannot open", path, e))? {
+        Some(f) => f,
+        None => return Ok(VaultCheck::Bad("not a regular file".into())),
+    };
     let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
     let mut h = Sha256::new();
     let mut buf = vec![0u8; BUF_SIZE];
@@ -233,11 +283,14 @@ pub fn stale_temp_files(store: &Path, meta_dir: &Path) -> Result<Vec<PathBuf>> {
     for dir in dirs {
         let rd = match fs::read_dir(&dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            // A case directory sweep cannot list fails that case when it
+            // comes to it; it does not stop the others.
+            Err(_) if dir != meta_dir => continue,
             Err(e) => return Err(Error::io("cannot list", &dir, e)),
             Ok(rd) => rd,
         };
         for ent in rd {
-            let ent = ent.map_err(|e| Error::io("cannot list", &dir, e))?;
+            let Ok(ent) = ent else { continue };
             let ours = ent
                 .file_name()
                 .to_str()
@@ -328,9 +381,14 @@ mod tests {
     #[test]
     fn stamps_round_trip_and_sort() {
         let t = 1_796_000_000_123_456i128;
-        assert_eq!(parse_stamp(&stamp(t)), Some(t));
-        assert_eq!(stamp(t).len(), STAMP_LEN);
-        assert!(stamp(t) < stamp(t + 1));
+        let s = |t| stamp(t).unwrap();
+        assert_eq!(parse_stamp(&s(t)), Some(t));
+        assert_eq!(s(t).len(), STAMP_LEN);
+        assert!(s(t) < s(t + 1));
+        let last = parse_stamp("99991231T235959.999999Z").unwrap();
+        assert_eq!(s(last), "99991231T235959.999999Z");
+        assert_eq!(stamp(last + 1), None);
+        assert_eq!(stamp(i128::MAX), None);
         assert_eq!(parse_stamp("20261128T021500Z"), None);
         assert_eq!(parse_stamp("20261328T021500.000000Z"), None);
         assert_eq!(
@@ -344,13 +402,18 @@ mod tests {
     fn new_names_are_later_than_existing_ones() {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::from_unix_timestamp(1_796_000_000).unwrap();
-        let first = new_vault_name(dir.path(), "C", &[], now);
+        let first = new_vault_name(dir.path(), "C", &[], now).unwrap();
         fs::write(dir.path().join(&first), b"").unwrap();
         // Same instant again (or a clock that went back): still later.
-        let second = new_vault_name(dir.path(), "C", std::slice::from_ref(&first), now);
+        let second = new_vault_name(dir.path(), "C", std::slice::from_ref(&first), now).unwrap();
         assert!(second > first, "{second} > {first}");
         let earlier = now - time::Duration::hours(1);
-        let third = new_vault_name(dir.path(), "C", &[first.clone(), second.clone()], earlier);
+        let third =
+            new_vault_name(dir.path(), "C", &[first.clone(), second.clone()], earlier).unwrap();
         assert!(third > second);
+        // Nothing comes after the last stamp: an error naming the entry.
+        let far = "C.99991231T235959.999999Z.vault".to_string();
+        let err = new_vault_name(dir.path(), "C", std::slice::from_ref(&far), now).unwrap_err();
+        assert!(err.to_string().contains(&far), "{err}");
     }
 }

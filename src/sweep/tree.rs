@@ -1,23 +1,25 @@
 //! The case tree as sweep sees it: a cheap stat fingerprint (to detect an
-//! unchanged case without reading it), a full re-hash (to prove the source
-//! still equals a vault before removing it), and the removal itself.
+//! unchanged case without reading it), the check that the source still
+//! equals what was just sealed (before removing it), and the removal.
 //!
-//! Walks use the same `walkdir` settings as `seal` (sorted by file name,
-//! links not followed), so a re-hash rebuilds `manifest-sha256.txt` line for
-//! line in the order seal wrote it.
+//! Every walk goes through directory handles from the case directory that
+//! sweep opened with `O_NOFOLLOW | O_DIRECTORY` ([`crate::walk`], issue #10
+//! item 3), in the order seal walks, so a case swapped for a symlink, or a
+//! directory in it swapped during a walk, cannot redirect a fingerprint, a
+//! check or a removal to files outside the inbox.
 
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
-use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use crate::format::{Entry, Kind};
 use crate::io::{hex, BUF_SIZE};
-use crate::{manifest, signal, Error, Result};
+use crate::walk::{Loc, Meta, Node, Root};
+use crate::{signal, Error, Result};
 
 /// Domain separator of fingerprint version 1 (docs/FORMAT.md, "Sweep store and state").
 const FINGERPRINT_V1: &[u8] = b"casevault-sweep-fingerprint-v1\n";
@@ -31,26 +33,12 @@ pub struct Scan {
     /// Regular files and their total size.
     pub files: u64,
     pub bytes: u64,
+    /// Symlinks and directories (the case directory included).
+    pub symlinks: u64,
+    pub dirs: u64,
     /// The first entry that is not a regular file, directory or symlink
     /// (seal refuses those), if any.
     pub special: Option<PathBuf>,
-}
-
-fn walker(root: &Path) -> walkdir::WalkDir {
-    walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-}
-
-fn walk_error(root: &Path, e: walkdir::Error) -> Error {
-    let p = e
-        .path()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| root.to_path_buf());
-    match e.into_io_error() {
-        Some(io) => Error::io("cannot read", &p, io),
-        None => Error::Refused(format!("{}: directory loop", p.display())),
-    }
 }
 
 /// One entry's contribution to the fingerprint: length-prefixed fields, so
@@ -67,13 +55,12 @@ impl Fingerprinter {
         self.0.update((b.len() as u64).to_le_bytes());
         self.0.update(b);
     }
-    fn add(&mut self, rel: &OsStr, meta: &fs::Metadata, target: Option<&OsStr>) {
-        let ft = meta.file_type();
-        let kind: u8 = if ft.is_dir() {
+    fn add(&mut self, rel: &OsStr, meta: &Meta, target: Option<&OsStr>) {
+        let kind: u8 = if meta.is_dir() {
             b'd'
-        } else if ft.is_file() {
+        } else if meta.is_file() {
             b'f'
-        } else if ft.is_symlink() {
+        } else if meta.is_symlink() {
             b'l'
         } else {
             b'o'
@@ -81,7 +68,7 @@ impl Fingerprinter {
         self.bytes(rel.as_bytes());
         self.0.update([kind]);
         for v in [
-            meta.size(),
+            meta.len(),
             meta.mtime() as u64,
             meta.mtime_nsec() as u64,
             meta.ctime() as u64,
@@ -98,36 +85,37 @@ impl Fingerprinter {
     }
 }
 
-fn rel_of<'a>(root: &Path, path: &'a Path) -> &'a OsStr {
-    path.strip_prefix(root)
-        .expect("walkdir yields paths under its root")
-        .as_os_str()
+fn read_link(n: &Node) -> Result<PathBuf> {
+    n.read_link()
+        .map_err(|e| Error::io("cannot read symlink", &n.path, e))
 }
 
 /// Stat every entry (never reading file contents) and fingerprint the tree.
-pub fn scan(root: &Path) -> Result<Scan> {
+pub fn scan(root: &Root) -> Result<Scan> {
     let mut fp = Fingerprinter::new();
-    let (mut files, mut bytes) = (0u64, 0u64);
+    let (mut files, mut bytes, mut symlinks, mut dirs) = (0u64, 0u64, 0u64, 0u64);
     let mut special = None;
-    for item in walker(root) {
+    for item in root.walk() {
         signal::check()?;
-        let ent = item.map_err(|e| walk_error(root, e))?;
-        let path = ent.path();
-        let meta = fs::symlink_metadata(path).map_err(|e| Error::io("cannot stat", path, e))?;
-        let target = if meta.file_type().is_symlink() {
-            Some(fs::read_link(path).map_err(|e| Error::io("cannot read symlink", path, e))?)
+        let n = item?;
+        let meta = n.meta;
+        let target = if meta.is_symlink() {
+            Some(read_link(&n)?)
         } else {
             None
         };
-        let ft = meta.file_type();
-        if ft.is_file() {
+        if meta.is_file() {
             files += 1;
             bytes += meta.len();
-        } else if !ft.is_dir() && !ft.is_symlink() && special.is_none() {
-            special = Some(path.to_path_buf());
+        } else if meta.is_dir() {
+            dirs += 1;
+        } else if meta.is_symlink() {
+            symlinks += 1;
+        } else if special.is_none() {
+            special = Some(n.path.clone());
         }
         fp.add(
-            rel_of(root, path),
+            n.rel.as_os_str(),
             &meta,
             target.as_deref().map(Path::as_os_str),
         );
@@ -136,88 +124,72 @@ pub fn scan(root: &Path) -> Result<Scan> {
         fingerprint: fp.finish(),
         files,
         bytes,
+        symlinks,
+        dirs,
         special,
     })
 }
 
-/// A file or symlink that may be removed, with the stat it had when it was
-/// checked: it is unlinked only if it still has exactly that stat.
+/// An entry that may be removed: its path relative to the case and the
+/// stat it had when it was checked; it is unlinked only if it still has
+/// exactly that stat. Paths, not handles, are kept (a handle per directory
+/// of a big case would run out of file descriptors); the removal reopens
+/// each directory from the case's handle and checks it is the same one.
 #[derive(Debug)]
 struct Item {
+    rel: PathBuf,
     path: PathBuf,
-    symlink: bool,
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Item {
-    fn new(path: PathBuf, m: &fs::Metadata) -> Item {
-        Item {
-            path,
-            symlink: m.file_type().is_symlink(),
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        }
-    }
-    fn same(&self, m: &fs::Metadata) -> bool {
-        m.file_type().is_symlink() == self.symlink
-            && m.dev() == self.dev
-            && m.ino() == self.ino
-            && m.size() == self.size
-            && (m.mtime(), m.mtime_nsec()) == self.mtime
-            && (m.ctime(), m.ctime_nsec()) == self.ctime
-    }
+    meta: Meta,
 }
 
 /// What may be removed from a case directory: only entries proven to be in
 /// the vault.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Plan {
+    /// The case directory's handle.
+    root: Root,
+    /// Files and symlinks.
     items: Vec<Item>,
     /// Directories in walk (pre-)order; removed in reverse, if empty.
-    dirs: Vec<PathBuf>,
+    dirs: Vec<Item>,
 }
 
+#[cfg(test)]
 impl Plan {
     pub fn files(&self) -> u64 {
-        self.items.iter().filter(|i| !i.symlink).count() as u64
+        self.items.iter().filter(|i| !i.meta.is_symlink()).count() as u64
     }
     pub fn symlinks(&self) -> u64 {
-        self.items.iter().filter(|i| i.symlink).count() as u64
+        self.items.iter().filter(|i| i.meta.is_symlink()).count() as u64
     }
     pub fn dirs(&self) -> u64 {
         self.dirs.len() as u64
     }
 }
 
-/// Hash a regular file that must be the one `lmeta` describes: opened
-/// without following links or blocking, read to its end, unchanged after.
-fn hash_file(path: &Path, lmeta: &fs::Metadata, buf: &mut [u8]) -> Result<String> {
+/// Hash the regular file `n`, which must still be the one its stat
+/// describes: opened from its parent's handle without following links or
+/// blocking, read to its end, unchanged after.
+fn hash_file(n: &Node, buf: &mut [u8]) -> Result<String> {
+    let (path, lmeta) = (&n.path, &n.meta);
     let changed = || {
         Error::Refused(format!(
             "{}: changed while sweep checked it",
             path.display()
         ))
     };
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
+    let mut f = n
+        .open_file()
         .map_err(|e| Error::io("cannot open", path, e))?;
-    let before = f
-        .metadata()
-        .map_err(|e| Error::io("cannot stat", path, e))?;
+    let before = Meta::from_std(
+        &f.metadata()
+            .map_err(|e| Error::io("cannot stat", path, e))?,
+    );
     if !before.is_file() || before.ino() != lmeta.ino() || before.dev() != lmeta.dev() {
         return Err(changed());
     }
     let mut h = Sha256::new();
-    let mut n = 0u64;
+    let mut total = 0u64;
     loop {
         signal::check()?;
         let k = match f.read(buf) {
@@ -227,121 +199,86 @@ fn hash_file(path: &Path, lmeta: &fs::Metadata, buf: &mut [u8]) -> Result<String
             Err(e) => return Err(Error::io("cannot read", path, e)),
         };
         h.update(&buf[..k]);
-        n += k as u64;
+        total += k as u64;
     }
-    let after = f
-        .metadata()
-        .map_err(|e| Error::io("cannot stat", path, e))?;
-    if n != lmeta.len()
-        || after.len() != n
-        || (after.mtime(), after.mtime_nsec()) != (lmeta.mtime(), lmeta.mtime_nsec())
-        || (after.ctime(), after.ctime_nsec()) != (lmeta.ctime(), lmeta.ctime_nsec())
-    {
+    let after = Meta::from_std(
+        &f.metadata()
+            .map_err(|e| Error::io("cannot stat", path, e))?,
+    );
+    if total != lmeta.len() || !after.same(lmeta) {
         return Err(changed());
     }
     Ok(hex(&h.finalize()))
 }
 
-/// Re-read the whole tree: its fingerprint, the SHA-256 of the manifest
-/// text `seal` would write for it now, and a removal plan covering exactly
-/// what was read. Used for a case that is unchanged since an earlier sweep,
-/// whose entry list is only in the (encrypted) vault.
-pub fn rehash(root: &Path) -> Result<(Scan, String, Plan)> {
-    let mut fp = Fingerprinter::new();
-    let mut manifest_text = String::new();
-    let mut plan = Plan::default();
-    let (mut files, mut bytes) = (0u64, 0u64);
-    let mut buf = vec![0u8; BUF_SIZE];
-    for item in walker(root) {
-        signal::check()?;
-        let ent = item.map_err(|e| walk_error(root, e))?;
-        let path = ent.path();
-        let rel = rel_of(root, path);
-        let meta = fs::symlink_metadata(path).map_err(|e| Error::io("cannot stat", path, e))?;
-        let ft = meta.file_type();
-        let target = if ft.is_symlink() {
-            Some(fs::read_link(path).map_err(|e| Error::io("cannot read symlink", path, e))?)
-        } else {
-            None
-        };
-        fp.add(rel, &meta, target.as_deref().map(Path::as_os_str));
-        if ft.is_dir() {
-            plan.dirs.push(path.to_path_buf());
-        } else if ft.is_symlink() {
-            plan.items.push(Item::new(path.to_path_buf(), &meta));
-        } else if ft.is_file() {
-            let rel = rel.to_str().ok_or_else(|| {
-                Error::Refused(format!("{}: file name is not valid UTF-8", path.display()))
-            })?;
-            let digest = hash_file(path, &meta, &mut buf)?;
-            manifest_text.push_str(&manifest::line(&digest, &format!("data/{rel}")));
-            files += 1;
-            bytes += meta.len();
-            plan.items.push(Item::new(path.to_path_buf(), &meta));
-        } else {
-            return Err(Error::Refused(format!(
-                "{}: not a regular file, directory or symlink",
-                path.display()
-            )));
-        }
-    }
-    let scan = Scan {
-        fingerprint: fp.finish(),
-        files,
-        bytes,
-        special: None,
-    };
-    Ok((scan, hex(&Sha256::digest(manifest_text.as_bytes())), plan))
-}
-
 /// Check the case directory against the entries just sealed from it: every
 /// sealed file still has its size and SHA-256, every sealed symlink its
-/// target. Entries that appeared since are not looked at (and not removed).
-pub fn check_sealed(root: &Path, entries: &[Entry]) -> Result<Plan> {
-    let mut plan = Plan::default();
+/// target, every sealed directory is still a directory. Entries that
+/// appeared since are not in the plan (and are never removed); an entry of
+/// the vault that is gone or different refuses the whole removal.
+pub fn check_sealed(root: &Root, entries: &[Entry]) -> Result<Plan> {
+    let mut want: HashMap<&str, &Entry> = entries.iter().map(|e| (e.path.as_str(), e)).collect();
+    let mut plan = Plan {
+        root: root.clone(),
+        items: Vec::new(),
+        dirs: Vec::new(),
+    };
     let mut buf = vec![0u8; BUF_SIZE];
-    for e in entries {
+    for item in root.walk() {
         signal::check()?;
-        let path = match e.path.strip_prefix("data/") {
-            Some(rel) => root.join(rel),
-            None if e.path == "data" => root.to_path_buf(),
-            None => {
-                return Err(Error::Refused(format!(
-                    "unexpected entry path {:?} in the seal report",
-                    e.path
-                )))
-            }
+        let n = item?;
+        let bag_path = match n.rel.to_str() {
+            Some("") => "data".to_string(),
+            Some(rel) => format!("data/{rel}"),
+            None => continue, // not UTF-8: seal could not have sealed it
         };
-        let differs =
-            |what: &str| Error::Refused(format!("{}: {what} since it was sealed", path.display()));
-        let meta = match fs::symlink_metadata(&path) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Err(differs("removed")),
-            Err(err) => return Err(Error::io("cannot stat", &path, err)),
-            Ok(m) => m,
+        let Some(e) = want.remove(bag_path.as_str()) else {
+            continue; // appeared after sealing
         };
-        let ft = meta.file_type();
+        let differs = |what: &str| {
+            Error::Refused(format!("{}: {what} since it was sealed", n.path.display()))
+        };
+        let meta = n.meta;
         match e.kind {
-            Kind::Dir if ft.is_dir() => plan.dirs.push(path),
-            Kind::Symlink if ft.is_symlink() => {
-                let t = fs::read_link(&path)
-                    .map_err(|err| Error::io("cannot read symlink", &path, err))?;
+            Kind::Dir if meta.is_dir() => {}
+            Kind::Symlink if meta.is_symlink() => {
+                let t = read_link(&n)?;
                 if Some(t.as_os_str()) != e.target.as_deref().map(OsStr::new) {
                     return Err(differs("symlink target changed"));
                 }
-                plan.items.push(Item::new(path, &meta));
             }
-            Kind::File if ft.is_file() => {
+            Kind::File if meta.is_file() => {
                 if Some(meta.len()) != e.size {
                     return Err(differs("size changed"));
                 }
-                let digest = hash_file(&path, &meta, &mut buf)?;
+                let digest = hash_file(&n, &mut buf)?;
                 if Some(digest.as_str()) != e.sha256.as_deref() {
                     return Err(differs("contents changed"));
                 }
-                plan.items.push(Item::new(path, &meta));
             }
             _ => return Err(differs("type changed")),
         }
+        let it = Item {
+            rel: n.rel,
+            path: n.path,
+            meta,
+        };
+        if meta.is_dir() {
+            plan.dirs.push(it);
+        } else {
+            plan.items.push(it);
+        }
+    }
+    // Whatever the vault holds and the walk did not find was removed.
+    if let Some(e) = entries.iter().find(|e| want.contains_key(e.path.as_str())) {
+        let shown = match e.path.strip_prefix("data/") {
+            Some(rel) => root.path.join(rel),
+            None => root.path.clone(),
+        };
+        return Err(Error::Refused(format!(
+            "{}: removed since it was sealed",
+            shown.display()
+        )));
     }
     Ok(plan)
 }
@@ -355,43 +292,122 @@ pub struct Removed {
     /// Entries of the plan left in place because they changed after the
     /// check (their paths).
     pub kept_changed: Vec<PathBuf>,
+    /// Entries that could not be removed (permission denied, say), with
+    /// the first error; the rest of the plan is still carried out.
+    pub failed: Vec<(PathBuf, io::Error)>,
 }
 
-/// Carry out a plan: unlink each checked file or symlink that still has the
-/// stat it had when checked, then remove the planned directories deepest
-/// first, each only if it is empty by then (`rmdir` refuses otherwise).
+/// Carry out a plan through handles: unlink each checked file or symlink
+/// that still has the stat it had when checked, then remove the planned
+/// directories deepest first, each only if it is still the same directory
+/// and empty by then (`rmdir` refuses otherwise). Each entry's directory is
+/// reopened from the case's handle without following links and must be
+/// the directory that was checked; if it is not, its entries are kept.
 pub fn remove(plan: &Plan) -> Result<Removed> {
     let mut done = Removed::default();
-    for item in &plan.items {
-        match fs::symlink_metadata(&item.path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io("cannot stat", &item.path, e)),
-            Ok(m) if !item.same(&m) => {
+    let dirs: HashMap<&Path, Meta> = plan
+        .dirs
+        .iter()
+        .map(|d| (d.rel.as_path(), d.meta))
+        .collect();
+    let expect = |p: &Path| dirs.get(p).copied();
+    let parent_of = |rel: &Path| rel.parent().unwrap_or(Path::new("")).to_path_buf();
+
+    // The entry `item` in its directory, if that is still the one checked.
+    let locate = |item: &Item, done: &mut Removed| -> Option<Loc> {
+        let Some(name) = item.rel.file_name() else {
+            return plan.root.loc(); // the case directory itself
+        };
+        match plan.root.open_below(&parent_of(&item.rel), &expect) {
+            Ok(Some(dir)) => Some(dir.child(name)),
+            Ok(None) => {
                 done.kept_changed.push(item.path.clone());
+                None
+            }
+            Err(e) => {
+                done.failed.push((item.path.clone(), e));
+                None
+            }
+        }
+    };
+
+    // Files and symlinks, one reopening per directory.
+    let mut by_dir: BTreeMap<PathBuf, Vec<&Item>> = BTreeMap::new();
+    for item in &plan.items {
+        by_dir.entry(parent_of(&item.rel)).or_default().push(item);
+    }
+    for (dir_rel, items) in by_dir {
+        signal::check()?;
+        let dir = match plan.root.open_below(&dir_rel, &expect) {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                done.kept_changed
+                    .extend(items.iter().map(|i| i.path.clone()));
                 continue;
             }
-            Ok(_) => {}
-        }
-        match fs::remove_file(&item.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io("cannot remove", &item.path, e)),
-        }
-        if item.symlink {
-            done.symlinks += 1;
-        } else {
-            done.files += 1;
+            Err(e) => {
+                let shown = plan.root.path.join(&dir_rel);
+                done.failed.push((shown, e));
+                continue;
+            }
+        };
+        for item in items {
+            let Some(name) = item.rel.file_name() else {
+                continue;
+            };
+            let loc = dir.child(name);
+            match loc.stat() {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    done.failed.push((item.path.clone(), e));
+                    continue;
+                }
+                Ok(m) if !item.meta.same(&m) => {
+                    done.kept_changed.push(item.path.clone());
+                    continue;
+                }
+                Ok(_) => {}
+            }
+            match loc.unlink() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    done.failed.push((item.path.clone(), e));
+                    continue;
+                }
+            }
+            if item.meta.is_symlink() {
+                done.symlinks += 1;
+            } else {
+                done.files += 1;
+            }
         }
     }
-    for dir in plan.dirs.iter().rev() {
-        match fs::remove_dir(dir) {
+
+    // Directories, deepest first (reverse walk order).
+    for d in plan.dirs.iter().rev() {
+        signal::check()?;
+        let Some(loc) = locate(d, &mut done) else {
+            continue;
+        };
+        match loc.stat() {
+            Ok(m) if m.is_dir() && m.dev() == d.meta.dev() && m.ino() == d.meta.ino() => {}
+            // Gone, or another object under that name now: not ours.
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                done.failed.push((d.path.clone(), e));
+                continue;
+            }
+        }
+        match loc.rmdir() {
             Ok(()) => done.dirs += 1,
             // Not empty: something not in the vault lives there; it stays.
             Err(e)
                 if e.kind() == io::ErrorKind::DirectoryNotEmpty
                     || e.raw_os_error() == Some(libc::EEXIST)
                     || e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("cannot remove directory", dir, e)),
+            Err(e) => done.failed.push((d.path.clone(), e)),
         }
     }
     Ok(done)
@@ -400,6 +416,14 @@ pub fn remove(plan: &Plan) -> Result<Removed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+
+    fn open_case(dir: &Path, name: &str) -> Root {
+        Root::open(dir)
+            .unwrap()
+            .open_child(OsStr::new(name))
+            .unwrap()
+    }
 
     #[test]
     fn fingerprint_is_stable_and_sees_changes() {
@@ -408,30 +432,53 @@ mod tests {
         fs::create_dir_all(root.join("sub")).unwrap();
         fs::write(root.join("sub/a"), b"hello").unwrap();
         std::os::unix::fs::symlink("sub/a", root.join("l")).unwrap();
-        let a = scan(&root).unwrap();
-        assert_eq!(scan(&root).unwrap().fingerprint, a.fingerprint);
-        assert_eq!((a.files, a.bytes), (1, 5));
+        let a = scan(&open_case(dir.path(), "C1")).unwrap();
+        assert_eq!(
+            scan(&open_case(dir.path(), "C1")).unwrap().fingerprint,
+            a.fingerprint
+        );
+        assert_eq!((a.files, a.bytes, a.symlinks, a.dirs), (1, 5, 1, 2));
         fs::write(root.join("sub/a"), b"hellO").unwrap();
-        assert_ne!(scan(&root).unwrap().fingerprint, a.fingerprint);
+        assert_ne!(
+            scan(&open_case(dir.path(), "C1")).unwrap().fingerprint,
+            a.fingerprint
+        );
     }
 
     #[test]
-    fn rehash_rebuilds_the_manifest_text() {
+    fn check_sealed_plans_only_vault_entries_and_removal_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("C1");
         fs::create_dir_all(root.join("b")).unwrap();
-        fs::write(root.join("b/x%y"), b"1").unwrap();
-        fs::write(root.join("a"), b"2").unwrap();
-        let (_, digest, plan) = rehash(&root).unwrap();
-        let text = format!(
-            "{}{}",
-            manifest::line(&hex(&Sha256::digest(b"2")), "data/a"),
-            manifest::line(&hex(&Sha256::digest(b"1")), "data/b/x%y")
-        );
-        assert_eq!(digest, hex(&Sha256::digest(text.as_bytes())));
-        assert_eq!((plan.files(), plan.symlinks(), plan.dirs()), (2, 0, 2));
+        fs::write(root.join("b/x"), b"1").unwrap();
+        fs::write(root.join("new"), b"not sealed").unwrap();
+        let entry = |path: &str, kind, data: Option<&[u8]>| Entry {
+            path: path.into(),
+            kind,
+            size: data.map(|d| d.len() as u64),
+            sha256: data.map(|d| hex(&Sha256::digest(d))),
+            target: None,
+            mode: 0o644,
+            mtime: 0,
+            mtime_nsec: 0,
+        };
+        let entries = [
+            entry("data", Kind::Dir, None),
+            entry("data/b", Kind::Dir, None),
+            entry("data/b/x", Kind::File, Some(b"1")),
+        ];
+        let plan = check_sealed(&open_case(dir.path(), "C1"), &entries).unwrap();
+        assert_eq!((plan.files(), plan.symlinks(), plan.dirs()), (1, 0, 2));
         let done = remove(&plan).unwrap();
-        assert_eq!((done.files, done.dirs), (2, 2));
-        assert!(!root.exists());
+        assert_eq!((done.files, done.dirs), (1, 1), "C1 keeps `new`");
+        assert_eq!(fs::read(root.join("new")).unwrap(), b"not sealed");
+        assert!(!root.join("b").exists());
+
+        // A sealed file that has gone refuses the whole removal.
+        let err = check_sealed(&open_case(dir.path(), "C1"), &entries).unwrap_err();
+        assert!(
+            err.to_string().contains("removed since it was sealed"),
+            "{err}"
+        );
     }
 }

@@ -543,7 +543,9 @@ fn remove_source_removes_exactly_what_was_sealed() {
         map(&[
             (".hidden", "skipped"),
             ("C1", "sealed"),
-            ("C2", "unchanged"),
+            // Unchanged since the earlier sweep, sealed again: removal
+            // relies only on what this run sealed (issue #10 item 13).
+            ("C2", "sealed"),
             ("loose.txt", "skipped")
         ])
     );
@@ -563,12 +565,12 @@ fn remove_source_removes_exactly_what_was_sealed() {
     assert_eq!(fs::read(env.case(".hidden/keep.txt")).unwrap(), b"x");
 
     // Each newest vault restores the original tree.
-    for c in ["C1", "C2"] {
+    for (c, generations) in [("C1", 1), ("C2", 2)] {
         let vaults = env.vaults(c);
-        assert_eq!(vaults.len(), 1, "C2 was not sealed again");
+        assert_eq!(vaults.len(), generations, "{c}");
         fs::create_dir_all(env.root().join("restored")).unwrap();
         let dest = env.root().join("restored").join(c);
-        env.unseal(&env.store().join(c).join(&vaults[0]), &dest);
+        env.unseal(&env.store().join(c).join(vaults.last().unwrap()), &dest);
         assert_same_tree(&copies.join(c), &dest, false);
     }
 }
@@ -696,15 +698,23 @@ fn dry_run_changes_nothing() {
         statuses(&recs),
         map(&[
             ("C1", "would-seal"),
-            ("C2", "unchanged"),
+            // Unchanged, but --remove-source removes only what the same run
+            // sealed (issue #10 item 13).
+            ("C2", "would-seal"),
             ("C3", "would-seal")
         ])
     );
     assert!(recs.values().all(|r| r["dry_run"] == true));
+    assert!(recs["C2"]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("unchanged; sealed again"));
     assert_eq!(recs["C1"]["pruned"].as_array().unwrap().len(), 2);
     assert_eq!(recs["C2"]["removed_files"], 3);
+    assert_eq!(recs["C2"]["removed_symlinks"], 1);
+    assert_eq!(recs["C2"]["removed_dirs"], 3);
     assert_eq!(summary["dry_run"], true);
-    assert_eq!(summary["would_seal"], 2);
+    assert_eq!(summary["would_seal"], 3);
     assert_eq!(summary["stale_temp_removed"], 1);
 
     // Text output says "would".
@@ -818,4 +828,362 @@ fn man_pages_list_every_command_and_show_value_placeholders() {
     }
     assert!(!sweep.contains("(docs/OPERATIONS.md)"));
     assert!(sweep.contains("/usr/local/share/doc/casevault/"));
+}
+
+/// Issue #10 item 3: a case directory swapped for a symlink after the inbox
+/// was listed (here, while the case before it is being sealed) is skipped:
+/// nothing from outside the inbox is sealed, recorded or logged.
+#[test]
+fn a_case_swapped_for_a_symlink_after_listing_is_skipped() {
+    let mut len = 2 << 20;
+    loop {
+        let env = Env::new();
+        big_case(&env.case("A1"), len);
+        small_case(&env.case("B2"), 2);
+        let outside = env.root().join("outside");
+        small_case(&outside, 3);
+        fs::write(outside.join("secret.txt"), b"outside the inbox\n").unwrap();
+        let mut child = spawn_sweep(&env, &["--json", "--compress", "none"]);
+        let caught = wait_for_temp(&mut child, &env.store(), 1 << 20).is_some();
+        if caught {
+            fs::rename(env.case("B2"), env.root().join("B2-moved")).unwrap();
+            std::os::unix::fs::symlink(&outside, env.case("B2")).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let (recs, _) = records(&stdout);
+        let b2_vaults = env.vaults("B2");
+        if let Some(v) = b2_vaults.first() {
+            // Sealed: it must hold B2's own files, never the outside ones.
+            let dest = env.root().join("restored");
+            env.unseal(&env.store().join("B2").join(v), &dest);
+            assert!(
+                !dest.join("secret.txt").exists(),
+                "a directory outside the inbox was sealed as B2:\n{stdout}"
+            );
+        }
+        if !caught || recs["B2"]["status"] == "sealed" {
+            // The swap came too late (B2 was already sealed): bigger.
+            assert!(len < 512 << 20, "could not catch a sweep mid-seal");
+            eprintln!("sweep of {len} bytes was not caught before B2; retrying bigger");
+            len *= 4;
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        assert_eq!(statuses(&recs), map(&[("A1", "sealed"), ("B2", "skipped")]));
+        let why = recs["B2"]["reason"].as_str().unwrap();
+        assert!(why.contains("no longer a directory"), "{why}");
+        assert!(b2_vaults.is_empty() && !env.store().join("B2").exists());
+        let state = fs::read_to_string(env.store().join(".casevault/state.json")).unwrap();
+        assert!(!state.contains("B2"), "{state}");
+        let custody = fs::read_to_string(env.store().join("custody.jsonl")).unwrap();
+        assert!(
+            custody.contains("A1") && !custody.contains("B2"),
+            "{custody}"
+        );
+        return;
+    }
+}
+
+/// Issue #10 item 3: the case directory itself swapped for a symlink while
+/// it is being sealed cannot redirect the rest of the walk: seal reads the
+/// directory it opened, not whatever the path names later.
+#[test]
+fn a_case_swapped_during_its_own_seal_is_sealed_from_the_directory_opened() {
+    // Big enough that the walk is still inside a-big.bin when the first
+    // MiB of the vault reaches the disk (pipe buffers sit in between).
+    let mut len = 16 << 20;
+    loop {
+        let env = Env::new();
+        big_case(&env.case("C1"), len);
+        let outside = env.root().join("outside");
+        fs::create_dir_all(outside.join("z-sub")).unwrap();
+        fs::write(outside.join("z-sub/secret.txt"), b"outside\n").unwrap();
+        let mut child = spawn_sweep(&env, &["--json", "--compress", "none"]);
+        let caught = wait_for_temp(&mut child, &env.store(), 1 << 20).is_some();
+        if caught {
+            fs::rename(env.case("C1"), env.root().join("C1-moved")).unwrap();
+            std::os::unix::fs::symlink(&outside, env.case("C1")).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        if !caught {
+            assert!(len < 512 << 20, "could not catch a sweep mid-seal");
+            len *= 4;
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        let dest = env.root().join("restored");
+        env.unseal(&env.store().join("C1").join(&env.vaults("C1")[0]), &dest);
+        assert!(!dest.join("z-sub/secret.txt").exists(), "{stdout}");
+        assert_eq!(fs::read(dest.join("z-sub/small.txt")).unwrap(), b"small\n");
+        return;
+    }
+}
+
+/// Issue #10 item 9: odd entries in a case's store directory fail that
+/// case (exit 1) with a message naming the entry; they never panic and
+/// never stop the other cases.
+#[test]
+fn odd_store_entries_fail_their_case_and_the_others_still_seal() {
+    let env = Env::new();
+    for (i, c) in ["A1", "B2", "C3", "D4"].iter().enumerate() {
+        small_case(&env.case(c), i as u64);
+    }
+    let far = "99991231T235959.999999Z";
+    // The exact file from the issue: zero bytes, no sidecar.
+    fs::create_dir(env.store().join("A1")).unwrap();
+    fs::write(env.store().join(format!("A1/A1.{far}.vault")), b"").unwrap();
+    // A directory named like the newest possible vault.
+    fs::create_dir_all(env.store().join(format!("B2/B2.{far}.vault"))).unwrap();
+    // A sidecar without its vault, garbage names, a nearly-last stamp.
+    let c3 = env.store().join("C3");
+    fs::create_dir(&c3).unwrap();
+    fs::write(
+        c3.join("C3.20260101T000000.000000Z.vault.sha256"),
+        b"garbage",
+    )
+    .unwrap();
+    fs::write(c3.join("C3.notastamp.vault"), b"").unwrap();
+    fs::write(c3.join("C3.20261399T000000.000000Z.vault"), b"").unwrap();
+    fs::write(c3.join("\u{1}weird"), b"").unwrap();
+    fs::write(c3.join("C3.99991231T235959.999998Z.vault"), b"").unwrap();
+
+    let (recs, summary) = env.sweep_json(&["--keep", "1"], 1);
+    assert_eq!(
+        statuses(&recs),
+        map(&[
+            ("A1", "failed"),
+            ("B2", "failed"),
+            ("C3", "sealed"),
+            ("D4", "sealed")
+        ])
+    );
+    assert_eq!(counts(&summary), [2, 0, 2, 0, 0]);
+    for c in ["A1", "B2"] {
+        let why = recs[c]["error"].as_str().unwrap();
+        let entry = env.store().join(c).join(format!("{c}.{far}.vault"));
+        assert!(why.contains(&entry.display().to_string()), "{why}");
+        assert_eq!(
+            env.vaults(c),
+            [format!("{c}.{far}.vault")],
+            "nothing sealed"
+        );
+    }
+    // C3's new vault is later than every name there; the odd ones stay.
+    assert_eq!(
+        recs["C3"]["vault"],
+        c3.join("C3.99991231T235959.999999Z.vault")
+            .display()
+            .to_string()
+    );
+    assert!(c3.join("C3.notastamp.vault").exists() && c3.join("\u{1}weird").exists());
+    // The next night is the same: no panic, the same two failures.
+    let (recs, _) = env.sweep_json(&["--keep", "1"], 1);
+    assert_eq!(recs["A1"]["status"], "failed");
+    assert_eq!(recs["D4"]["status"], "unchanged");
+}
+
+/// Issue #10 item 9: a sidecar that is a FIFO fails its case instead of
+/// hanging the sweep.
+#[test]
+fn a_fifo_sidecar_fails_its_case_instead_of_hanging() {
+    let env = Env::new();
+    small_case(&env.case("C1"), 1);
+    small_case(&env.case("C2"), 2);
+    env.sweep_json(&[], 0);
+    let vault = env.store().join("C1").join(&env.vaults("C1")[0]);
+    let side = PathBuf::from(format!("{}.sha256", vault.display()));
+    fs::remove_file(&side).unwrap();
+    let st = Command::new("mkfifo").arg(&side).status().unwrap();
+    assert!(st.success());
+    let a = casevault()
+        .arg("sweep")
+        .arg(env.inbox())
+        .arg("-o")
+        .arg(env.store())
+        .arg("-r")
+        .arg(&env.key.recipient)
+        .arg("--json")
+        .timeout(Duration::from_secs(60))
+        .assert();
+    let stdout = stdout_of(&a);
+    assert_eq!(a.get_output().status.code(), Some(1), "{stdout}");
+    let (recs, _) = records(&stdout);
+    assert_eq!(
+        statuses(&recs),
+        map(&[("C1", "failed"), ("C2", "unchanged")])
+    );
+    let why = recs["C1"]["error"].as_str().unwrap();
+    assert!(why.contains("sidecar"), "{why}");
+}
+
+/// Issue #10 item 13: a store writer who copies the current tree's
+/// fingerprint and manifest digest into `state.json` (computed by sealing
+/// it into a scratch store with the public recipient) cannot make
+/// `--remove-source` delete files that are in no vault.
+#[test]
+fn forged_state_cannot_make_remove_source_delete_unsealed_files() {
+    let env = Env::new();
+    small_case(&env.case("C1"), 1);
+    env.sweep_json(&[], 0);
+    // The case changes after it was sealed.
+    fs::write(env.case("C1/new-evidence.bin"), b"never sealed\n").unwrap();
+    let copy = env.root().join("copy");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(env.case("C1"))
+        .arg(&copy)
+        .status()
+        .unwrap()
+        .success());
+    // The forger seals the current tree into a scratch store...
+    let scratch = env.root().join("scratch");
+    fs::create_dir(&scratch).unwrap();
+    casevault()
+        .args(["sweep", "--no-custody"])
+        .arg(env.inbox())
+        .arg("-o")
+        .arg(&scratch)
+        .arg("-r")
+        .arg(&env.key.recipient)
+        .assert()
+        .code(0);
+    // ...and copies its digests into the real state, keeping the old vault.
+    let read = |p: &Path| -> Value {
+        serde_json::from_str(&fs::read_to_string(p.join(".casevault/state.json")).unwrap()).unwrap()
+    };
+    let fresh = read(&scratch);
+    let mut state = read(&env.store());
+    for k in ["fingerprint", "manifest_sha256"] {
+        state["cases"]["C1"][k] = fresh["cases"]["C1"][k].clone();
+    }
+    fs::write(
+        env.store().join(".casevault/state.json"),
+        serde_json::to_vec_pretty(&state).unwrap(),
+    )
+    .unwrap();
+
+    let (recs, _) = env.sweep_json(&["--remove-source"], 0);
+    // Removal relies only on what this run sealed: C1 is sealed again, and
+    // everything removed is in that new vault.
+    assert_eq!(recs["C1"]["status"], "sealed", "{:?}", recs["C1"]);
+    assert_eq!(recs["C1"]["removed_files"], 4);
+    assert!(!env.case("C1").exists());
+    let vaults = env.vaults("C1");
+    assert_eq!(vaults.len(), 2);
+    let dest = env.root().join("restored");
+    env.unseal(&env.store().join("C1").join(vaults.last().unwrap()), &dest);
+    assert_same_tree(&copy, &dest, false);
+}
+
+/// Issue #10, non-root tier: a sweep run as an unprivileged user seals and
+/// removes through directory handles; an entry it may not remove is kept,
+/// the rest of the case is still removed, and the case fails naming it.
+#[test]
+fn remove_source_when_run_unprivileged_keeps_what_it_may_not_remove() {
+    let env = Env::new();
+    small_case(&env.case("C1"), 1);
+    small_case(&env.case("C2"), 2);
+    let Some(nobody) = crate::unpriv::Unprivileged::new(env.root()) else {
+        return;
+    };
+    fs::set_permissions(env.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    // nobody may read C2/photos/raw but not change it.
+    let raw = env.case("C2/photos/raw");
+    std::os::unix::fs::chown(&raw, Some(0), Some(0)).unwrap();
+    fs::set_permissions(&raw, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let out = nobody.run([
+        "sweep".as_ref(),
+        env.inbox().as_os_str(),
+        "-o".as_ref(),
+        env.store().as_os_str(),
+        "-r".as_ref(),
+        env.key.recipient.as_ref(),
+        "--json".as_ref(),
+        "--remove-source".as_ref(),
+    ]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (recs, _) = records(&stdout);
+    assert_eq!(statuses(&recs), map(&[("C1", "sealed"), ("C2", "failed")]));
+    assert!(!env.case("C1").exists(), "C1 removed whole");
+    let why = recs["C2"]["error"].as_str().unwrap();
+    assert!(
+        why.contains("photos/raw/img1.bin") && why.contains("ermission denied"),
+        "{why}"
+    );
+    // Everything else of C2 went; what stayed is in its vault.
+    assert_eq!(recs["C2"]["removed_files"], 2);
+    assert_eq!(recs["C2"]["removed_symlinks"], 1);
+    let left: Vec<_> = walkdir::WalkDir::new(env.case("C2"))
+        .sort_by_file_name()
+        .min_depth(1)
+        .into_iter()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .strip_prefix(env.case("C2"))
+                .unwrap()
+                .to_path_buf()
+        })
+        .collect();
+    assert_eq!(
+        left,
+        [
+            PathBuf::from("photos"),
+            PathBuf::from("photos/raw"),
+            PathBuf::from("photos/raw/img1.bin")
+        ]
+    );
+    assert_eq!(env.vaults("C2").len(), 1);
+    let custody = fs::read_to_string(env.store().join("custody.jsonl")).unwrap();
+    assert_eq!(custody.matches("removed-source").count(), 2, "{custody}");
+}
+
+/// Issue #10 item 3: walking and removing through handles must not need a
+/// file descriptor per directory of the case. A case with 300 directories
+/// is sealed and removed by a sweep limited to 64 open files.
+#[test]
+fn remove_source_of_a_case_with_many_directories_needs_few_descriptors() {
+    let env = Env::new();
+    let case = env.case("C1");
+    for i in 0..300 {
+        let d = case.join(format!("d{:03}/sub", i));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("f.txt"), format!("{i}\n")).unwrap();
+    }
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_casevault"))
+        .arg("sweep")
+        .arg(env.inbox())
+        .arg("-o")
+        .arg(env.store())
+        .arg("-r")
+        .arg(&env.key.recipient)
+        .args(["--json", "--remove-source"])
+        .env(crate::util::PANIC_LOG_ENV, crate::util::panic_log())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (recs, _) = records(&stdout);
+    assert_eq!(recs["C1"]["status"], "sealed");
+    assert_eq!(recs["C1"]["removed_files"], 300);
+    assert_eq!(recs["C1"]["removed_dirs"], 601);
+    assert!(!case.exists());
 }
