@@ -718,6 +718,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 force: a.force,
                 collect_entries: false,
                 sign: key,
+                output_mode: seal::OUTPUT_MODE,
             })?;
             if a.json {
                 print_json(&report)?;

@@ -102,6 +102,17 @@ impl AtomicFile {
         self.tmp.as_file()
     }
 
+    /// Give the output permission bits `mode` (the temporary file is
+    /// created 0600). Set before [`AtomicFile::commit`], so the file never
+    /// appears with other bits; fchmod, so no umask applies.
+    pub fn set_mode(&self, mode: u32) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        self.tmp
+            .as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("cannot set the mode of", &self.target, e))
+    }
+
     pub fn target(&self) -> &Path {
         &self.target
     }

@@ -37,7 +37,14 @@ pub struct SealOptions {
     /// Sign the vault (`VAULT.sig`) and its `casevault.json`
     /// (`casevault.sig`) with this key (FORMAT §5.5, §10).
     pub sign: Option<crate::sign::SigningKey>,
+    /// Permission bits of the vault, its sidecar and signature:
+    /// [`OUTPUT_MODE`] unless a sweep store grants its group read access
+    /// (docs/OPERATIONS.md §3.2).
+    pub output_mode: u32,
 }
+
+/// The mode of a vault and its sidecar and signature: the owner's alone.
+pub const OUTPUT_MODE: u32 = 0o600;
 
 /// Default zstd level (see docs/PERFORMANCE.md once measured).
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
@@ -147,6 +154,7 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
 
     // The output stage: compress, encrypt, hash the ciphertext, write.
     let vault_file = AtomicFile::create(&opts.output)?;
+    vault_file.set_mode(opts.output_mode)?;
     let target = opts.output.clone();
     let encryptor = age::Encryptor::with_recipients(
         opts.recipients
@@ -209,16 +217,17 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut side = AtomicFile::create(&sidecar)?;
+    side.set_mode(opts.output_mode)?;
     side.write_all(manifest::line(&vault_sha256, &vault_name).as_bytes())
         .map_err(|e| Error::io("cannot write sidecar", &sidecar, e))?;
     // The outer signature is computed from the ciphertext read back from
     // the temporary file, before anything is renamed into place.
     let sig = match &opts.sign {
-        Some(key) => Some(crate::sign::write_vault_sig(
-            key,
-            &vault_file,
-            &opts.output,
-        )?),
+        Some(key) => {
+            let sig = crate::sign::write_vault_sig(key, &vault_file, &opts.output)?;
+            sig.set_mode(opts.output_mode)?;
+            Some(sig)
+        }
         None => None,
     };
     vault_file.commit(opts.force)?;

@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use lock::{acquire, Acquire, StoreLock};
@@ -181,9 +181,11 @@ pub fn run(opts: &SweepOptions, out: &Output) -> Result<i32> {
     })?;
     let state = State::load(&meta.join(STATE_FILE))?;
 
+    let modes = StoreModes::of(&store)?;
     let mut sweep = Sweep {
         opts,
         recipients,
+        modes,
         store: store.clone(),
         state,
         checked: HashMap::new(),
@@ -210,9 +212,53 @@ pub fn run(opts: &SweepOptions, out: &Output) -> Result<i32> {
     })
 }
 
+/// The modes of what sweep creates in the store: the owner's alone, plus
+/// group read (and search, for directories) when the store directory
+/// itself grants its group read access, so that an administrator can let
+/// a group (`custodians`) fetch vaults by the store's own mode, whatever
+/// the umask (docs/OPERATIONS.md §3.2). The lock and state in
+/// `.casevault/` are never shared.
+#[derive(Clone, Copy)]
+struct StoreModes {
+    /// Vaults, sidecars, signatures.
+    file: u32,
+    /// Case directories.
+    dir: u32,
+}
+
+impl StoreModes {
+    fn of(store: &Path) -> Result<StoreModes> {
+        let m = fs::metadata(store).map_err(|e| Error::io("cannot inspect", store, e))?;
+        let shared = m.permissions().mode() & 0o040 != 0;
+        Ok(if shared {
+            StoreModes {
+                file: 0o640,
+                dir: 0o750,
+            }
+        } else {
+            StoreModes {
+                file: crate::seal::OUTPUT_MODE,
+                dir: 0o700,
+            }
+        })
+    }
+
+    /// Set a new case directory's mode (DirBuilder's is cut by the umask),
+    /// keeping the setgid bit it inherited from a setgid store.
+    fn apply_to_dir(&self, dir: &Path) -> Result<()> {
+        let cur = fs::metadata(dir)
+            .map_err(|e| Error::io("cannot inspect", dir, e))?
+            .permissions()
+            .mode();
+        fs::set_permissions(dir, fs::Permissions::from_mode((cur & 0o2000) | self.dir))
+            .map_err(|e| Error::io("cannot set the mode of", dir, e))
+    }
+}
+
 struct Sweep<'a> {
     opts: &'a SweepOptions,
     recipients: Vec<String>,
+    modes: StoreModes,
     store: PathBuf,
     state: State,
     /// Vault checks done in this run (a vault is read at most once).
@@ -484,6 +530,9 @@ impl Sweep<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
             Err(e) => return Err(Error::io("cannot create", case_dir, e)),
         };
+        if created {
+            self.modes.apply_to_dir(case_dir)?;
+        }
         let res = self.seal_into(case, src, case_dir, scan, r);
         if res.is_err() && created {
             // A first seal that failed leaves no empty case directory.
@@ -516,6 +565,7 @@ impl Sweep<'_> {
                 force: false,
                 collect_entries: self.opts.remove_source,
                 sign: self.opts.sign.clone(),
+                output_mode: self.modes.file,
             },
             src,
         )?;

@@ -161,3 +161,113 @@ fn operations_doc_matches_the_drill_and_the_shipped_files() {
         "the cron line does not run the unit's ExecStart: {exec}"
     );
 }
+
+/// Item 4: investigators get vaults through a read-only group on the store.
+/// What sweep creates follows the store directory's group bits, whatever
+/// the umask: a `2750` store gives `0640` vaults, sidecars and signatures
+/// and `2750` case directories, readable by a member of the store's group;
+/// a `0700` store keeps `0600` / `0700`. The state is never shared.
+#[test]
+fn store_files_follow_the_store_directory_group_bits() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const CUSTODIANS: u32 = 65534; // nogroup
+    for (store_mode, file_mode, dir_mode) in [(0o2750, 0o640, 0o2750), (0o700, 0o600, 0o700)] {
+        let fx = Fx::new();
+        let inbox = fx.root().join("inbox");
+        let store = fx.root().join("store");
+        fs::create_dir_all(&inbox).unwrap();
+        small_case(&inbox, "C-1");
+        fs::create_dir(&store).unwrap();
+        std::os::unix::fs::chown(&store, None, Some(CUSTODIANS)).unwrap();
+        fs::set_permissions(&store, fs::Permissions::from_mode(store_mode)).unwrap();
+        let sign_key = fx.root().join("keys/sign");
+        crate::util::run_tool(
+            std::process::Command::new(tool("ssh-keygen").unwrap())
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "lab", "-f"])
+                .arg(&sign_key),
+        );
+        // sh sets the umask the service would have (UMask=0077).
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("umask 0077; exec \"$@\"")
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_casevault"))
+            .arg("sweep")
+            .arg(&inbox)
+            .arg("-o")
+            .arg(&store)
+            .args(["-r", &fx.key.recipient, "-q", "--sign"])
+            .arg(&sign_key)
+            .env(PANIC_LOG_ENV, panic_log())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let case_dir = store.join("C-1");
+        let mode = |p: &std::path::Path| fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(
+            mode(&case_dir),
+            dir_mode,
+            "case directory in a {store_mode:o} store"
+        );
+        let files: Vec<_> = fs::read_dir(&case_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 3, "vault, sidecar, signature: {files:?}");
+        for f in &files {
+            assert_eq!(
+                mode(f),
+                file_mode,
+                "{} in a {store_mode:o} store",
+                f.display()
+            );
+            if store_mode & 0o2000 != 0 {
+                // The setgid store hands its group down.
+                assert_eq!(
+                    fs::metadata(f).unwrap().gid(),
+                    CUSTODIANS,
+                    "{}",
+                    f.display()
+                );
+            }
+        }
+        assert_eq!(mode(&store.join(".casevault")) & 0o777, 0o700);
+        assert_eq!(mode(&store.join(".casevault/state.json")) & 0o777, 0o600);
+
+        // A member of the store's group (and of nothing else) can copy the
+        // vault out exactly when the store shares it.
+        if crate::unpriv::Unprivileged::new(fx.root()).is_none() {
+            continue;
+        }
+        std::os::unix::fs::chown(&store, Some(0), Some(CUSTODIANS)).unwrap();
+        std::os::unix::fs::chown(&case_dir, Some(0), Some(CUSTODIANS)).unwrap();
+        for f in &files {
+            std::os::unix::fs::chown(f, Some(0), Some(CUSTODIANS)).unwrap();
+        }
+        let vault = files
+            .iter()
+            .find(|f| f.extension().unwrap() == "vault")
+            .unwrap();
+        let read = std::process::Command::new("setpriv")
+            .args([
+                "--reuid=12345",
+                "--regid=12345",
+                "--groups=65534",
+                "--",
+                "cat",
+            ])
+            .arg(vault)
+            .output()
+            .unwrap();
+        assert_eq!(
+            read.status.success(),
+            file_mode == 0o640,
+            "{store_mode:o}: {read:?}"
+        );
+    }
+}
