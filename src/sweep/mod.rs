@@ -127,7 +127,34 @@ fn is_dir(p: &Path, what: &str) -> Result<PathBuf> {
 /// every case sealed or was unchanged, 1 when anything failed, 75 when
 /// another sweep holds the lock. Errors that stop the whole run (no inbox,
 /// unreadable state, a signal) are returned.
+///
+/// Every run that is not a dry run leaves exactly one summary record in
+/// `--log`, with its exit code: also a run that found the store locked
+/// (`"busy": true`, exit 75) or could not start (`"error"`), so that
+/// monitoring sees repeated contention and broken set-ups in the log alone.
 pub fn run(opts: &SweepOptions, out: &Output) -> Result<i32> {
+    let mut summarized = false;
+    let mut busy = None;
+    let res = run_logged(opts, out, &mut summarized, &mut busy);
+    if !summarized && !opts.dry_run {
+        if let Some(log) = &out.log {
+            let (exit, error) = match (&res, busy) {
+                (Ok(code), Some(msg)) => (*code, msg),
+                (Ok(code), None) => (*code, "the run ended before its summary".to_string()),
+                (Err(e), _) => (crate::error::exit::code(e.kind()), e.to_string()),
+            };
+            report::log_unfinished(log, exit, exit == EXIT_LOCKED, &error);
+        }
+    }
+    res
+}
+
+fn run_logged(
+    opts: &SweepOptions,
+    out: &Output,
+    summarized: &mut bool,
+    busy: &mut Option<String>,
+) -> Result<i32> {
     if opts.keep == Some(0) {
         return Err(Error::Usage(
             "--keep must be at least 1 (the newest vault is never deleted)".into(),
@@ -163,11 +190,15 @@ pub fn run(opts: &SweepOptions, out: &Output) -> Result<i32> {
     let _lock = match lock::acquire(&lock_path, !opts.dry_run)? {
         Acquire::Held(l) => l,
         Acquire::Busy { path, holder } => {
-            eprintln!(
-                "casevault: error: another sweep is running on this store (lock {} is held{}); nothing was done",
-                sanitize(&path.display().to_string()),
-                holder.map(|h| format!("; the last sweep to take it was {}", sanitize(&h))).unwrap_or_default()
+            let msg = format!(
+                "another sweep is running on this store (lock {} is held{}); nothing was done",
+                path.display(),
+                holder
+                    .map(|h| format!("; the last sweep to take it was {h}"))
+                    .unwrap_or_default()
             );
+            eprintln!("casevault: error: {}", sanitize(&msg));
+            *busy = Some(msg);
             eprintln!(
                 "casevault: hint: the lock is released when that sweep ends; try again later"
             );
@@ -201,8 +232,19 @@ pub fn run(opts: &SweepOptions, out: &Output) -> Result<i32> {
     if let Err(Error::Interrupted(_)) = &res {
         sweep.summary.interrupted = true;
     }
+    sweep.summary.exit = match &res {
+        Err(e) => crate::error::exit::code(e.kind()),
+        Ok(()) if sweep.summary.failed > 0 => crate::error::exit::ERROR,
+        Ok(()) => crate::error::exit::OK,
+    };
+    if let Err(e) = &res {
+        if !matches!(e, Error::Interrupted(_)) {
+            sweep.summary.error = Some(e.to_string());
+        }
+    }
     let summary = sweep.summary.clone();
     sweep.printer.summary(&summary);
+    *summarized = true;
     printer = sweep.printer;
     res?;
     Ok(if summary.failed > 0 || printer.log_failed {
@@ -596,7 +638,7 @@ impl Sweep<'_> {
             self.checked.insert(vault.clone(), check);
         }
 
-        self.state.cases.insert(
+        let before = self.state.cases.insert(
             case.to_string(),
             CaseState {
                 fingerprint: scan.fingerprint.clone(),
@@ -606,7 +648,9 @@ impl Sweep<'_> {
                 sealed_at: report.sealed_at.clone(),
             },
         );
-        self.state.save()?;
+        if let Err(e) = self.state.save() {
+            return Err(self.roll_back(case, before, &vault, r, e));
+        }
         self.custody("sealed", r)?;
 
         if self.opts.remove_source {
@@ -616,6 +660,40 @@ impl Sweep<'_> {
             self.remove(&plan, r)?;
         }
         Ok(())
+    }
+
+    /// Undo a seal whose vault could not be recorded in the state (a full
+    /// disk, say): a vault in no state and no custody record would be
+    /// sealed again by the next run and sit in the store unexplained, so it
+    /// is deleted again (with its sidecar and signature) and the case fails
+    /// with its source kept (docs/OPERATIONS.md §1).
+    fn roll_back(
+        &mut self,
+        case: &str,
+        before: Option<CaseState>,
+        vault: &Path,
+        r: &mut Record,
+        cause: Error,
+    ) -> Error {
+        match before {
+            Some(prev) => self.state.cases.insert(case.to_string(), prev),
+            None => self.state.cases.remove(case),
+        };
+        self.checked.remove(vault);
+        r.vault = None;
+        r.vault_sha256 = None;
+        let undone = match store::delete_vault(vault) {
+            Ok(()) => "the new vault was deleted again and the source kept; the next sweep \
+                       seals the case again"
+                .to_string(),
+            Err(e) => format!(
+                "deleting the new vault again failed too ({e}); it is in no state and no \
+                 custody record: remove it and its sidecar by hand"
+            ),
+        };
+        Error::Refused(format!(
+            "the new vault could not be recorded in the sweep state ({cause}); {undone}"
+        ))
     }
 
     /// Append a custody record for case record `r`, if `--custody`.
@@ -692,6 +770,20 @@ impl Sweep<'_> {
         );
         self.checked = checked;
         let pruning = res?;
+        // The log is the chain of custody of every vault, its end included.
+        if !self.opts.dry_run {
+            if let Some(c) = &self.opts.custody {
+                for (name, sha) in pruning.pruned.iter().zip(&pruning.pruned_sha256) {
+                    c.append(&crate::custody::Event {
+                        action: "pruned",
+                        case_id: Some(case.to_string()),
+                        vault: Some(dir.join(name)),
+                        vault_sha256: sha.clone(),
+                        ok: true,
+                    })?;
+                }
+            }
+        }
         r.pruned = pruning.pruned;
         if !pruning.problems.is_empty() {
             r.fail(format!("retention: {}", pruning.problems.join("; ")));

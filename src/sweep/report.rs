@@ -109,6 +109,13 @@ pub struct Summary {
     pub stale_temp_removed: u64,
     /// The run was stopped by SIGINT/SIGTERM before it finished.
     pub interrupted: bool,
+    /// Another sweep held the store lock; nothing was done (exit 75).
+    pub busy: bool,
+    /// The run's exit code (0, 1, 75, 130, 143, …).
+    pub exit: i32,
+    /// Why the run stopped before processing every case, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Summary {
@@ -230,6 +237,29 @@ impl Printer {
             return;
         }
         self.stdout_line(&summary_line(s));
+    }
+}
+
+/// Append the summary of a run that stopped before it could report one
+/// (store locked, or a start-up failure) to the log: one JSON line with
+/// `summary`, `exit`, `busy` and `error`. A log that cannot be written is
+/// said on stderr; the run's own exit code stands.
+pub fn log_unfinished(path: &Path, exit: i32, busy: bool, error: &str) {
+    let s = Summary {
+        time: now(),
+        summary: true,
+        busy,
+        exit,
+        error: Some(error.to_string()),
+        ..Summary::default()
+    };
+    let mut line = serde_json::to_string(&s).expect("records serialise");
+    line.push('\n');
+    if let Err(e) = open_log(path).and_then(|mut f| {
+        f.write_all(line.as_bytes())
+            .map_err(|e| Error::io("cannot write log", path, e))
+    }) {
+        eprintln!("casevault: error: {}", sanitize(&e.to_string()));
     }
 }
 

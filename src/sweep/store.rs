@@ -309,6 +309,9 @@ pub fn stale_temp_files(store: &Path, meta_dir: &Path) -> Result<Vec<PathBuf>> {
 pub struct Pruning {
     /// Vault file names deleted (or, in a dry run, that would be).
     pub pruned: Vec<String>,
+    /// For each of [`Pruning::pruned`], the SHA-256 its sidecar recorded
+    /// (read before deleting), for the custody record of its end.
+    pub pruned_sha256: Vec<Option<String>>,
     /// Vaults among the newest that do not match their sidecar: kept, not
     /// counted, reported.
     pub problems: Vec<String>,
@@ -363,10 +366,13 @@ pub fn prune(
         return Ok(out);
     }
     for name in doomed {
+        let vault = dir.join(&name);
+        let sha = sidecar_digest(&vault).ok();
         if !dry_run {
-            delete_vault(&dir.join(&name))?;
+            delete_vault(&vault)?;
         }
         out.pruned.push(name);
+        out.pruned_sha256.push(sha);
     }
     if !out.pruned.is_empty() && !dry_run {
         crate::io::sync_parent_dir(&dir.join("x"))?;

@@ -271,3 +271,149 @@ fn store_files_follow_the_store_directory_group_bits() {
         );
     }
 }
+
+/// Item 8: a vault whose state cannot be written (a full disk; here a
+/// metadata directory the sweep may not write, run as nobody) is deleted
+/// again: the case fails with the reason, the source stays, no custody
+/// record claims it, and the next run seals exactly one generation.
+#[test]
+fn a_vault_the_state_cannot_record_is_rolled_back() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fx::new();
+    let inbox = fx.root().join("inbox");
+    let store = fx.root().join("store");
+    fs::create_dir_all(&inbox).unwrap();
+    let case = small_case(&inbox, "C-1");
+    fs::create_dir(&store).unwrap();
+    let before = snapshot(&case.root);
+    let Some(nobody) = Unprivileged::new(fx.root()) else {
+        return;
+    };
+    let sweep = |extra: &[&str]| {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "sweep".into(),
+            inbox.clone().into(),
+            "-o".into(),
+            store.clone().into(),
+            "-r".into(),
+            fx.key.recipient.clone().into(),
+            "--json".into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        nobody.run(args)
+    };
+    // A first, empty-store run creates .casevault (lock); then its
+    // directory is made read-only for its owner.
+    let dry = sweep(&["--dry-run"]);
+    assert_eq!(dry.status.code(), Some(0), "{dry:?}");
+    let meta = store.join(".casevault");
+    fs::set_permissions(&meta, fs::Permissions::from_mode(0o500)).unwrap();
+
+    let out = sweep(&["--remove-source"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(rec["status"], "failed");
+    let why = rec["error"].as_str().unwrap();
+    assert!(
+        why.contains("could not be recorded in the sweep state")
+            && why.contains("deleted again and the source kept"),
+        "{why}"
+    );
+    assert!(rec.get("vault").is_none(), "{rec}");
+    assert!(
+        !store.join("C-1").exists(),
+        "no vault, no case directory left"
+    );
+    assert_snapshot_unchanged(&case.root, &before);
+    assert!(
+        !store.join("custody.jsonl").exists()
+            || fs::read_to_string(store.join("custody.jsonl"))
+                .unwrap()
+                .is_empty()
+    );
+
+    fs::set_permissions(&meta, fs::Permissions::from_mode(0o700)).unwrap();
+    let out = sweep(&[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let vaults: Vec<_> = fs::read_dir(store.join("C-1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".vault"))
+        .collect();
+    assert_eq!(vaults.len(), 1, "{vaults:?}");
+}
+
+/// Item 10: a sweep that cannot start (here: the store is not there, an
+/// unmounted disk) still leaves its summary in `--log`, with the reason and
+/// the exit code, so that the log alone shows a broken night.
+#[test]
+fn a_sweep_that_cannot_start_says_so_in_its_log() {
+    let fx = Fx::new();
+    let inbox = fx.root().join("inbox");
+    fs::create_dir_all(&inbox).unwrap();
+    let log = fx.root().join("sweep.jsonl");
+    let missing = fx.root().join("store");
+    let a = casevault()
+        .arg("sweep")
+        .arg(&inbox)
+        .arg("-o")
+        .arg(&missing)
+        .args(["-r", &fx.key.recipient, "-q", "--log"])
+        .arg(&log)
+        .assert()
+        .code(1);
+    assert!(stderr_of(&a).contains("does not exist"));
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let s: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+    assert_eq!(s["summary"], true);
+    assert_eq!(s["exit"], 1);
+    assert_eq!(s["busy"], false);
+    let why = s["error"].as_str().unwrap();
+    assert!(
+        why.contains(&missing.display().to_string()) && why.contains("does not exist"),
+        "{why}"
+    );
+
+    // A dry run writes no log, also when it cannot start.
+    let dry_log = fx.root().join("dry.jsonl");
+    casevault()
+        .arg("sweep")
+        .arg(&inbox)
+        .arg("-o")
+        .arg(&missing)
+        .args(["-r", &fx.key.recipient, "--dry-run", "--log"])
+        .arg(&dry_log)
+        .assert()
+        .code(1);
+    assert!(!dry_log.exists());
+
+    // A normal run's summary carries its exit code too.
+    fs::create_dir(&missing).unwrap();
+    casevault()
+        .arg("sweep")
+        .arg(&inbox)
+        .arg("-o")
+        .arg(&missing)
+        .args(["-r", &fx.key.recipient, "-q", "--log"])
+        .arg(&log)
+        .assert()
+        .code(0);
+    let text = fs::read_to_string(&log).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (
+            last["summary"].clone(),
+            last["exit"].clone(),
+            last["busy"].clone()
+        ),
+        (true.into(), 0.into(), false.into())
+    );
+    assert!(last.get("error").is_none());
+}

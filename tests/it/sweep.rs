@@ -376,12 +376,28 @@ fn a_concurrent_sweep_exits_75_and_touches_nothing() {
         "{err}"
     );
     assert!(err.contains("nothing was done"), "{err}");
-    assert_eq!(
-        listing(env.root()),
-        before,
-        "a locked-out sweep changed something"
-    );
-    assert!(!log.exists());
+    // Nothing changed but the log, which says so (issue #17 item 10): one
+    // summary with busy, exit 75 and the reason, so that monitoring sees
+    // repeated contention although the unit treats 75 as success.
+    // (The log's directory changed with it.)
+    let mut after = listing(env.root());
+    after.remove(Path::new("sweep.log"));
+    let mut before = before;
+    for m in [&mut after, &mut before] {
+        m.remove(Path::new(""));
+    }
+    assert_eq!(after, before, "a locked-out sweep changed something");
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let busy: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+    assert_eq!(busy["summary"], true);
+    assert_eq!(busy["busy"], true);
+    assert_eq!(busy["exit"], 75);
+    assert_eq!(busy["sealed"], 0);
+    assert!(busy["error"]
+        .as_str()
+        .unwrap()
+        .contains("another sweep is running"));
 
     // Released (as the kernel does when the holder dies): the next run works.
     drop(lock);
@@ -661,6 +677,35 @@ fn keep_2_retains_the_two_newest_generations() {
     assert_eq!(recs["C1"]["pruned"], serde_json::json!([all[1]]));
     assert_eq!(env.vaults("C1"), [all[2].clone()]);
     env.sweep(&["--keep", "0"]).code(2);
+
+    // Issue #17 item 7: each deletion is in the custody log, with the
+    // digest its `sealed` record gave, after it.
+    let log = fs::read_to_string(env.store().join("custody.jsonl")).unwrap();
+    let recs: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |action: &str, vault: &str| -> Vec<(usize, String)> {
+        recs.iter()
+            .enumerate()
+            .filter(|(_, r)| r["action"] == action && r["vault"] == vault)
+            .map(|(i, r)| (i, r["vault_sha256"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    for gone in &all[..2] {
+        let sealed = of("sealed", gone);
+        let pruned = of("pruned", gone);
+        assert_eq!(sealed.len(), 1, "{gone}: {log}");
+        assert_eq!(pruned.len(), 1, "{gone}: {log}");
+        assert_eq!(sealed[0].1, pruned[0].1, "{gone}");
+        assert!(sealed[0].0 < pruned[0].0);
+    }
+    assert!(of("pruned", &all[2]).is_empty());
+    casevault()
+        .args(["custody", "verify"])
+        .arg(env.store().join("custody.jsonl"))
+        .assert()
+        .code(0);
 }
 
 #[test]
