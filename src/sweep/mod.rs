@@ -180,6 +180,8 @@ fn run_logged(
         )));
     }
 
+    let modes = StoreModes::of(&store)?;
+
     let meta = store.join(META_DIR);
     if let Err(e) = fs::DirBuilder::new().mode(0o700).create(&meta) {
         if e.kind() != std::io::ErrorKind::AlreadyExists {
@@ -212,7 +214,6 @@ fn run_logged(
     })?;
     let state = State::load(&meta.join(STATE_FILE))?;
 
-    let modes = StoreModes::of(&store)?;
     let mut sweep = Sweep {
         opts,
         recipients,
@@ -255,8 +256,8 @@ fn run_logged(
 }
 
 /// The modes of what sweep creates in the store: the owner's alone, plus
-/// group read (and search, for directories) when the store directory
-/// itself grants its group read access, so that an administrator can let
+/// group read (and search, for directories) when the store directory is
+/// setgid and grants its group read access (2750), so that an administrator can let
 /// a group (`custodians`) fetch vaults by the store's own mode, whatever
 /// the umask (docs/OPERATIONS.md §3.2). The lock and state in
 /// `.casevault/` are never shared.
@@ -270,8 +271,26 @@ struct StoreModes {
 
 impl StoreModes {
     fn of(store: &Path) -> Result<StoreModes> {
+        use std::os::unix::fs::MetadataExt;
         let m = fs::metadata(store).map_err(|e| Error::io("cannot inspect", store, e))?;
-        let shared = m.permissions().mode() & 0o040 != 0;
+        // Shared: setgid (so that what is created inherits the store's
+        // group) and group-readable, as `install -d -m 2750` makes it.
+        let shared = m.permissions().mode() & 0o2040 == 0o2040;
+        // What sweep creates gets the store's group through its setgid bit;
+        // the kernel drops the setgid bit of a new case directory (and so
+        // the group of what goes in it) when the sweep is not a member of
+        // that group. Say so now rather than write vaults nobody can fetch.
+        if shared && !in_group(m.gid()) {
+            return Err(Error::Refused(format!(
+                "the store {} is shared with group id {} (mode {:o}), but this account is not \
+                 in that group, so the vaults it writes would not be readable by it; add the \
+                 sweep account to the store's group (usermod -aG GROUP ACCOUNT, see \
+                 OPERATIONS.md §3.2), or make the store 0700",
+                store.display(),
+                m.gid(),
+                m.permissions().mode() & 0o7777
+            )));
+        }
         Ok(if shared {
             StoreModes {
                 file: 0o640,
@@ -295,6 +314,14 @@ impl StoreModes {
         fs::set_permissions(dir, fs::Permissions::from_mode((cur & 0o2000) | self.dir))
             .map_err(|e| Error::io("cannot set the mode of", dir, e))
     }
+}
+
+/// Whether the process is root or in group `gid` (effective or
+/// supplementary), as the kernel decides for chmod's setgid rule.
+fn in_group(gid: u32) -> bool {
+    use nix::unistd::{getegid, geteuid, getgroups, Gid};
+    let gid = Gid::from_raw(gid);
+    geteuid().is_root() || getegid() == gid || getgroups().is_ok_and(|g| g.contains(&gid))
 }
 
 struct Sweep<'a> {

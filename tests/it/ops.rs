@@ -417,3 +417,42 @@ fn a_sweep_that_cannot_start_says_so_in_its_log() {
     );
     assert!(last.get("error").is_none());
 }
+
+/// Item 4, the trap: a shared (2750) store whose group the sweep account is
+/// not in would get vaults in the account's own group, unreadable by the
+/// store's; the sweep refuses to start and says what to do.
+#[test]
+fn a_shared_store_whose_group_the_sweep_is_not_in_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fx::new();
+    let inbox = fx.root().join("inbox");
+    let store = fx.root().join("store");
+    fs::create_dir_all(&inbox).unwrap();
+    small_case(&inbox, "C-1");
+    fs::create_dir(&store).unwrap();
+    let Some(nobody) = Unprivileged::new(fx.root()) else {
+        return;
+    };
+    // Owned by nobody, group root: nobody is not in it.
+    std::os::unix::fs::chown(&store, None, Some(0)).unwrap();
+    fs::set_permissions(&store, fs::Permissions::from_mode(0o2750)).unwrap();
+    let out = nobody.run([
+        "sweep".as_ref(),
+        inbox.as_os_str(),
+        "-o".as_ref(),
+        store.as_os_str(),
+        "-r".as_ref(),
+        fx.key.recipient.as_ref(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not in that group") && err.contains("usermod -aG"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_dir(&store).unwrap().count(),
+        0,
+        "nothing created in the store"
+    );
+}
