@@ -6,12 +6,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 
 use crate::format::{self, CaseJson, Compression, Entry, Kind};
 use crate::io::{classify_stream_error, hex, SourceReader, BUF_SIZE};
@@ -325,9 +325,16 @@ fn read_plaintext<R: Read + Send + 'static, X: Extract>(
     let mut stage = Stage::Root;
     let mut case_id = String::new();
     let mut dirs: HashSet<String> = HashSet::new(); // bag paths: "data", "data/x"
-    let mut files: HashMap<String, (u64, String)> = HashMap::new(); // bag path -> (size, hex)
-    let mut file_order: Vec<String> = Vec::new();
+                                                    // bag path -> (size, hex, position among the files); each path is
+                                                    // kept once (FORMAT §6.1).
+    let mut files: Files = HashMap::new();
     let mut tags: Vec<Vec<u8>> = Vec::new();
+    // casevault.json parsed as it streamed (or why it did not parse), its
+    // SHA-256 and SHA-512; the manifest checked as it streamed, its SHA-256.
+    let mut json_tag: Option<Result<CaseJson>> = None;
+    let mut json_digests: Option<(Vec<u8>, Vec<u8>)> = None;
+    let mut manifest_tag: Option<Result<Vec<String>>> = None;
+    let mut manifest_sha256 = String::new();
     let mut inner_sig: Option<Vec<u8>> = None;
     let mut end_of_last = 0u64;
     let mut buf = vec![0u8; BUF_SIZE];
@@ -484,8 +491,8 @@ fn read_plaintext<R: Read + Send + 'static, X: Extract>(
                                 io::Write::flush(&mut out).map_err(|e| x.write_error(rel, e))?;
                                 drop(out);
                                 file_path_bytes += bag_path.len() as u64;
-                                file_order.push(bag_path.clone());
-                                files.insert(bag_path, (size, hex(&h.finalize())));
+                                let order = files.len();
+                                files.insert(bag_path, (size, hex(&h.finalize()), order));
                                 crate::progress::add_file();
                             }
                         }
@@ -517,15 +524,57 @@ fn read_plaintext<R: Read + Send + 'static, X: Extract>(
                                     "tag file {bag_path} is too large"
                                 )));
                             }
-                            let mut data = Vec::with_capacity(size as usize);
-                            (&mut entry)
-                                .take(size)
-                                .read_to_end(&mut data)
+                            // casevault.json and the manifest are parsed
+                            // as they stream and never held whole (issue
+                            // #10 item 11); the other tag files are small.
+                            let mut tee = TagHasher {
+                                inner: (&mut entry).take(size),
+                                sha256: Sha256::new(),
+                                sha512: None,
+                                count: 0,
+                            };
+                            let mut data = Vec::new();
+                            if is_sig
+                                || !matches!(
+                                    bag_path.as_str(),
+                                    format::CASEVAULT_JSON | format::MANIFEST
+                                )
+                            {
+                                data.reserve_exact(size as usize);
+                                tee.read_to_end(&mut data)
+                                    .map_err(|e| stream_err("reading the tar stream", e))?;
+                            } else if bag_path == format::CASEVAULT_JSON {
+                                tee.sha512 = Some(Sha512::new());
+                                let limits = format::JsonLimits {
+                                    entries: n_entries + 1,
+                                    path_bytes: path_bytes + "data".len() as u64,
+                                };
+                                let parsed =
+                                    CaseJson::parse_stream(&mut tee, Some(&limits), |e| {
+                                        stream_err("reading the tar stream", e)
+                                    })?;
+                                json_tag = Some(parsed);
+                            } else {
+                                let mut r = io::BufReader::with_capacity(BUF_SIZE, &mut tee);
+                                manifest_tag = Some(stream_manifest(&mut r, &files, &stream_err)?);
+                            }
+                            io::copy(&mut tee, &mut io::sink())
                                 .map_err(|e| stream_err("reading the tar stream", e))?;
-                            if data.len() as u64 != size {
+                            if tee.count != size {
                                 return Err(Error::integrity(format!(
                                     "tar stream ends inside {bag_path}"
                                 )));
+                            }
+                            if bag_path == format::CASEVAULT_JSON && !is_sig {
+                                json_digests = Some((
+                                    tee.sha256.finalize().to_vec(),
+                                    tee.sha512
+                                        .take()
+                                        .map(|h| h.finalize().to_vec())
+                                        .unwrap_or_default(),
+                                ));
+                            } else if bag_path == format::MANIFEST && !is_sig {
+                                manifest_sha256 = hex(&tee.sha256.finalize());
                             }
                             if is_sig {
                                 inner_sig = Some(data);
@@ -588,16 +637,27 @@ fn read_plaintext<R: Read + Send + 'static, X: Extract>(
         return Err(Error::integrity("the age stream was not read to its end"));
     }
     drop(rest);
+    let (Some(json_tag), Some((json_sha256, json_sha512)), Some(manifest_tag)) =
+        (json_tag, json_digests, manifest_tag)
+    else {
+        return Err(Error::integrity("tag files missing"));
+    };
     let json = check_bag(
         &case_id,
         compression,
         &dirs,
         &files,
-        &file_order,
         &tags,
         inner_sig.as_deref(),
+        Streamed {
+            json: json_tag,
+            json_sha256: hex(&json_sha256),
+            manifest: manifest_tag,
+            manifest_sha256,
+        },
     )?;
-    let signature = crate::sign::check_inner(&json, &tags[2], inner_sig.as_deref())?;
+    let signature =
+        crate::sign::check_inner_digests(&json, &json_sha256, &json_sha512, inner_sig.as_deref())?;
     Ok(CheckedPayload {
         case_id,
         json,
@@ -629,29 +689,29 @@ fn check_bag(
     case_id: &str,
     compression: Compression,
     dirs: &HashSet<String>,
-    files: &HashMap<String, (u64, String)>,
-    file_order: &[String],
+    files: &Files,
     tags: &[Vec<u8>],
     inner_sig: Option<&[u8]>,
+    streamed: Streamed,
 ) -> Result<CaseJson> {
-    let [bagit, info, json_bytes, manifest_bytes, tagmanifest] = tags else {
+    let [bagit, info, _, _, tagmanifest] = tags else {
         return Err(Error::integrity("tag files missing"));
     };
-    let mut problems: Vec<String> = Vec::new();
+    let mut problems = Problems::default();
 
     // Tag manifest first: it vouches for the other tag files.
     let tm_text = std::str::from_utf8(tagmanifest)
         .map_err(|_| Error::integrity("tag manifest is not UTF-8"))?;
     let tm = manifest::parse(format::TAGMANIFEST, tm_text)?;
-    let mut expected_tags: Vec<(&str, &[u8])> = vec![
-        (format::BAGIT_TXT, bagit),
-        (format::BAG_INFO_TXT, info),
-        (format::CASEVAULT_JSON, json_bytes),
+    let mut expected_tags: Vec<(&str, String)> = vec![
+        (format::BAGIT_TXT, hex(&Sha256::digest(bagit))),
+        (format::BAG_INFO_TXT, hex(&Sha256::digest(info))),
+        (format::CASEVAULT_JSON, streamed.json_sha256),
     ];
     if let Some(sig) = inner_sig {
-        expected_tags.push((format::CASEVAULT_SIG, sig));
+        expected_tags.push((format::CASEVAULT_SIG, hex(&Sha256::digest(sig))));
     }
-    expected_tags.push((format::MANIFEST, manifest_bytes));
+    expected_tags.push((format::MANIFEST, streamed.manifest_sha256));
     if tm.len() != expected_tags.len() {
         problems.push(format!(
             "{} must list exactly the {} tag files before it",
@@ -659,10 +719,10 @@ fn check_bag(
             expected_tags.len()
         ));
     }
-    for (name, data) in expected_tags {
+    for (name, digest) in expected_tags {
         match tm.iter().find(|(p, _)| p == name) {
             None => problems.push(format!("{name} is not in {}", format::TAGMANIFEST)),
-            Some((_, h)) if *h != hex(&Sha256::digest(data)) => problems.push(format!(
+            Some((_, h)) if *h != digest => problems.push(format!(
                 "{name}: SHA-256 does not match {}",
                 format::TAGMANIFEST
             )),
@@ -675,37 +735,16 @@ fn check_bag(
             format::BAGIT_TXT
         ));
     }
-    if !problems.is_empty() {
-        return Err(Error::integrity(problems.join("; ")));
-    }
+    problems.result()?;
 
-    let json = CaseJson::parse(json_bytes)?;
-    let m_text = std::str::from_utf8(manifest_bytes)
-        .map_err(|_| Error::integrity("manifest is not UTF-8"))?;
-    let manifest = manifest::parse(format::MANIFEST, m_text)?;
+    let json = streamed.json?;
+    // manifest vs payload, found as it streamed
+    for p in streamed.manifest? {
+        problems.push(p);
+    }
     let info_text =
         std::str::from_utf8(info).map_err(|_| Error::integrity("bag-info.txt is not UTF-8"))?;
     let info = format::parse_bag_info(info_text)?;
-
-    // manifest vs payload
-    let mut in_manifest = HashSet::new();
-    for (path, h) in &manifest {
-        in_manifest.insert(path.as_str());
-        match files.get(path) {
-            None => problems.push(format!(
-                "{path}: listed in the manifest but not in the payload"
-            )),
-            Some((_, actual)) if actual != h => problems.push(format!(
-                "{path}: SHA-256 mismatch (manifest {h}, payload {actual})"
-            )),
-            _ => {}
-        }
-    }
-    for p in file_order {
-        if !in_manifest.contains(p.as_str()) {
-            problems.push(format!("{p}: in the payload but not in the manifest"));
-        }
-    }
 
     // casevault.json vs payload
     if json.case_id != case_id {
@@ -756,7 +795,7 @@ fn check_bag(
                         "{}: in casevault.json but not in the payload",
                         e.path
                     )),
-                    Some((s, h)) => {
+                    Some((s, h, _)) => {
                         if *s != size {
                             problems.push(format!(
                                 "{}: size {} in casevault.json, {} in the payload",
@@ -808,7 +847,7 @@ fn check_bag(
             }
         }
     }
-    for p in file_order {
+    for p in payload_order(files) {
         if tree.get(p.as_str()).is_none_or(|e| e.kind != Kind::File) {
             problems.push(format!("{p}: in the payload but not in casevault.json"));
         }
@@ -824,7 +863,7 @@ fn check_bag(
     if (t.files, t.dirs, t.symlinks, t.bytes) != (n_files, n_dirs, n_links, bytes) {
         problems.push("casevault.json totals do not match its entries".into());
     }
-    let payload_bytes: u64 = files.values().map(|(s, _)| *s).sum();
+    let payload_bytes: u64 = files.values().map(|(s, _, _)| *s).sum();
     if (info.oxum_bytes, info.oxum_files) != (payload_bytes, files.len() as u64) {
         problems.push(format!(
             "bag-info.txt Payload-Oxum {}.{} does not match the payload {}.{}",
@@ -840,11 +879,205 @@ fn check_bag(
             info.external_identifier
         ));
     }
-    if problems.is_empty() {
-        Ok(json)
-    } else {
-        Err(Error::integrity(problems.join("; ")))
+    problems.result()?;
+    Ok(json)
+}
+
+/// The payload's files: bag path -> (size, SHA-256 hex, position).
+type Files = HashMap<String, (u64, String, usize)>;
+
+/// The payload's file paths in payload order.
+fn payload_order(files: &Files) -> Vec<&String> {
+    let mut v: Vec<(&String, usize)> = files.iter().map(|(p, (_, _, i))| (p, *i)).collect();
+    v.sort_unstable_by_key(|&(_, i)| i);
+    v.into_iter().map(|(p, _)| p).collect()
+}
+
+/// What [`read_plaintext`] found in the tag files it streamed.
+struct Streamed {
+    /// `casevault.json`, or why it does not parse.
+    json: Result<CaseJson>,
+    json_sha256: String,
+    /// The manifest's disagreements with the payload, in the order of the
+    /// old whole-file check, or why it does not parse.
+    manifest: Result<Vec<String>>,
+    manifest_sha256: String,
+}
+
+/// Most problems one check lists; the rest are counted. A crafted vault
+/// could otherwise make a reader hold a message per entry.
+const MAX_PROBLEMS: usize = 1000;
+
+/// Collected problems, at most [`MAX_PROBLEMS`] of them kept.
+#[derive(Default)]
+struct Problems {
+    list: Vec<String>,
+    more: u64,
+}
+
+impl Problems {
+    fn push(&mut self, p: String) {
+        if self.list.len() < MAX_PROBLEMS {
+            self.list.push(p);
+        } else {
+            self.more += 1;
+        }
     }
+
+    fn result(&mut self) -> Result<()> {
+        if self.list.is_empty() {
+            return Ok(());
+        }
+        let mut text = self.list.join("; ");
+        if self.more > 0 {
+            text.push_str(&format!("; and {} more problems", self.more));
+        }
+        Err(Error::integrity(text))
+    }
+}
+
+/// Hashes (and counts) a tag file as it is read.
+struct TagHasher<R> {
+    inner: R,
+    sha256: Sha256,
+    /// For `casevault.json`, whose signature may use SHA-512.
+    sha512: Option<Sha512>,
+    count: u64,
+}
+
+impl<R: Read> Read for TagHasher<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha256.update(&buf[..n]);
+        if let Some(h) = &mut self.sha512 {
+            h.update(&buf[..n]);
+        }
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Check `manifest-sha256.txt` line by line against the payload as it
+/// streams (issue #10 item 11), keeping no line: the same rules and
+/// messages as [`manifest::parse`] and the old whole-file comparison.
+/// `Err` stops the reader at once (a stream error, or more than
+/// [`MAX_PROBLEMS`] lines naming files the payload does not hold);
+/// `Ok(Err)` is a manifest that does not parse, reported after the tag
+/// manifest; `Ok(Ok)` lists its disagreements with the payload.
+fn stream_manifest<R: io::BufRead>(
+    r: &mut R,
+    files: &Files,
+    stream_err: &dyn Fn(&str, io::Error) -> Error,
+) -> Result<Result<Vec<String>>> {
+    let name = format::MANIFEST;
+    let read_err = |e| stream_err("reading the tar stream", e);
+    let mut line = Vec::new();
+    let (mut n, mut not_utf8, mut last) = (0usize, false, None::<u8>);
+    let mut first_err: Option<Error> = None;
+    // Payload files listed so far (borrowed), and a digest of each listed
+    // path the payload does not hold, to find duplicates.
+    let mut listed: HashSet<&str> = HashSet::new();
+    let mut strangers: HashSet<[u8; 16]> = HashSet::new();
+    let mut problems = Problems::default();
+    loop {
+        line.clear();
+        let got = r
+            .by_ref()
+            .take(manifest::MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(read_err)?;
+        if got == 0 {
+            break;
+        }
+        n += 1;
+        last = line.last().copied();
+        let body = line.strip_suffix(b"\n").unwrap_or(&line);
+        if body.len() > manifest::MAX_LINE {
+            first_err.get_or_insert_with(|| {
+                Error::integrity(format!(
+                    "{name} line {n}: longer than {} bytes",
+                    manifest::MAX_LINE
+                ))
+            });
+            // Skip the rest of the line.
+            while last != Some(b'\n') {
+                line.clear();
+                let got = r
+                    .by_ref()
+                    .take(BUF_SIZE as u64)
+                    .read_until(b'\n', &mut line)
+                    .map_err(read_err)?;
+                if got == 0 {
+                    break;
+                }
+                last = line.last().copied();
+            }
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(body) else {
+            not_utf8 = true;
+            continue;
+        };
+        if first_err.is_some() || not_utf8 {
+            continue;
+        }
+        let (path, hash) = match manifest::parse_line(name, n, text) {
+            Ok(v) => v,
+            Err(e) => {
+                first_err = Some(e);
+                continue;
+            }
+        };
+        let dup = || Error::integrity(format!("{name} line {n}: duplicate path"));
+        match files.get_key_value(&path) {
+            Some((key, (_, actual, _))) => {
+                if !listed.insert(key.as_str()) {
+                    first_err = Some(dup());
+                } else if actual != hash {
+                    problems.push(format!(
+                        "{path}: SHA-256 mismatch (manifest {hash}, payload {actual})"
+                    ));
+                }
+            }
+            None => {
+                let d = Sha256::digest(path.as_bytes());
+                let mut key = [0u8; 16];
+                key.copy_from_slice(&d[..16]);
+                if !strangers.insert(key) {
+                    first_err = Some(dup());
+                } else if strangers.len() > MAX_PROBLEMS {
+                    return Err(Error::integrity(format!(
+                        "{name} lists more than {MAX_PROBLEMS} files that are not in the payload"
+                    )));
+                } else {
+                    problems.push(format!(
+                        "{path}: listed in the manifest but not in the payload"
+                    ));
+                }
+            }
+        }
+    }
+    if not_utf8 {
+        return Ok(Err(Error::integrity("manifest is not UTF-8")));
+    }
+    if last.is_some_and(|b| b != b'\n') {
+        return Ok(Err(Error::integrity(format!(
+            "{name} does not end with a line feed"
+        ))));
+    }
+    if let Some(e) = first_err {
+        return Ok(Err(e));
+    }
+    for p in payload_order(files) {
+        if !listed.contains(p.as_str()) {
+            problems.push(format!("{p}: in the payload but not in the manifest"));
+        }
+    }
+    let mut list = problems.list;
+    if problems.more > 0 {
+        list.push(format!("and {} more problems", problems.more));
+    }
+    Ok(Ok(list))
 }
 
 /// Where a recorded symlink leads when the OS follows it in the restored
@@ -1403,5 +1636,60 @@ mod tests {
             assert!(check_components(bad).is_err(), "{bad:?}");
         }
         assert!(check_components("c/data/a b/ü").is_ok());
+    }
+
+    /// Issue #10 item 11: the streamed manifest check gives the messages of
+    /// the whole-file parser and comparison it replaced.
+    #[test]
+    fn streamed_manifest_matches_whole_file_rules() {
+        let h = "a".repeat(64);
+        let g = "b".repeat(64);
+        let mut files = Files::new();
+        files.insert("data/x".into(), (1, h.clone(), 0));
+        files.insert("data/y".into(), (1, h.clone(), 1));
+        let err = |_: &str, e: io::Error| Error::integrity(e.to_string());
+        let run = |text: &str| {
+            stream_manifest(&mut io::Cursor::new(text.as_bytes()), &files, &err)
+                .unwrap()
+                .map_err(|e| e.to_string())
+        };
+        let ok = format!("{h}  data/x\n{h}  data/y\n");
+        assert_eq!(run(&ok), Ok(vec![]));
+        assert_eq!(
+            run(&format!("{g}  data/x\n{h}  data/z\n")),
+            Ok(vec![
+                format!("data/x: SHA-256 mismatch (manifest {g}, payload {h})"),
+                "data/z: listed in the manifest but not in the payload".into(),
+                "data/y: in the payload but not in the manifest".into(),
+            ])
+        );
+        for bad in [
+            format!("{h}  data/x"),
+            format!("{h} data/x\n"),
+            format!("{h}  data/x\n{h}  data/x\n"),
+            format!("{h}  data/z\n{h}  data/z\n"),
+            format!("{h}  data/%zz\n"),
+            "\n".to_string(),
+            format!("{h}  data/x\nq"),
+        ] {
+            let old = std::str::from_utf8(bad.as_bytes())
+                .map_err(|_| "manifest is not UTF-8".to_string())
+                .and_then(|t| manifest::parse(format::MANIFEST, t).map_err(|e| e.to_string()));
+            assert_eq!(run(&bad).unwrap_err(), old.unwrap_err(), "{bad:?}");
+        }
+        let mut raw = format!("{h}  data/x\n").into_bytes();
+        raw.extend_from_slice(b"\xff\n");
+        let r = stream_manifest(&mut io::Cursor::new(raw), &files, &err).unwrap();
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            "integrity failure: manifest is not UTF-8"
+        );
+        // A line longer than any path can make, and too many strangers.
+        let long = format!("{h}  data/{}\n", "x".repeat(manifest::MAX_LINE));
+        assert!(run(&long).unwrap_err().contains("longer than"));
+        let many: String = (0..=MAX_PROBLEMS)
+            .map(|i| format!("{h}  data/s{i}\n"))
+            .collect();
+        assert!(stream_manifest(&mut io::Cursor::new(many.as_bytes()), &files, &err).is_err());
     }
 }
