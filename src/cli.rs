@@ -873,6 +873,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     if let Some(n @ 1..) = report.external_links {
                         println!("note: {n} symlink(s) point outside the case; unseal recreates them only with --allow-external-links");
                     }
+                    if let Some(n @ 1..) = report.looping_links {
+                        println!("note: {n} symlink(s) loop (a cycle, or a chain of more than 40 links) and lead nowhere; unseal recreates them as they are");
+                    }
                 } else {
                     println!("OK sidecar sha256 matches and age header parses; contents NOT checked (give -i IDENTITY to check every file)");
                 }

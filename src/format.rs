@@ -154,12 +154,6 @@ pub struct CaseJson {
 
 /// Only the version fields, parsed first so that a newer vault gets a
 /// "newer format" error rather than a schema complaint.
-#[derive(Deserialize)]
-struct VersionProbe {
-    format: Option<String>,
-    version: Option<u64>,
-}
-
 impl CaseJson {
     /// Serialise as written into the bag: compact JSON and a final LF.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -170,49 +164,435 @@ impl CaseJson {
 
     /// Parse `casevault.json`, refusing other formats, unknown versions and
     /// unknown fields.
+    /// Parse a whole `casevault.json` held in memory (no limits).
     pub fn parse(bytes: &[u8]) -> crate::Result<Self> {
-        let probe: VersionProbe = serde_json::from_slice(bytes).map_err(|e| {
-            crate::Error::integrity(format!("{CASEVAULT_JSON} is not valid JSON: {e}"))
-        })?;
-        if probe.format.as_deref() != Some(FORMAT_NAME) {
-            return Err(crate::Error::integrity(format!(
-                "{CASEVAULT_JSON} does not say format \"{FORMAT_NAME}\""
-            )));
-        }
-        match probe.version {
-            Some(v) if (1..=u64::from(FORMAT_VERSION)).contains(&v) => {}
-            Some(v) => {
-                return Err(crate::Error::Unsupported(format!(
-                    "vault format version {v}; this casevault reads versions 1 to {FORMAT_VERSION}"
-                )))
+        Self::parse_reader(bytes, None, |e| {
+            crate::Error::integrity(format!("{CASEVAULT_JSON} cannot be read: {e}"))
+        })
+    }
+
+    /// Parse `casevault.json` as a stream (issue #10 item 11): nothing but
+    /// the parsed entries is kept, no string or number may be longer than
+    /// [`MAX_JSON_TOKEN`] bytes, and with `limits` the document is refused
+    /// as soon as its entries exceed them (FORMAT §6.1). `io_err` maps an
+    /// error of `r` itself.
+    pub fn parse_reader<R: std::io::Read>(
+        r: R,
+        limits: Option<&JsonLimits>,
+        io_err: impl Fn(std::io::Error) -> crate::Error,
+    ) -> crate::Result<Self> {
+        Self::parse_stream(r, limits, io_err)?
+    }
+
+    /// [`CaseJson::parse_reader`], with the errors that must stop a reader
+    /// at once (a reader limit, a token too long, an error of `r`) apart
+    /// from those about the document itself, which a reader reports only
+    /// after the tag manifest (FORMAT §6 step 4): `Err` and `Ok(Err)`.
+    pub fn parse_stream<R: std::io::Read>(
+        r: R,
+        limits: Option<&JsonLimits>,
+        io_err: impl Fn(std::io::Error) -> crate::Error,
+    ) -> crate::Result<crate::Result<Self>> {
+        let state = std::cell::RefCell::new(ParseState {
+            limits,
+            ..ParseState::default()
+        });
+        let reader = std::io::BufReader::new(TokenGuard {
+            inner: r,
+            in_str: false,
+            esc: false,
+            run: 0,
+        });
+        let lines = std::cell::Cell::new((1usize, 0usize, 0usize));
+        let mut de = serde_json::Deserializer::from_reader(Lines {
+            inner: reader,
+            lines: &lines,
+        });
+        let parsed = serde::de::DeserializeSeed::deserialize(DocSeed(&state), &mut de)
+            .and_then(|j| de.end().map(|()| j));
+        let mut state = state.into_inner();
+        let json = match parsed {
+            Ok(j) => j,
+            Err(e) => {
+                if let Some(limit) = state.limit.take() {
+                    return Err(limit);
+                }
+                if let Some(refused) = state.refused.take() {
+                    return Ok(Err(refused));
+                }
+                if e.is_io() {
+                    let io: std::io::Error = e.into();
+                    if io
+                        .get_ref()
+                        .is_some_and(|i| i.downcast_ref::<TokenTooLong>().is_some())
+                    {
+                        return Err(crate::Error::integrity(format!(
+                            "{CASEVAULT_JSON} has a string or number longer than {MAX_JSON_TOKEN} bytes (reader limit)"
+                        )));
+                    }
+                    return Err(io_err(io));
+                }
+                if e.is_syntax() || e.is_eof() {
+                    // Report the position as parsing a slice does: a line
+                    // feed is the last column of its line, not column 0
+                    // of the next (keeps messages as they were).
+                    let mut text = e.to_string();
+                    let (line, _, prev) = lines.get();
+                    if e.column() == 0 && e.line() == line && line > 1 {
+                        let from = format!(" at line {line} column 0");
+                        if let Some(head) = text.strip_suffix(&from) {
+                            text = format!("{head} at line {} column {prev}", line - 1);
+                        }
+                    }
+                    return Ok(Err(crate::Error::integrity(format!(
+                        "{CASEVAULT_JSON} is not valid JSON: {text}"
+                    ))));
+                }
+                return Ok(Err(crate::Error::integrity(format!(
+                    "{CASEVAULT_JSON} does not match the version {} schema: {e}",
+                    state.version.unwrap_or(0)
+                ))));
             }
-            None => {
-                return Err(crate::Error::integrity(format!(
-                    "{CASEVAULT_JSON} has no version"
-                )))
-            }
-        }
-        let json: CaseJson = serde_json::from_slice(bytes).map_err(|e| {
-            crate::Error::integrity(format!(
-                "{CASEVAULT_JSON} does not match the version {} schema: {e}",
-                probe.version.unwrap_or(0)
-            ))
-        })?;
+        };
         // `signer` is new in version 2: in a version 1 file it is an
         // unknown field.
         if json.version == 1 && json.signer.is_some() {
-            return Err(crate::Error::integrity(format!(
+            return Ok(Err(crate::Error::integrity(format!(
                 "{CASEVAULT_JSON} says version 1 but has a version 2 field `signer`"
-            )));
+            ))));
         }
-        Ok(json)
+        Ok(Ok(json))
     }
 }
 
-/// The bytes of `casevault.json` before and after the entries array, so
-/// that a sealer can stream the entries (comma-separated JSON objects)
-/// without holding them as structs: `prefix + entries + suffix` is exactly
-/// [`CaseJson::to_bytes`] of the same values.
+/// Longest string (encoded, with its quotes) or other token a reader
+/// accepts in `casevault.json`: a 4096-byte path with every byte escaped
+/// as `\u00XX`. Bounds what the JSON parser buffers for one token.
+pub const MAX_JSON_TOKEN: u64 = 6 * MAX_PATH_BYTES as u64 + 2;
+/// Longest run of bytes outside strings between structural characters
+/// (a number, `true`, whitespace): casevault writes at most 20.
+const MAX_JSON_BARE: u64 = 64;
+/// Most symlink records a reader accepts (FORMAT §6.1).
+pub const MAX_LINKS: u64 = 1 << 20;
+/// Most bytes of symlink paths and targets, summed, a reader accepts
+/// (FORMAT §6.1).
+pub const MAX_LINK_BYTES: u64 = 128 << 20;
+
+/// What the payload read before `casevault.json` allows it to list
+/// (FORMAT §6.1): its directory and file entries may not outnumber the
+/// payload's, nor their paths (and any other strings) outweigh the
+/// payload's paths.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonLimits {
+    /// Payload entries, plus one for `data` itself.
+    pub entries: u64,
+    /// Bytes of the payload's bag paths, plus 4 for `data`.
+    pub path_bytes: u64,
+}
+
+/// Tracks the line the parser is on, the column in it and the length of
+/// the line before, for error positions.
+struct Lines<'c, R> {
+    inner: R,
+    lines: &'c std::cell::Cell<(usize, usize, usize)>,
+}
+
+impl<R: std::io::Read> std::io::Read for Lines<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let (mut line, mut col, mut prev) = self.lines.get();
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                line += 1;
+                prev = col;
+                col = 0;
+            } else {
+                col += 1;
+            }
+        }
+        self.lines.set((line, col, prev));
+        Ok(n)
+    }
+}
+
+#[derive(Debug)]
+struct TokenTooLong;
+
+impl std::fmt::Display for TokenTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON token too long")
+    }
+}
+
+impl std::error::Error for TokenTooLong {}
+
+/// Refuses a JSON string longer than [`MAX_JSON_TOKEN`] or a bare token
+/// longer than [`MAX_JSON_BARE`] before the parser buffers it.
+struct TokenGuard<R> {
+    inner: R,
+    in_str: bool,
+    esc: bool,
+    run: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for TokenGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            if self.in_str {
+                if self.esc {
+                    self.esc = false;
+                } else if b == b'\\' {
+                    self.esc = true;
+                } else if b == b'"' {
+                    self.in_str = false;
+                    self.run = 0;
+                    continue;
+                }
+                self.run += 1;
+                if self.run > MAX_JSON_TOKEN {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        TokenTooLong,
+                    ));
+                }
+            } else {
+                match b {
+                    b'"' => {
+                        self.in_str = true;
+                        self.run = 1;
+                    }
+                    b'{' | b'}' | b'[' | b']' | b',' | b':' => self.run = 0,
+                    _ => {
+                        self.run += 1;
+                        if self.run > MAX_JSON_BARE {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                TokenTooLong,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[derive(Default)]
+struct ParseState<'l> {
+    limits: Option<&'l JsonLimits>,
+    version: Option<u64>,
+    /// Why the document was refused, when it was refused by a rule rather
+    /// than by the JSON parser.
+    refused: Option<crate::Error>,
+    /// A reader limit the document broke.
+    limit: Option<crate::Error>,
+    entries: u64,
+    path_bytes: u64,
+    links: u64,
+    link_bytes: u64,
+}
+
+impl ParseState<'_> {
+    /// Count `e` against the limits; `Err` refuses the document.
+    fn admit(&mut self, e: &Entry) -> Result<(), crate::Error> {
+        let Some(l) = self.limits else {
+            return Ok(());
+        };
+        if e.sha256.as_ref().is_some_and(|h| h.len() > 64) {
+            return Err(crate::Error::integrity(format!(
+                "{CASEVAULT_JSON}: malformed entry {:?}",
+                e.path
+            )));
+        }
+        let strings = (e.path.len() + e.target.as_ref().map_or(0, String::len)) as u64;
+        if e.kind == Kind::Symlink {
+            self.links += 1;
+            self.link_bytes += strings;
+            if self.links > MAX_LINKS || self.link_bytes > MAX_LINK_BYTES {
+                return Err(crate::Error::integrity(format!(
+                    "{CASEVAULT_JSON} records more than {MAX_LINKS} symlinks or \
+                     {MAX_LINK_BYTES} bytes of their paths and targets (reader limit)"
+                )));
+            }
+        } else {
+            self.entries += 1;
+            self.path_bytes += strings;
+            if self.entries > l.entries || self.path_bytes > l.path_bytes {
+                return Err(crate::Error::integrity(format!(
+                    "{CASEVAULT_JSON} lists more files and directories, or longer paths, \
+                     than the payload holds ({} entries, {} bytes of paths)",
+                    l.entries, l.path_bytes
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+const DOC_FIELDS: &[&str] = &[
+    "format",
+    "version",
+    "case_id",
+    "sealed_at",
+    "tool",
+    "compression",
+    "entries",
+    "totals",
+    "signer",
+];
+
+/// Deserializes the document, checking `format` and `version` as they
+/// come, and `entries` one by one.
+struct DocSeed<'s, 'l>(&'s std::cell::RefCell<ParseState<'l>>);
+
+impl DocSeed<'_, '_> {
+    fn refuse<E: serde::de::Error>(&self, why: crate::Error) -> E {
+        self.0.borrow_mut().refused = Some(why);
+        E::custom("refused")
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for DocSeed<'_, '_> {
+    type Value = CaseJson;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<CaseJson, D::Error> {
+        d.deserialize_struct("CaseJson", DOC_FIELDS, self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DocSeed<'_, '_> {
+    type Value = CaseJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("the casevault.json object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<CaseJson, A::Error> {
+        use serde::de::Error as _;
+        let mut format: Option<String> = None;
+        let mut version: Option<u64> = None;
+        let (mut case_id, mut sealed_at, mut tool) = (None, None, None);
+        let mut compression: Option<Compression> = None;
+        let mut entries: Option<Vec<Entry>> = None;
+        let mut totals: Option<Totals> = None;
+        let mut signer: Option<Option<Signer>> = None;
+        fn once<T, E: serde::de::Error>(slot: &Option<T>, name: &'static str) -> Result<(), E> {
+            match slot {
+                Some(_) => Err(E::duplicate_field(name)),
+                None => Ok(()),
+            }
+        }
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "format" => {
+                    once(&format, "format")?;
+                    let v: String = map.next_value()?;
+                    if v != FORMAT_NAME {
+                        return Err(self.refuse(crate::Error::integrity(format!(
+                            "{CASEVAULT_JSON} does not say format \"{FORMAT_NAME}\""
+                        ))));
+                    }
+                    format = Some(v);
+                }
+                "version" => {
+                    once(&version, "version")?;
+                    let v: u64 = map.next_value()?;
+                    if !(1..=u64::from(FORMAT_VERSION)).contains(&v) {
+                        return Err(self.refuse(crate::Error::Unsupported(format!(
+                            "vault format version {v}; this casevault reads versions 1 to {FORMAT_VERSION}"
+                        ))));
+                    }
+                    self.0.borrow_mut().version = Some(v);
+                    version = Some(v);
+                }
+                "case_id" => {
+                    once(&case_id, "case_id")?;
+                    case_id = Some(map.next_value::<String>()?);
+                }
+                "sealed_at" => {
+                    once(&sealed_at, "sealed_at")?;
+                    sealed_at = Some(map.next_value::<String>()?);
+                }
+                "tool" => {
+                    once(&tool, "tool")?;
+                    tool = Some(map.next_value::<String>()?);
+                }
+                "compression" => {
+                    once(&compression, "compression")?;
+                    compression = Some(map.next_value()?);
+                }
+                "entries" => {
+                    once(&entries, "entries")?;
+                    entries = Some(map.next_value_seed(EntriesSeed(self.0))?);
+                }
+                "totals" => {
+                    once(&totals, "totals")?;
+                    totals = Some(map.next_value()?);
+                }
+                "signer" => {
+                    once(&signer, "signer")?;
+                    signer = Some(map.next_value()?);
+                }
+                other => return Err(A::Error::unknown_field(other, DOC_FIELDS)),
+            }
+        }
+        let Some(format) = format else {
+            return Err(self.refuse(crate::Error::integrity(format!(
+                "{CASEVAULT_JSON} does not say format \"{FORMAT_NAME}\""
+            ))));
+        };
+        let Some(version) = version else {
+            return Err(self.refuse(crate::Error::integrity(format!(
+                "{CASEVAULT_JSON} has no version"
+            ))));
+        };
+        Ok(CaseJson {
+            format,
+            version: version as u32,
+            case_id: case_id.ok_or_else(|| A::Error::missing_field("case_id"))?,
+            sealed_at: sealed_at.ok_or_else(|| A::Error::missing_field("sealed_at"))?,
+            tool: tool.ok_or_else(|| A::Error::missing_field("tool"))?,
+            compression: compression.ok_or_else(|| A::Error::missing_field("compression"))?,
+            entries: entries.ok_or_else(|| A::Error::missing_field("entries"))?,
+            totals: totals.ok_or_else(|| A::Error::missing_field("totals"))?,
+            signer: signer.flatten(),
+        })
+    }
+}
+
+/// `entries`, one at a time, each admitted against the limits before the
+/// next is read.
+struct EntriesSeed<'s, 'l>(&'s std::cell::RefCell<ParseState<'l>>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for EntriesSeed<'_, '_> {
+    type Value = Vec<Entry>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Entry>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EntriesSeed<'_, '_> {
+    type Value = Vec<Entry>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a sequence of entries")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Entry>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(e) = seq.next_element::<Entry>()? {
+            let admitted = self.0.borrow_mut().admit(&e);
+            if let Err(why) = admitted {
+                self.0.borrow_mut().limit = Some(why);
+                return Err(serde::de::Error::custom("refused"));
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+}
+
 pub fn json_parts(
     case_id: &str,
     sealed_at: &str,
@@ -450,5 +830,54 @@ mod tests {
             CaseJson::parse(b"nope"),
             Err(crate::Error::Integrity(_))
         ));
+    }
+
+    /// Issue #10 item 11: the streaming parser refuses as soon as the
+    /// entries outgrow what the payload allows, and refuses long tokens.
+    #[test]
+    fn streamed_limits() {
+        let doc = |entries: &str| {
+            format!(
+                r#"{{"format":"casevault","version":1,"case_id":"C","sealed_at":"t","tool":"t","compression":"none","entries":[{entries}],"totals":{{"files":0,"dirs":1,"symlinks":0,"bytes":0}}}}"#
+            )
+        };
+        let dir = |p: &str| {
+            format!(r#"{{"path":"{p}","kind":"dir","mode":493,"mtime":0,"mtime_nsec":0}}"#)
+        };
+        let parse = |text: &str, entries, path_bytes| {
+            let l = JsonLimits {
+                entries,
+                path_bytes,
+            };
+            CaseJson::parse_stream(text.as_bytes(), Some(&l), |e| {
+                crate::Error::integrity(e.to_string())
+            })
+        };
+        let one = doc(&dir("data"));
+        assert!(matches!(parse(&one, 1, 4), Ok(Ok(_))));
+        let two = doc(&format!("{},{}", dir("data"), dir("data/a")));
+        // More entries than the payload: refused at once (outer Err).
+        let e = parse(&two, 1, 100).unwrap_err().to_string();
+        assert!(e.contains("lists more files and directories"), "{e}");
+        // More path bytes than the payload's.
+        assert!(parse(&two, 2, 8).is_err());
+        assert!(matches!(parse(&two, 2, 10), Ok(Ok(_))));
+        // A string longer than any path can be, however it is used.
+        let long = doc(&dir(&"a".repeat(MAX_JSON_TOKEN as usize)));
+        let e = parse(&long, 1, u64::MAX).unwrap_err().to_string();
+        assert!(e.contains("longer than"), "{e}");
+        let spaces = format!("{{{}}}", " ".repeat(100));
+        assert!(parse(&spaces, 1, 4).is_err());
+        // Document errors are deferred (inner Err), with the old messages.
+        let e = parse(&one[..40], 1, 4).unwrap().unwrap_err().to_string();
+        assert!(e.contains("casevault.json is not valid JSON: EOF"), "{e}");
+        let e = parse(&one.replace("\"tool\":\"t\",", ""), 1, 4)
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("does not match the version 1 schema: missing field `tool`"),
+            "{e}"
+        );
     }
 }

@@ -51,7 +51,6 @@ fn is_lower_hex64(s: &str) -> bool {
 /// Parse a manifest strictly; `name` is used in error messages. Returns
 /// `(path, sha256 hex)` pairs in file order.
 pub fn parse(name: &str, text: &str) -> Result<Vec<(String, String)>> {
-    let bad = |n: usize, why: &str| Error::integrity(format!("{name} line {n}: {why}"));
     if !text.is_empty() && !text.ends_with('\n') {
         return Err(Error::integrity(format!(
             "{name} does not end with a line feed"
@@ -60,24 +59,40 @@ pub fn parse(name: &str, text: &str) -> Result<Vec<(String, String)>> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (i, l) in text.split_terminator('\n').enumerate() {
-        let n = i + 1;
-        let (hash, rest) = l.split_at_checked(64).ok_or_else(|| bad(n, "too short"))?;
-        if !is_lower_hex64(hash) {
-            return Err(bad(n, "checksum is not 64 lower-case hex digits"));
-        }
-        let encoded = rest
-            .strip_prefix("  ")
-            .ok_or_else(|| bad(n, "checksum and path must be separated by two spaces"))?;
-        if encoded.is_empty() {
-            return Err(bad(n, "empty path"));
-        }
-        let path = decode_path(encoded).ok_or_else(|| bad(n, "bad percent-encoding in path"))?;
+        let (path, hash) = parse_line(name, i + 1, l)?;
         if !seen.insert(path.clone()) {
-            return Err(bad(n, "duplicate path"));
+            return Err(Error::integrity(format!(
+                "{name} line {}: duplicate path",
+                i + 1
+            )));
         }
         out.push((path, hash.to_string()));
     }
     Ok(out)
+}
+
+/// Longest manifest line a reader accepts, without its line feed: a
+/// checksum, two spaces and a 4096-byte path with every byte
+/// percent-encoded (FORMAT §6.1).
+pub const MAX_LINE: usize = 64 + 2 + 3 * crate::format::MAX_PATH_BYTES;
+
+/// Parse one manifest line `l` (line number `n`, no line feed) strictly:
+/// returns the decoded path and the checksum. Duplicates are the caller's
+/// to find.
+pub fn parse_line<'l>(name: &str, n: usize, l: &'l str) -> Result<(String, &'l str)> {
+    let bad = |why: &str| Error::integrity(format!("{name} line {n}: {why}"));
+    let (hash, rest) = l.split_at_checked(64).ok_or_else(|| bad("too short"))?;
+    if !is_lower_hex64(hash) {
+        return Err(bad("checksum is not 64 lower-case hex digits"));
+    }
+    let encoded = rest
+        .strip_prefix("  ")
+        .ok_or_else(|| bad("checksum and path must be separated by two spaces"))?;
+    if encoded.is_empty() {
+        return Err(bad("empty path"));
+    }
+    let path = decode_path(encoded).ok_or_else(|| bad("bad percent-encoding in path"))?;
+    Ok((path, hash))
 }
 
 #[cfg(test)]

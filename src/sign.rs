@@ -455,6 +455,42 @@ pub fn check_inner(
     }
 }
 
+/// [`check_inner`] for a `casevault.json` that the reader streamed rather
+/// than kept (issue #10 item 11): given by its SHA-256 and SHA-512, the
+/// two hashes an SSHSIG may use.
+pub fn check_inner_digests(
+    json: &format::CaseJson,
+    sha256: &[u8],
+    sha512: &[u8],
+    sig: Option<&[u8]>,
+) -> Result<Option<Verified>> {
+    let (Some(signer), Some(sig_bytes)) = (&json.signer, sig) else {
+        return check_inner(json, &[], sig);
+    };
+    let sig = parse(sig_bytes, format::CASEVAULT_SIG)?;
+    let digest = match sig.hash_alg() {
+        HashAlg::Sha256 => sha256,
+        HashAlg::Sha512 => sha512,
+        other => {
+            return Err(Error::integrity(format!(
+                "{} uses an unsupported hash {other}",
+                format::CASEVAULT_SIG
+            )))
+        }
+    };
+    let v = check_digest(&sig, NS_MANIFEST, format::CASEVAULT_SIG, digest)?;
+    if v.fingerprint != signer.fingerprint {
+        return Err(Error::integrity(format!(
+            "{} was made by key {}, but {} names {}",
+            format::CASEVAULT_SIG,
+            v.fingerprint,
+            format::CASEVAULT_JSON,
+            signer.fingerprint
+        )));
+    }
+    Ok(Some(v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::format::Kind;
 use crate::keys::BoxedIdentity;
-use crate::open::{link_escapes, open_vault, Extract};
+use crate::open::{open_vault, Extract, LinkStatus, Links};
 use crate::{Error, Result};
 
 /// Prefix of the staging directory created beside DEST_DIR.
@@ -148,12 +148,17 @@ pub fn unseal(opts: UnsealOptions) -> Result<UnsealReport> {
     let opened = open_vault(&opts.vault, &opts.identities, &mut staging)?;
     let json = &opened.json;
 
-    // Links are checked before anything else is created.
+    // Links are checked before anything else is created, against one map
+    // of them all; loops stay inside the case and are recreated (FORMAT §6
+    // step 5, issue #10 items 8 and 10).
+    let mut links = Links::new(json);
     for e in json.entries.iter().filter(|e| e.kind == Kind::Symlink) {
-        let target = e.target.as_deref().unwrap_or("");
-        if !opts.allow_external_links && link_escapes(json, &e.path, target) {
+        if opts.allow_external_links {
+            break;
+        }
+        if let LinkStatus::Outside(why) = links.status(&e.path) {
             return Err(Error::UnsafeEntry(format!(
-                "symlink {:?} points outside the case ({target:?})",
+                "symlink {:?} points outside the case: {why}",
                 &e.path["data/".len()..]
             )));
         }

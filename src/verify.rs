@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::format::{CaseJson, Kind};
 use crate::io::{hex, sha256_file, sidecar_path};
 use crate::keys::BoxedIdentity;
-use crate::open::{link_escapes, open_vault, Extract};
+use crate::open::{open_vault, Extract, LinkStatus, Links};
 use crate::{Error, Result};
 
 struct Discard;
@@ -60,6 +60,11 @@ pub struct VerifyReport {
     /// `--allow-external-links`); with -i only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_links: Option<u64>,
+    /// Symlinks that loop (a cycle, or a chain longer than 40 links that
+    /// stays inside the case): the OS cannot follow them; unseal recreates
+    /// them as they are (FORMAT §6 step 5); with -i only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub looping_links: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
     /// Signature findings (issue #5); `checked: false` without `--signers`.
@@ -225,6 +230,7 @@ fn verify_inner(
             symlinks: None,
             bytes: None,
             external_links: None,
+            looping_links: None,
             problems,
             signature: SignatureReport::default(),
             inner_key: None,
@@ -244,15 +250,21 @@ fn verify_inner(
         ));
     }
     let t = &opened.json.totals;
-    let external = opened
+    // One map of the links for all of them (issue #10 item 10).
+    let (mut external, mut looping) = (0u64, 0u64);
+    let mut links = Links::new(&opened.json);
+    for e in opened
         .json
         .entries
         .iter()
-        .filter(|e| {
-            e.kind == Kind::Symlink
-                && link_escapes(&opened.json, &e.path, e.target.as_deref().unwrap_or(""))
-        })
-        .count() as u64;
+        .filter(|e| e.kind == Kind::Symlink)
+    {
+        match links.status(&e.path) {
+            LinkStatus::Inside => {}
+            LinkStatus::Outside(_) => external += 1,
+            LinkStatus::Loop => looping += 1,
+        }
+    }
     Ok(VerifyReport {
         vault: vault.to_path_buf(),
         ok: problems.is_empty(),
@@ -265,6 +277,7 @@ fn verify_inner(
         symlinks: Some(t.symlinks),
         bytes: Some(t.bytes),
         external_links: Some(external),
+        looping_links: Some(looping),
         problems,
         signature: SignatureReport {
             inner_present: opened.signature.is_some(),

@@ -435,15 +435,82 @@ fn escape_through_one_link_only_is_refused() {
     fx.unseal_fails(&vault, &fx.dest("esc2"), 3, &[]);
 }
 
+/// Issue #10 item 8 (https://github.com/casevault/casevault/issues/10):
+/// a symlink loop sealed fine but unseal refused it as "outside the
+/// case". A loop cannot leave the case (the OS stops it with ELOOP), so it
+/// is evidence that unseal recreates as it is, without any flag.
 #[test]
-fn link_loop_is_refused_without_allow_external_links() {
+fn link_loops_are_recreated() {
     let fx = Fx::new();
     let case = small_case(&fx.cases(), "LOOP-1");
-    case.symlink("a", "b").symlink("b", "a");
+    case.symlink("a", "b")
+        .symlink("b", "a")
+        .symlink("self", "self");
+    // A chain of 45 links that ends inside: the first four need more than
+    // 40 links followed, so the OS cannot follow them either.
+    for i in 0..45 {
+        case.symlink(&format!("sub/h{i:02}"), &format!("h{:02}", i + 1));
+    }
+    case.symlink("sub/h45", "b.txt");
     case.stamp_times(1_600_000_000);
     let vault = fx.vault("loop.vault");
     fx.seal(&case.root, &vault, &[]);
-    fx.unseal_fails(&vault, &fx.dest("loop"), 3, &[]);
+    let dest = fx.dest("loop");
+    let out = fx.unseal(&vault, &dest, &[]);
+    assert_eq!(out["symlinks"], 50, "49 links and small_case's one");
+    assert_same_tree(&case.root, &dest, true);
+    assert_eq!(fs::read_link(dest.join("a")).unwrap(), Path::new("b"));
+    assert_eq!(fs::read_link(dest.join("self")).unwrap(), Path::new("self"));
+    // They stay loops: opening one fails with ELOOP, nothing else happens.
+    let e = fs::metadata(dest.join("a")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+    assert_eq!(fs::read(dest.join("sub/h10")).unwrap(), b"bravo\n");
+}
+
+/// Issue #10 item 8: a chain longer than the hop limit whose first links
+/// already leave the case is still outside (the OS follows it out before
+/// the limit), and the message names the link and how it leaves.
+#[test]
+fn long_chain_leaving_early_is_outside_and_named() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "LOOP-2");
+    for i in 0..60 {
+        case.symlink(&format!("h{i:02}"), &format!("h{:02}", i + 1));
+    }
+    case.symlink("h60", "a.txt");
+    // h05 leaves through `..` before the chain gets long.
+    fs::remove_file(case.path("h05")).unwrap();
+    case.symlink("h05", "../LOOP-2/h06");
+    case.stamp_times(1_600_000_000);
+    let vault = fx.vault("loop2.vault");
+    fx.seal(&case.root, &vault, &[]);
+    let err = fx.unseal_fails(&vault, &fx.dest("loop2"), 3, &[]);
+    assert!(
+        err.contains(
+            r#"unsafe entry: symlink "h00" points outside the case: its target "h01" leads through the link "h05" -> "../LOOP-2/h06", whose target climbs above the case root"#
+        ),
+        "{err}"
+    );
+    let dest = fx.dest("loop2-ok");
+    fx.unseal(&vault, &dest, &["--allow-external-links"]);
+    assert_same_tree(&case.root, &dest, true);
+}
+
+/// Issue #10 item 8: the refusal of an absolute link says what it is.
+#[test]
+fn absolute_link_message_says_absolute() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "ABS-2");
+    case.symlink("passwd", "/etc/passwd");
+    let vault = fx.vault("abs2.vault");
+    fx.seal(&case.root, &vault, &[]);
+    let err = fx.unseal_fails(&vault, &fx.dest("abs2"), 3, &[]);
+    assert!(
+        err.contains(
+            r#"unsafe entry: symlink "passwd" points outside the case: its target "/etc/passwd" is absolute"#
+        ),
+        "{err}"
+    );
 }
 
 #[test]
