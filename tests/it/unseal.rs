@@ -2,7 +2,7 @@
 //! symlink policy.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use crate::util::*;
@@ -631,4 +631,180 @@ fn errors_name_the_path() {
         err.contains("named-vault.vault"),
         "exit 3 error does not name the vault: {err}"
     );
+}
+
+/// A vault like one sealed from `case`, except for what `edit` changes in
+/// its casevault.json (the tag manifest is fixed to match), re-encrypted
+/// to the fixture key: as an attacker, or a sealer on another filesystem,
+/// could make it.
+fn craft_json(
+    fx: &Fx,
+    case: &CaseTree,
+    name: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> std::path::PathBuf {
+    let orig = fx.root().join(format!("{name}.orig.vault"));
+    fx.seal(&case.root, &orig, &["--compress", "none"]);
+    let (mut entries, _) = parse_tar(&decrypt_vault(&orig, &fx.key));
+    fs::remove_file(&orig).unwrap();
+    fs::remove_file(orig.with_extension("vault.sha256")).unwrap();
+    let id = case.root.file_name().unwrap().to_str().unwrap();
+    let idx = |entries: &[RawEntry], tag: &str| {
+        entries
+            .iter()
+            .position(|e| e.path() == format!("{id}/{tag}"))
+            .unwrap()
+    };
+    let j = idx(&entries, "casevault.json");
+    let mut json: serde_json::Value = serde_json::from_slice(&entries[j].data).unwrap();
+    edit(&mut json);
+    let mut bytes = serde_json::to_vec(&json).unwrap();
+    bytes.push(b'\n');
+    entries[j].set_data(bytes);
+    let mut tm = String::new();
+    for tag in [
+        "bagit.txt",
+        "bag-info.txt",
+        "casevault.json",
+        "manifest-sha256.txt",
+    ] {
+        let data = &entries[idx(&entries, tag)].data;
+        tm.push_str(&format!("{}  {tag}\n", sha256_hex(data)));
+    }
+    let t = idx(&entries, "tagmanifest-sha256.txt");
+    entries[t].set_data(tm.into_bytes());
+    let vault = fx.vault(&format!("{name}.vault"));
+    fs::write(
+        &vault,
+        encrypt_to(&fx.key.recipient, &build_tar(&entries), false),
+    )
+    .unwrap();
+    vault
+}
+
+/// Set `mtime` and `mtime_nsec` of the casevault.json entries whose path
+/// `pick` selects.
+fn set_mtimes(json: &mut serde_json::Value, pick: impl Fn(&str) -> bool, secs: i64, nsec: u32) {
+    for e in json["entries"].as_array_mut().unwrap() {
+        if pick(e["path"].as_str().unwrap()) {
+            e["mtime"] = secs.into();
+            e["mtime_nsec"] = nsec.into();
+        }
+    }
+}
+
+/// 9999-12-31T23:59:59Z, the last second FORMAT.md §5.4 allows.
+const LAST_SECOND: i64 = 253_402_300_799;
+/// 0000-01-01T00:00:00Z, the first.
+const FIRST_SECOND: i64 = -62_167_219_200;
+
+/// Issue #10 item 6: mtimes outside years 0000 to 9999 (FORMAT.md §5.4) in
+/// a crafted casevault.json are refused by every reader (exit 3, nothing
+/// written, no panic); the bounds themselves are accepted.
+#[test]
+fn crafted_mtime_outside_the_format_range_is_refused() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "RANGE-1");
+    for (i, secs) in [LAST_SECOND + 1, FIRST_SECOND - 1, i64::MIN, i64::MAX]
+        .into_iter()
+        .enumerate()
+    {
+        let vault = craft_json(&fx, &case, &format!("bad{i}"), |j| {
+            set_mtimes(j, |p| p == "data/sub/b.txt", secs, 0)
+        });
+        let err = fx.unseal_fails(&vault, &fx.dest("bad"), 3, &[]);
+        assert!(
+            err.contains("data/sub/b.txt") && err.contains("mtime"),
+            "{err}"
+        );
+        for cmd in ["verify", "list"] {
+            let a = casevault()
+                .arg(cmd)
+                .arg(&vault)
+                .arg("-i")
+                .arg(&fx.key.path)
+                .assert()
+                .code(3);
+            assert!(stderr_of(&a).contains("mtime") || stdout_of(&a).contains("mtime"));
+        }
+    }
+    for (i, secs) in [LAST_SECOND, FIRST_SECOND].into_iter().enumerate() {
+        let vault = craft_json(&fx, &case, &format!("edge{i}"), |j| {
+            set_mtimes(j, |p| p == "data/sub/b.txt", secs, 0)
+        });
+        casevault()
+            .arg("verify")
+            .arg(&vault)
+            .arg("-i")
+            .arg(&fx.key.path)
+            .assert()
+            .code(0);
+    }
+}
+
+/// Issue #10 item 6: seal refuses an mtime outside years 0000 to 9999
+/// (FORMAT.md §5.4), naming the path, and writes no vault. ext4 cannot
+/// hold such times, tmpfs can: the case lives in /dev/shm.
+#[test]
+fn seal_refuses_mtime_outside_the_format_range() {
+    let fx = Fx::new();
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "/dev/shm is needed (CI is set, so this is a failure)"
+        );
+        eprintln!("SKIPPED: no /dev/shm");
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("casevault-it-")
+        .tempdir_in(shm)
+        .unwrap();
+    let set = |p: &Path, secs: i64| {
+        filetime::set_symlink_file_times(
+            p,
+            filetime::FileTime::from_unix_time(secs, 0),
+            filetime::FileTime::from_unix_time(secs, 0),
+        )
+        .unwrap();
+        assert_eq!(
+            fs::symlink_metadata(p).unwrap().mtime(),
+            secs,
+            "tmpfs stores it"
+        );
+    };
+    for (i, (rel, secs)) in [
+        ("sub/b.txt", LAST_SECOND + 1),
+        ("sub", FIRST_SECOND - 1),
+        ("link", 1i64 << 40),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let case = small_case(tmp.path(), &format!("SHM-{i}"));
+        case.symlink("link", "a.txt");
+        set(&case.path(rel), secs);
+        let vault = fx.vault(&format!("shm{i}.vault"));
+        let a = casevault()
+            .arg("seal")
+            .arg(&case.root)
+            .arg("-o")
+            .arg(&vault)
+            .arg("-r")
+            .arg(&fx.key.recipient)
+            .assert()
+            .code(1);
+        let err = stderr_of(&a);
+        assert_error_message(&err);
+        assert!(
+            err.contains(&*case.path(rel).to_string_lossy()) && err.contains("mtime"),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(fx.out()).unwrap().count(), 0, "no vault");
+    }
+    // The last second of year 9999 is within the range.
+    let case = small_case(tmp.path(), "SHM-EDGE");
+    set(&case.path("a.txt"), LAST_SECOND);
+    fx.seal(&case.root, &fx.vault("edge.vault"), &[]);
 }
