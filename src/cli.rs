@@ -776,6 +776,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             // The result first: a custody log that cannot take the record
             // does not hide what was restored (issue #10 item 5).
+            warn_mtimes_not_stored(&report.mtimes_not_stored);
             if a.json {
                 print_json(&report)?;
             } else {
@@ -951,6 +952,30 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+    }
+}
+
+/// How many entries whose mtime was not stored unseal names one per line;
+/// `--json` lists them all.
+const MAX_MTIME_WARNINGS: usize = 10;
+
+/// Say on stderr which entries' recorded mtimes the destination filesystem
+/// did not store exactly (docs/CLI.md, issue #10 item 6).
+fn warn_mtimes_not_stored(list: &[unseal::MtimeNotStored]) {
+    use casevault::format::display_time;
+    for m in list.iter().take(MAX_MTIME_WARNINGS) {
+        eprintln!(
+            "casevault: warning: {}: the filesystem did not store the recorded mtime {}; it holds {}",
+            sanitize(&m.path),
+            display_time(m.mtime, m.mtime_nsec),
+            display_time(m.stored_mtime, m.stored_mtime_nsec)
+        );
+    }
+    if list.len() > MAX_MTIME_WARNINGS {
+        eprintln!(
+            "casevault: warning: and {} more entries whose mtime was not stored (--json lists all in mtimes_not_stored)",
+            list.len() - MAX_MTIME_WARNINGS
+        );
     }
 }
 

@@ -54,6 +54,10 @@ pub enum Error {
     /// The vault was written by a newer casevault.
     #[error("unsupported vault format: {0}")]
     Unsupported(String),
+    /// `error`, after which a staging directory could not be removed
+    /// completely; `what` says which and why. Exits as `error` does.
+    #[error("{error}; {what}")]
+    NotRemoved { error: Box<Error>, what: String },
     /// SIGINT or SIGTERM arrived; temporary output was removed.
     #[error("interrupted by signal {0}; temporary files removed")]
     Interrupted(i32),
@@ -68,6 +72,7 @@ impl Error {
             Error::NoMatchingKey => ErrorKind::NoMatchingKey,
             Error::Usage(_) => ErrorKind::Usage,
             Error::Interrupted(sig) => ErrorKind::Interrupted(*sig),
+            Error::NotRemoved { error, .. } => error.kind(),
         }
     }
 
@@ -84,6 +89,7 @@ impl Error {
                 Some("check that -i names the identity of a recipient this vault was sealed to")
             }
             Error::Unsupported(_) => Some("open this vault with a newer casevault"),
+            Error::NotRemoved { error, .. } => error.hint(),
             _ => None,
         }
     }

@@ -48,6 +48,33 @@ pub const MAX_SMALL_TAG_FILE: u64 = 64 * 1024;
 /// Longest path we accept inside a vault, in bytes (Linux PATH_MAX).
 pub const MAX_PATH_BYTES: usize = 4096;
 
+/// First second an `mtime` may hold: 0000-01-01T00:00:00Z (FORMAT §5.4).
+pub const MTIME_MIN: i64 = -62_167_219_200;
+/// Last second an `mtime` may hold: 9999-12-31T23:59:59Z (FORMAT §5.4).
+pub const MTIME_MAX: i64 = 253_402_300_799;
+
+/// Whether `secs` lies in the years 0000 to 9999, the range RFC 3339 can
+/// write and the only one casevault records (FORMAT §5.4): seal refuses
+/// other times and readers refuse vaults holding them.
+pub fn mtime_in_range(secs: i64) -> bool {
+    (MTIME_MIN..=MTIME_MAX).contains(&secs)
+}
+
+/// A time as RFC 3339 in UTC with its sub-second part
+/// (`2024-03-15T10:30:00.12Z`), or `@SECONDS.NANOSECONDS` outside the
+/// years 0000 to 9999.
+pub fn display_time(secs: i64, nsec: u32) -> String {
+    let rfc = time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(secs) * 1_000_000_000 + i128::from(nsec),
+    )
+    .ok()
+    .and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    });
+    rfc.unwrap_or_else(|| format!("@{secs}.{nsec:09}"))
+}
+
 /// Whether `id` is a valid case id: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`.
 pub fn is_valid_case_id(id: &str) -> bool {
     let b = id.as_bytes();
@@ -724,6 +751,31 @@ mod tests {
         ] {
             assert!(!is_valid_case_id(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn mtime_range_and_display() {
+        assert!(mtime_in_range(MTIME_MIN) && mtime_in_range(MTIME_MAX) && mtime_in_range(0));
+        assert!(!mtime_in_range(MTIME_MIN - 1) && !mtime_in_range(MTIME_MAX + 1));
+        assert!(!mtime_in_range(i64::MIN) && !mtime_in_range(i64::MAX));
+        assert_eq!(display_time(MTIME_MIN, 0), "0000-01-01T00:00:00Z");
+        assert_eq!(
+            display_time(MTIME_MAX, 999_999_999),
+            "9999-12-31T23:59:59.999999999Z"
+        );
+        assert_eq!(display_time(-1, 500_000_000), "1969-12-31T23:59:59.5Z");
+        assert_eq!(
+            display_time(i64::MAX, 7),
+            format!("@{}.000000007", i64::MAX)
+        );
+        assert_eq!(
+            display_time(i64::MIN, 0),
+            format!("@{}.000000000", i64::MIN)
+        );
+        assert_eq!(
+            display_time(MTIME_MAX + 1, 0),
+            format!("@{}.000000000", MTIME_MAX + 1)
+        );
     }
 
     #[test]

@@ -785,6 +785,13 @@ fn check_bag(
             problems.push(format!("casevault.json: malformed entry {:?}", e.path));
             continue;
         }
+        if !format::mtime_in_range(e.mtime) {
+            problems.push(format!(
+                "casevault.json: entry {:?} has mtime {}, outside the years 0000 to 9999 (FORMAT.md §5.4)",
+                e.path, e.mtime
+            ));
+            continue;
+        }
         match e.kind {
             Kind::File => {
                 n_files += 1;

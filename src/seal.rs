@@ -460,6 +460,14 @@ impl Walk {
             let ft = meta;
             let mode = meta.mode() & 0o7777;
             let (mtime, mtime_nsec) = (meta.mtime(), meta.mtime_nsec() as u32);
+            if !format::mtime_in_range(mtime) {
+                return Err(Error::Refused(format!(
+                    "{}: mtime {} is outside the years 0000 to 9999 that a vault records (FORMAT.md §5.4); seal a copy whose time is corrected (touch -m -d)",
+                    path.display(),
+                    format::display_time(mtime, mtime_nsec)
+                ))
+                .into());
+            }
             if ft.is_dir() {
                 tarfmt::write_header(
                     out,

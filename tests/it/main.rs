@@ -28,5 +28,6 @@ mod seal;
 mod sign;
 mod sweep;
 mod unseal;
+mod unseal_unpriv;
 mod vectors;
 mod verify;

@@ -2,7 +2,7 @@
 //! symlink policy.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use crate::util::*;
@@ -16,6 +16,7 @@ const UNSEAL_JSON_KEYS: &[&str] = &[
     "symlinks",
     "bytes",
     "vault_sha256",
+    "mtimes_not_stored",
 ];
 
 fn check_unseal_json(v: &serde_json::Value, case: &Path, case_id: &str, vault: &Path) {
@@ -26,6 +27,7 @@ fn check_unseal_json(v: &serde_json::Value, case: &Path, case_id: &str, vault: &
     assert_eq!(v["dirs"], dirs);
     assert_eq!(v["symlinks"], symlinks);
     assert_eq!(v["bytes"], bytes);
+    assert_eq!(v["mtimes_not_stored"], serde_json::json!([]));
     assert_eq!(
         v["vault_sha256"],
         sha256_hex(&fs::read(vault).unwrap()).as_str()
@@ -698,4 +700,343 @@ fn errors_name_the_path() {
         err.contains("named-vault.vault"),
         "exit 3 error does not name the vault: {err}"
     );
+}
+
+/// Issue #10 item 4: the staging directory is 0700 whatever the umask, so
+/// other local users cannot watch names and sizes appear while a vault is
+/// extracted; DEST gets the recorded mode of the case root only at the end.
+#[test]
+fn staging_directory_is_0700_under_umask_022() {
+    let fx = Fx::new();
+    let case = crate::unseal_unpriv::slow_readonly_case(&fx, "UMASK-1");
+    case.mode(".", 0o750);
+    let vault = fx.vault("umask.vault");
+    fx.seal(&case.root, &vault, &[]);
+    let dest = fx.dest("umask");
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_casevault"))
+        .arg("unseal")
+        .arg(&vault)
+        .arg("-o")
+        .arg(&dest)
+        .arg("-i")
+        .arg(&fx.key.path)
+        .env(PANIC_LOG_ENV, panic_log())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let staging = crate::unseal_unpriv::stop_at_staging(&mut child, &fx.restore());
+    let mode = fs::symlink_metadata(&staging).unwrap().permissions().mode() & 0o7777;
+    crate::unseal_unpriv::signal(&child, "CONT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(mode, 0o700, "staging directory mode while unsealing");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        fs::metadata(&dest).unwrap().permissions().mode() & 0o7777,
+        0o750
+    );
+    assert_same_tree(&case.root, &dest, true);
+}
+
+/// A vault like one sealed from `case`, except for what `edit` changes in
+/// its casevault.json (the tag manifest is fixed to match), re-encrypted
+/// to the fixture key: as an attacker, or a sealer on another filesystem,
+/// could make it.
+fn craft_json(
+    fx: &Fx,
+    case: &CaseTree,
+    name: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> std::path::PathBuf {
+    let orig = fx.root().join(format!("{name}.orig.vault"));
+    fx.seal(&case.root, &orig, &["--compress", "none"]);
+    let (mut entries, _) = parse_tar(&decrypt_vault(&orig, &fx.key));
+    fs::remove_file(&orig).unwrap();
+    fs::remove_file(orig.with_extension("vault.sha256")).unwrap();
+    let id = case.root.file_name().unwrap().to_str().unwrap();
+    let idx = |entries: &[RawEntry], tag: &str| {
+        entries
+            .iter()
+            .position(|e| e.path() == format!("{id}/{tag}"))
+            .unwrap()
+    };
+    let j = idx(&entries, "casevault.json");
+    let mut json: serde_json::Value = serde_json::from_slice(&entries[j].data).unwrap();
+    edit(&mut json);
+    let mut bytes = serde_json::to_vec(&json).unwrap();
+    bytes.push(b'\n');
+    entries[j].set_data(bytes);
+    let mut tm = String::new();
+    for tag in [
+        "bagit.txt",
+        "bag-info.txt",
+        "casevault.json",
+        "manifest-sha256.txt",
+    ] {
+        let data = &entries[idx(&entries, tag)].data;
+        tm.push_str(&format!("{}  {tag}\n", sha256_hex(data)));
+    }
+    let t = idx(&entries, "tagmanifest-sha256.txt");
+    entries[t].set_data(tm.into_bytes());
+    let vault = fx.vault(&format!("{name}.vault"));
+    fs::write(
+        &vault,
+        encrypt_to(&fx.key.recipient, &build_tar(&entries), false),
+    )
+    .unwrap();
+    vault
+}
+
+/// Set `mtime` and `mtime_nsec` of the casevault.json entries whose path
+/// `pick` selects.
+fn set_mtimes(json: &mut serde_json::Value, pick: impl Fn(&str) -> bool, secs: i64, nsec: u32) {
+    for e in json["entries"].as_array_mut().unwrap() {
+        if pick(e["path"].as_str().unwrap()) {
+            e["mtime"] = secs.into();
+            e["mtime_nsec"] = nsec.into();
+        }
+    }
+}
+
+/// 9999-12-31T23:59:59Z, the last second FORMAT.md §5.4 allows.
+const LAST_SECOND: i64 = 253_402_300_799;
+/// 0000-01-01T00:00:00Z, the first.
+const FIRST_SECOND: i64 = -62_167_219_200;
+
+/// Issue #10 item 6: an mtime the destination filesystem cannot hold (ext4
+/// stops in 2446) used to be clamped silently. unseal now restores the case
+/// and names every entry whose time was not stored: one stderr line each,
+/// capped at 10 plus a count, and all of them in `--json`.
+#[test]
+fn mtimes_the_filesystem_cannot_store_are_reported() {
+    let fx = Fx::new();
+    let probe = fx.root().join("probe");
+    fs::write(&probe, b"").unwrap();
+    let far = filetime::FileTime::from_unix_time(LAST_SECOND, 0);
+    filetime::set_file_mtime(&probe, far).unwrap();
+    if filetime::FileTime::from_last_modification_time(&fs::metadata(&probe).unwrap()) == far {
+        eprintln!("SKIPPED: this filesystem stores year 9999, nothing is clamped");
+        return;
+    }
+    fs::remove_file(&probe).unwrap();
+    let case = small_case(&fx.cases(), "FAR-1");
+    for i in 0..25 {
+        case.file(&format!("far/f{i:02}"), b"x");
+    }
+    case.stamp_times(1_600_000_000);
+    let vault = craft_json(&fx, &case, "far", |j| {
+        set_mtimes(
+            j,
+            |p| p == "data" || p.starts_with("data/far"),
+            LAST_SECOND,
+            999_999_999,
+        )
+    });
+    let dest = fx.dest("far");
+    let a = casevault()
+        .arg("unseal")
+        .arg(&vault)
+        .arg("-o")
+        .arg(&dest)
+        .arg("-i")
+        .arg(&fx.key.path)
+        .arg("--json")
+        .assert()
+        .code(0);
+    let v = json_of(&a);
+    let err = stderr_of(&a);
+    let listed = v["mtimes_not_stored"].as_array().unwrap();
+    let mut paths: Vec<&str> = listed.iter().map(|e| e["path"].as_str().unwrap()).collect();
+    paths.sort();
+    let mut want = vec![".".to_string(), "far".to_string()];
+    want.extend((0..25).map(|i| format!("far/f{i:02}")));
+    want.sort();
+    assert_eq!(paths, want);
+    for e in listed {
+        assert_eq!(e["mtime"], LAST_SECOND);
+        assert_eq!(e["mtime_nsec"], 999_999_999);
+        let stored = e["stored_mtime"].as_i64().unwrap();
+        assert!(stored < LAST_SECOND, "{e}");
+        let p = if e["path"] == "." {
+            dest.clone()
+        } else {
+            dest.join(e["path"].as_str().unwrap())
+        };
+        assert_eq!(fs::symlink_metadata(p).unwrap().mtime(), stored);
+    }
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("casevault: warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 11, "{err}");
+    assert!(
+        warnings[..10]
+            .iter()
+            .all(|l| l.contains("9999-12-31T23:59:59.999999999Z")),
+        "{err}"
+    );
+    assert!(warnings[10].contains("17 more"), "{err}");
+    // Everything else is exact.
+    let untouched = ["a.txt", "sub", "sub/b.txt", "empty_dir"];
+    for rel in untouched {
+        let (a, b) = (
+            fs::metadata(case.path(rel)).unwrap(),
+            fs::metadata(dest.join(rel)).unwrap(),
+        );
+        assert_eq!((a.mtime(), a.mtime_nsec()), (b.mtime(), b.mtime_nsec()));
+    }
+
+    // Human output: the same stdout line as always, warnings on stderr.
+    let dest2 = fx.dest("far-human");
+    let a = casevault()
+        .arg("unseal")
+        .arg(&vault)
+        .arg("-o")
+        .arg(&dest2)
+        .arg("-i")
+        .arg(&fx.key.path)
+        .assert()
+        .code(0);
+    assert!(stdout_of(&a).starts_with("unsealed FAR-1: "));
+    assert_eq!(
+        stderr_of(&a)
+            .lines()
+            .filter(|l| l.starts_with("casevault: warning: "))
+            .count(),
+        11
+    );
+}
+
+/// A vault whose times all fit reports none.
+#[test]
+fn mtimes_not_stored_is_empty_when_all_fit() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "FIT-1");
+    let vault = fx.vault("fit.vault");
+    fx.seal(&case.root, &vault, &[]);
+    let a = casevault()
+        .arg("unseal")
+        .arg(&vault)
+        .arg("-o")
+        .arg(fx.dest("fit"))
+        .arg("-i")
+        .arg(&fx.key.path)
+        .arg("--json")
+        .assert()
+        .code(0);
+    assert_eq!(json_of(&a)["mtimes_not_stored"], serde_json::json!([]));
+    assert_eq!(stderr_of(&a), "");
+}
+
+/// Issue #10 item 6: mtimes outside years 0000 to 9999 (FORMAT.md §5.4) in
+/// a crafted casevault.json are refused by every reader (exit 3, nothing
+/// written, no panic); the bounds themselves are accepted.
+#[test]
+fn crafted_mtime_outside_the_format_range_is_refused() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "RANGE-1");
+    for (i, secs) in [LAST_SECOND + 1, FIRST_SECOND - 1, i64::MIN, i64::MAX]
+        .into_iter()
+        .enumerate()
+    {
+        let vault = craft_json(&fx, &case, &format!("bad{i}"), |j| {
+            set_mtimes(j, |p| p == "data/sub/b.txt", secs, 0)
+        });
+        let err = fx.unseal_fails(&vault, &fx.dest("bad"), 3, &[]);
+        assert!(
+            err.contains("data/sub/b.txt") && err.contains("mtime"),
+            "{err}"
+        );
+        for cmd in ["verify", "list"] {
+            let a = casevault()
+                .arg(cmd)
+                .arg(&vault)
+                .arg("-i")
+                .arg(&fx.key.path)
+                .assert()
+                .code(3);
+            assert!(stderr_of(&a).contains("mtime") || stdout_of(&a).contains("mtime"));
+        }
+    }
+    for (i, secs) in [LAST_SECOND, FIRST_SECOND].into_iter().enumerate() {
+        let vault = craft_json(&fx, &case, &format!("edge{i}"), |j| {
+            set_mtimes(j, |p| p == "data/sub/b.txt", secs, 0)
+        });
+        casevault()
+            .arg("verify")
+            .arg(&vault)
+            .arg("-i")
+            .arg(&fx.key.path)
+            .assert()
+            .code(0);
+    }
+}
+
+/// Issue #10 item 6: seal refuses an mtime outside years 0000 to 9999
+/// (FORMAT.md §5.4), naming the path, and writes no vault. ext4 cannot
+/// hold such times, tmpfs can: the case lives in /dev/shm.
+#[test]
+fn seal_refuses_mtime_outside_the_format_range() {
+    let fx = Fx::new();
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "/dev/shm is needed (CI is set, so this is a failure)"
+        );
+        eprintln!("SKIPPED: no /dev/shm");
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("casevault-it-")
+        .tempdir_in(shm)
+        .unwrap();
+    let set = |p: &Path, secs: i64| {
+        filetime::set_symlink_file_times(
+            p,
+            filetime::FileTime::from_unix_time(secs, 0),
+            filetime::FileTime::from_unix_time(secs, 0),
+        )
+        .unwrap();
+        assert_eq!(
+            fs::symlink_metadata(p).unwrap().mtime(),
+            secs,
+            "tmpfs stores it"
+        );
+    };
+    for (i, (rel, secs)) in [
+        ("sub/b.txt", LAST_SECOND + 1),
+        ("sub", FIRST_SECOND - 1),
+        ("link", 1i64 << 40),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let case = small_case(tmp.path(), &format!("SHM-{i}"));
+        case.symlink("link", "a.txt");
+        set(&case.path(rel), secs);
+        let vault = fx.vault(&format!("shm{i}.vault"));
+        let a = casevault()
+            .arg("seal")
+            .arg(&case.root)
+            .arg("-o")
+            .arg(&vault)
+            .arg("-r")
+            .arg(&fx.key.recipient)
+            .assert()
+            .code(1);
+        let err = stderr_of(&a);
+        assert_error_message(&err);
+        assert!(
+            err.contains(&*case.path(rel).to_string_lossy()) && err.contains("mtime"),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(fx.out()).unwrap().count(), 0, "no vault");
+    }
+    // The last second of year 9999 is within the range.
+    let case = small_case(tmp.path(), "SHM-EDGE");
+    set(&case.path("a.txt"), LAST_SECOND);
+    fx.seal(&case.root, &fx.vault("edge.vault"), &[]);
 }
