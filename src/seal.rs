@@ -362,6 +362,9 @@ struct Walk {
     sealed_entries: Vec<Entry>,
     /// Signs `casevault.json` into `casevault.sig` when set.
     signer: Option<crate::sign::SigningKey>,
+    /// Bytes of the symlinks' paths and targets so far, against the
+    /// readers' limit ([`format::MAX_LINK_BYTES`]).
+    link_bytes: u64,
 }
 
 fn rel_str(rel: &Path, path: &Path) -> Result<String> {
@@ -386,6 +389,7 @@ impl Walk {
             manifest_sha256: String::new(),
             sealed_entries: Vec::new(),
             signer: None,
+            link_bytes: 0,
         }
     }
 
@@ -500,6 +504,20 @@ impl Walk {
                     ))
                 })?;
                 self.totals.symlinks += 1;
+                // Readers refuse a casevault.json with more links than this
+                // (FORMAT §6.1): seal never writes a vault they must refuse.
+                self.link_bytes += (bag_path.len() + target.len()) as u64;
+                if self.totals.symlinks > format::MAX_LINKS
+                    || self.link_bytes > format::MAX_LINK_BYTES
+                {
+                    return Err(Error::Refused(format!(
+                        "{}: the case has more than {} symlinks or {} bytes of their paths and targets, the limits of the vault format (FORMAT.md §6.1); split it into several cases",
+                        root.path.display(),
+                        format::MAX_LINKS,
+                        format::MAX_LINK_BYTES
+                    ))
+                    .into());
+                }
                 self.push_entry(Entry {
                     path: bag_path,
                     kind: Kind::Symlink,

@@ -871,3 +871,40 @@ fn invalid_case_id_flag_is_refused() {
         assert_snapshot_unchanged(fx.root(), &before);
     }
 }
+
+/// Seal stays within what readers accept (FORMAT §6.1): a case whose
+/// symlinks' paths and targets exceed the readers' 128 MiB is refused up
+/// front, naming the limit, and no vault is written (a vault no reader
+/// would open is worse than none).
+#[test]
+fn seal_refuses_more_link_bytes_than_readers_accept() {
+    let fx = Fx::new();
+    let case = fx.cases().join("LINKS-1");
+    fs::create_dir_all(&case).unwrap();
+    let target = "t".repeat(4000);
+    for i in 0..34_000 {
+        std::os::unix::fs::symlink(&target, case.join(format!("l{i:05}"))).unwrap();
+    }
+    let vault = fx.vault("links.vault");
+    let a = casevault()
+        .arg("seal")
+        .arg(&case)
+        .arg("-o")
+        .arg(&vault)
+        .args(["-r", &fx.key.recipient])
+        .assert()
+        .code(1);
+    let err = stderr_of(&a);
+    assert!(
+        err.contains("symlinks or 134217728 bytes of their paths and targets"),
+        "{err}"
+    );
+    assert!(!vault.exists());
+    assert!(
+        fs::read_dir(vault.parent().unwrap())
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing written"
+    );
+}
