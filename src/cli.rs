@@ -768,7 +768,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let report = match res {
                 Ok(r) => r,
                 Err(e) => {
-                    record_failure(custody.as_ref(), failed_event("unsealed", &vault));
+                    // A usage error (e.g. DEST's parent missing) touched no
+                    // vault: nothing to record (issue #17 item 5).
+                    if e.kind() != casevault::ErrorKind::Usage {
+                        record_failure(custody.as_ref(), failed_event("unsealed", &vault));
+                    }
                     return Err(
                         anyhow::Error::new(e).context(format!("cannot unseal {}", vault.display()))
                     );

@@ -141,7 +141,27 @@ pub fn free_margin(fs_bytes: u64) -> u64 {
 /// Check that `dest` does not exist or is an empty directory.
 fn check_dest(dest: &Path) -> Result<()> {
     match fs::symlink_metadata(dest) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // unseal creates DEST, never its parents: a mistyped path must
+            // not grow a tree of directories (issue #17 item 5).
+            let parent = crate::io::parent_dir(dest);
+            match fs::metadata(&parent) {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err(Error::Usage(format!(
+                    "{} is not a directory, so it cannot hold the destination {}",
+                    parent.display(),
+                    dest.display()
+                ))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::Usage(format!(
+                    "the directory {} that is to hold the destination {} does not exist; \
+                     unseal does not create it: mkdir -p {} first",
+                    parent.display(),
+                    dest.display(),
+                    parent.display()
+                ))),
+                Err(e) => Err(Error::io("cannot inspect", &parent, e)),
+            }
+        }
         Err(e) => Err(Error::io("cannot inspect destination", dest, e)),
         Ok(m) if m.is_dir() => {
             let mut it =

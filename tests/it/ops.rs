@@ -456,3 +456,48 @@ fn a_shared_store_whose_group_the_sweep_is_not_in_is_refused() {
         "nothing created in the store"
     );
 }
+
+/// Item 5: `unseal -o ~/work/CASE` where `~/work` does not exist says so
+/// plainly (exit 2, a usage error), creates nothing, and appends no custody
+/// record; the same command after `mkdir -p` works.
+#[test]
+fn unseal_into_a_missing_parent_says_so_and_records_nothing() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "PAR-1");
+    let vault = fx.vault("par.vault");
+    fx.seal(&case.root, &vault, &[]);
+    let work = fx.root().join("work");
+    let dest = work.join("PAR-1");
+    let log = fx.root().join("custody.jsonl");
+    let before = snapshot(fx.root());
+    let unseal = || {
+        let mut c = casevault();
+        c.arg("unseal")
+            .arg(&vault)
+            .arg("-o")
+            .arg(&dest)
+            .arg("-i")
+            .arg(&fx.key.path)
+            .arg("--custody")
+            .arg(&log);
+        c
+    };
+    let a = unseal().assert().code(2);
+    let err = stderr_of(&a);
+    assert_error_message(&err);
+    assert!(
+        err.contains(&format!(
+            "{} that is to hold the destination",
+            work.display()
+        )) && err.contains("does not exist")
+            && err.contains(&format!("mkdir -p {}", work.display())),
+        "{err}"
+    );
+    assert!(!err.contains("staging"), "{err}");
+    assert_snapshot_unchanged(fx.root(), &before);
+    assert!(!log.exists(), "no custody record for a usage error");
+
+    fs::create_dir(&work).unwrap();
+    unseal().assert().code(0);
+    assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 1);
+}
