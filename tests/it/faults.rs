@@ -425,7 +425,7 @@ fn zero_vault(fx: &Fx, case: &str, zeros: usize, then_file: bool) -> PathBuf {
         vec![]
     };
     let vault = fx.vault(&format!("{case}.vault"));
-    let frame = crate::vectors::zstd_frame(&prefix, zeros, &suffix);
+    let frame = zstd_frame(&prefix, zeros, &suffix);
     fs::write(&vault, encrypt_to(&fx.key.recipient, &frame, false)).unwrap();
     vault
 }
