@@ -532,13 +532,7 @@ fn check(c: &Case) {
     }
     if let Some(code) = c.verify {
         let before = snapshot(fx.root());
-        casevault()
-            .arg("verify")
-            .arg(&vault)
-            .arg("-i")
-            .arg(&fx.key.path)
-            .assert()
-            .code(code);
+        verify_cmd(&vault, &fx.key.path).assert().code(code);
         assert_snapshot_unchanged(fx.root(), &before);
     }
 }
@@ -690,7 +684,7 @@ fn crafted_vault(fx: &Fx, name: &str, dirs: &[String], files: &[String], links: 
 /// /proc while it runs (a poll can only under-read the peak, never
 /// over-read it), and its exit code.
 fn verify_peak_rss(fx: &Fx, vault: &Path) -> (u64, Option<i32>) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_casevault"))
+    let mut child = bin_command()
         .arg("verify")
         .arg(vault)
         .arg("-i")

@@ -745,14 +745,7 @@ fn hostile_corpus() {
         let dest = parent.join("dest");
 
         let start = Instant::now();
-        let a = casevault()
-            .arg("unseal")
-            .arg(&vault)
-            .arg("-o")
-            .arg(&dest)
-            .arg("-i")
-            .arg(&key)
-            .assert();
+        let a = unseal_cmd(&vault, &dest, &key).assert();
         let took = start.elapsed();
         let err = stderr_of(&a);
         eprintln!(
@@ -794,13 +787,7 @@ fn hostile_corpus() {
 
         let before = snapshot(tmp.path());
         let start = Instant::now();
-        let a = casevault()
-            .current_dir(&parent)
-            .arg("verify")
-            .arg(&vault)
-            .arg("-i")
-            .arg(&key)
-            .assert();
+        let a = verify_cmd(&vault, &key).current_dir(&parent).assert();
         let took = start.elapsed();
         assert_eq!(
             a.get_output().status.code(),

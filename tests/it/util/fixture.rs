@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
 use super::{
-    assert_error_message, assert_snapshot_unchanged, casevault, json_of, snapshot, stderr_of, Key,
+    assert_error_message, assert_snapshot_unchanged, json_of, seal_cmd, snapshot, stderr_of,
+    unseal_cmd, Key,
 };
 
 /// Layout: `ROOT/keys/key.txt`, case trees under `ROOT/cases/`, vaults under
@@ -58,13 +59,7 @@ impl Fx {
     /// `seal CASE -o VAULT -r KEY --json EXTRA…`, asserting success; returns
     /// the JSON object.
     pub fn seal(&self, case: &Path, vault: &Path, extra: &[&str]) -> serde_json::Value {
-        let a = casevault()
-            .arg("seal")
-            .arg(case)
-            .arg("-o")
-            .arg(vault)
-            .arg("-r")
-            .arg(&self.key.recipient)
+        let a = seal_cmd(case, vault, &self.key.recipient)
             .arg("--json")
             .args(extra)
             .assert();
@@ -75,13 +70,7 @@ impl Fx {
 
     /// `unseal VAULT -o DEST -i KEY --json EXTRA…`, asserting success.
     pub fn unseal(&self, vault: &Path, dest: &Path, extra: &[&str]) -> serde_json::Value {
-        let a = casevault()
-            .arg("unseal")
-            .arg(vault)
-            .arg("-o")
-            .arg(dest)
-            .arg("-i")
-            .arg(&self.key.path)
+        let a = unseal_cmd(vault, dest, &self.key.path)
             .arg("--json")
             .args(extra)
             .assert();
@@ -99,13 +88,7 @@ impl Fx {
     /// fixture root (no staging leftovers, nothing written outside).
     pub fn unseal_fails(&self, vault: &Path, dest: &Path, code: i32, extra: &[&str]) -> String {
         let before = snapshot(self.root());
-        let a = casevault()
-            .arg("unseal")
-            .arg(vault)
-            .arg("-o")
-            .arg(dest)
-            .arg("-i")
-            .arg(&self.key.path)
+        let a = unseal_cmd(vault, dest, &self.key.path)
             .args(extra)
             .assert()
             .code(code);

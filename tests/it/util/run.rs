@@ -2,6 +2,7 @@
 //! outputs as text or JSON, and the one-line error-message check.
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -110,4 +111,50 @@ pub fn signal_and_wait(mut child: std::process::Child, sig: &str) -> std::proces
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `casevault seal CASE -o VAULT -r RECIPIENT`, to add arguments to.
+pub fn seal_cmd(
+    case: impl AsRef<OsStr>,
+    vault: impl AsRef<OsStr>,
+    recipient: impl AsRef<OsStr>,
+) -> assert_cmd::Command {
+    let mut cmd = casevault();
+    cmd.arg("seal")
+        .arg(case)
+        .arg("-o")
+        .arg(vault)
+        .arg("-r")
+        .arg(recipient);
+    cmd
+}
+
+/// `casevault unseal VAULT -o DEST -i IDENTITY`, to add arguments to.
+pub fn unseal_cmd(
+    vault: impl AsRef<OsStr>,
+    dest: impl AsRef<OsStr>,
+    identity: impl AsRef<OsStr>,
+) -> assert_cmd::Command {
+    let mut cmd = casevault();
+    cmd.arg("unseal")
+        .arg(vault)
+        .arg("-o")
+        .arg(dest)
+        .arg("-i")
+        .arg(identity);
+    cmd
+}
+
+/// `casevault verify VAULT -i IDENTITY`, to add arguments to.
+pub fn verify_cmd(vault: impl AsRef<OsStr>, identity: impl AsRef<OsStr>) -> assert_cmd::Command {
+    let mut cmd = casevault();
+    cmd.arg("verify").arg(vault).arg("-i").arg(identity);
+    cmd
+}
+
+/// `casevault list VAULT -i IDENTITY`, to add arguments to.
+pub fn list_cmd(vault: impl AsRef<OsStr>, identity: impl AsRef<OsStr>) -> assert_cmd::Command {
+    let mut cmd = casevault();
+    cmd.arg("list").arg(vault).arg("-i").arg(identity);
+    cmd
 }
