@@ -61,14 +61,7 @@ fn expect_damaged(fx: &Fx, vault: &PathBuf, damaged: &[u8], label: &str) {
     fs::write(vault, damaged).unwrap();
     let dest = fx.dest("restored");
     let before = snapshot(fx.root());
-    let a = casevault()
-        .arg("unseal")
-        .arg(vault)
-        .arg("-o")
-        .arg(&dest)
-        .arg("-i")
-        .arg(&fx.key.path)
-        .assert();
+    let a = unseal_cmd(vault, &dest, &fx.key.path).assert();
     assert_eq!(
         a.get_output().status.code(),
         Some(3),
@@ -80,12 +73,7 @@ fn expect_damaged(fx: &Fx, vault: &PathBuf, damaged: &[u8], label: &str) {
     assert_error_message(&stderr_of(&a));
 
     // (verify -i --json output on failure is checked in verify.rs.)
-    let a = casevault()
-        .arg("verify")
-        .arg(vault)
-        .arg("-i")
-        .arg(&fx.key.path)
-        .assert();
+    let a = verify_cmd(vault, &fx.key.path).assert();
     assert_eq!(
         a.get_output().status.code(),
         Some(3),

@@ -36,11 +36,7 @@ fn cx() -> Cx {
             "intake",
         ],
     );
-    casevault()
-        .arg("verify")
-        .arg(&vault)
-        .arg("-i")
-        .arg(&fx.key.path)
+    verify_cmd(&vault, &fx.key.path)
         .args(["--custody", &l])
         .assert()
         .code(0);
@@ -183,11 +179,7 @@ fn failed_verify_is_recorded_as_failed() {
     let n = bytes.len();
     bytes[n - 20] ^= 1;
     fs::write(&c.vault, bytes).unwrap();
-    casevault()
-        .arg("verify")
-        .arg(&c.vault)
-        .arg("-i")
-        .arg(&c.fx.key.path)
+    verify_cmd(&c.vault, &c.fx.key.path)
         .arg("--custody")
         .arg(&c.log)
         .assert()
@@ -308,11 +300,7 @@ fn torn_custody_log_after_success_is_exit_1_and_says_what_succeeded() {
     }
 
     // verify -i: the OK line and the JSON object, then exit 1.
-    let a = casevault()
-        .arg("verify")
-        .arg(&c.vault)
-        .arg("-i")
-        .arg(&c.fx.key.path)
+    let a = verify_cmd(&c.vault, &c.fx.key.path)
         .args(["--custody", l, "--json"])
         .assert()
         .code(1);
@@ -327,13 +315,7 @@ fn torn_custody_log_after_success_is_exit_1_and_says_what_succeeded() {
 
     // seal as well.
     let v2 = c.fx.vault("torn2.vault");
-    let a = casevault()
-        .arg("seal")
-        .arg(c.fx.cases().join("CUS-1"))
-        .arg("-o")
-        .arg(&v2)
-        .arg("-r")
-        .arg(&c.fx.key.recipient)
+    let a = seal_cmd(c.fx.cases().join("CUS-1"), &v2, &c.fx.key.recipient)
         .args(["--custody", l])
         .assert()
         .code(1);
@@ -344,11 +326,7 @@ fn torn_custody_log_after_success_is_exit_1_and_says_what_succeeded() {
 
     // A failed operation keeps its own exit code (here: no identity).
     let other = c.fx.new_key("other.txt");
-    let a = casevault()
-        .arg("verify")
-        .arg(&c.vault)
-        .arg("-i")
-        .arg(&other.path)
+    let a = verify_cmd(&c.vault, &other.path)
         .args(["--custody", l])
         .assert()
         .code(4);

@@ -410,22 +410,18 @@ fn big_zero_vault(fx: &Fx, case: &str) -> PathBuf {
 /// A vault (never complete) whose first file holds `zeros` zero bytes,
 /// followed, with `then_file`, by the header of a second, empty file.
 fn zero_vault(fx: &Fx, case: &str, zeros: usize, then_file: bool) -> PathBuf {
-    let header = |name: String, flag: u8, len: u64| {
-        let mut e = RawEntry::new_raw(name.as_bytes(), flag, vec![], b"");
-        e.header.set_size(len);
-        e.header.set_cksum();
-        e.header.as_bytes().to_vec()
-    };
-    let mut prefix = header(format!("{case}/"), b'5', 0);
-    prefix.extend(header(format!("{case}/data/"), b'5', 0));
-    prefix.extend(header(format!("{case}/data/zeros.bin"), b'0', zeros as u64));
+    let prefix = headers_only(&[
+        (&format!("{case}/"), b'5', 0),
+        (&format!("{case}/data/"), b'5', 0),
+        (&format!("{case}/data/zeros.bin"), b'0', zeros as u64),
+    ]);
     let suffix = if then_file {
-        header(format!("{case}/data/next.bin"), b'0', 0)
+        headers_only(&[(&format!("{case}/data/next.bin"), b'0', 0)])
     } else {
         vec![]
     };
     let vault = fx.vault(&format!("{case}.vault"));
-    let frame = crate::vectors::zstd_frame(&prefix, zeros, &suffix);
+    let frame = zstd_frame(&prefix, zeros, &suffix);
     fs::write(&vault, encrypt_to(&fx.key.recipient, &frame, false)).unwrap();
     vault
 }

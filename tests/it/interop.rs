@@ -227,25 +227,9 @@ fn age_keygen_identity_unseals_casevault_vault() {
         .to_string();
     let case = rich_case_light(&fx.cases(), "STOCKKEY-1");
     let vault = fx.vault("sk.vault");
-    casevault()
-        .arg("seal")
-        .arg(&case.root)
-        .arg("-o")
-        .arg(&vault)
-        .arg("-r")
-        .arg(&recipient)
-        .assert()
-        .code(0);
+    seal_cmd(&case.root, &vault, &recipient).assert().code(0);
     let dest = fx.dest("sk");
-    casevault()
-        .arg("unseal")
-        .arg(&vault)
-        .arg("-o")
-        .arg(&dest)
-        .arg("-i")
-        .arg(&key)
-        .assert()
-        .code(0);
+    unseal_cmd(&vault, &dest, &key).assert().code(0);
     assert_same_tree(&case.root, &dest, true);
     // A recipients file written by age-keygen -y is accepted by -R too.
     let rfile = fx.root().join("keys/stock.pub");
@@ -293,15 +277,7 @@ fn casevault_keygen_identity_works_with_stock_age() {
     // A vault sealed to it decrypts with stock age.
     let case = small_case(&fx.cases(), "CVKEY-1");
     let vault = fx.vault("cv.vault");
-    casevault()
-        .arg("seal")
-        .arg(&case.root)
-        .arg("-o")
-        .arg(&vault)
-        .arg("-r")
-        .arg(&recipient)
-        .assert()
-        .code(0);
+    seal_cmd(&case.root, &vault, &recipient).assert().code(0);
     if let Some(bag) = stock_extract(&vault, &key, &fx.root().join("x"), "CVKEY-1", false) {
         assert_bag_matches_case(&bag, &case.root);
     }
@@ -322,13 +298,7 @@ fn ssh_ed25519_vault_decrypts_with_stock_age() {
     let pubkey = fs::read_to_string(key.with_extension("pub")).unwrap();
     let case = small_case(&fx.cases(), "SSHAGE-1");
     let vault = fx.vault("ssh.vault");
-    casevault()
-        .arg("seal")
-        .arg(&case.root)
-        .arg("-o")
-        .arg(&vault)
-        .arg("-r")
-        .arg(pubkey.trim_end())
+    seal_cmd(&case.root, &vault, pubkey.trim_end())
         .assert()
         .code(0);
     if let Some(bag) = stock_extract(&vault, &key, &fx.root().join("x"), "SSHAGE-1", false) {

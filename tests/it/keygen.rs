@@ -153,24 +153,8 @@ fn keygen_key_seals_and_unseals() {
     let recipient = stdout_of(&a).trim_end().to_string();
     let case = small_case(&fx.cases(), "KG-1");
     let vault = fx.vault("kg.vault");
-    casevault()
-        .arg("seal")
-        .arg(&case.root)
-        .arg("-o")
-        .arg(&vault)
-        .arg("-r")
-        .arg(&recipient)
-        .assert()
-        .code(0);
+    seal_cmd(&case.root, &vault, &recipient).assert().code(0);
     let dest = fx.dest("kg");
-    casevault()
-        .arg("unseal")
-        .arg(&vault)
-        .arg("-o")
-        .arg(&dest)
-        .arg("-i")
-        .arg(&key)
-        .assert()
-        .code(0);
+    unseal_cmd(&vault, &dest, &key).assert().code(0);
     assert_same_tree(&case.root, &dest, true);
 }

@@ -25,13 +25,7 @@ fn list_human_lines() {
     let vault = fx.vault("ls.vault");
     fx.seal(&case.root, &vault, &[]);
     let before = snapshot(fx.root());
-    let a = casevault()
-        .arg("list")
-        .arg(&vault)
-        .arg("-i")
-        .arg(&fx.key.path)
-        .assert()
-        .code(0);
+    let a = list_cmd(&vault, &fx.key.path).assert().code(0);
     assert_snapshot_unchanged(fx.root(), &before);
     let out = stdout_of(&a);
 
@@ -72,11 +66,7 @@ fn list_json_entries() {
     let case = rich_case_light(&fx.cases(), "LJ-1");
     let vault = fx.vault("lj.vault");
     let sealed = fx.seal(&case.root, &vault, &["--compress", "none"]);
-    let a = casevault()
-        .arg("list")
-        .arg(&vault)
-        .arg("-i")
-        .arg(&fx.key.path)
+    let a = list_cmd(&vault, &fx.key.path)
         .arg("--json")
         .assert()
         .code(0);
@@ -142,13 +132,7 @@ fn list_damaged_vault_is_exit_3() {
     bytes[n - 20] ^= 0x80;
     fs::write(&vault, &bytes).unwrap();
     let before = snapshot(fx.root());
-    let a = casevault()
-        .arg("list")
-        .arg(&vault)
-        .arg("-i")
-        .arg(&fx.key.path)
-        .assert()
-        .code(3);
+    let a = list_cmd(&vault, &fx.key.path).assert().code(3);
     assert_error_message(&stderr_of(&a));
     assert_snapshot_unchanged(fx.root(), &before);
 }
@@ -159,21 +143,9 @@ fn list_wrong_key_and_missing_identity() {
     let case = small_case(&fx.cases(), "LK-1");
     let vault = fx.vault("lk.vault");
     let other = fx.new_key("other.txt");
-    casevault()
-        .arg("seal")
-        .arg(&case.root)
-        .arg("-o")
-        .arg(&vault)
-        .arg("-r")
-        .arg(&other.recipient)
+    seal_cmd(&case.root, &vault, &other.recipient)
         .assert()
         .code(0);
-    casevault()
-        .arg("list")
-        .arg(&vault)
-        .arg("-i")
-        .arg(&fx.key.path)
-        .assert()
-        .code(4);
+    list_cmd(&vault, &fx.key.path).assert().code(4);
     casevault().arg("list").arg(&vault).assert().code(2);
 }

@@ -174,13 +174,7 @@ fn stock_age_p_identity_opens_vault_for_unseal_verify_list_and_rekey() {
     )
     .unwrap();
     assert_eq!(code, 0, "{shown}");
-    casevault()
-        .arg("verify")
-        .arg(&rekeyed)
-        .arg("-i")
-        .arg(&other.path)
-        .assert()
-        .code(0);
+    verify_cmd(&rekeyed, &other.path).assert().code(0);
 }
 
 #[test]

@@ -47,14 +47,8 @@ fn plugin_recipient_and_identity_round_trip() {
     assert!(recipient.starts_with("age1casevaulttest1"), "{recipient}");
     let case = small_case(&fx.cases(), "PLUG-1");
     let vault = fx.vault("plugin.vault");
-    let a = casevault()
+    let a = seal_cmd(&case.root, &vault, &recipient)
         .env("PATH", path_with_plugin())
-        .arg("seal")
-        .arg(&case.root)
-        .arg("-o")
-        .arg(&vault)
-        .arg("-r")
-        .arg(&recipient)
         .assert();
     assert_eq!(a.get_output().status.code(), Some(0), "{}", stderr_of(&a));
     let header = fs::read(&vault).unwrap();
@@ -78,34 +72,18 @@ fn plugin_recipient_and_identity_round_trip() {
 
     // An identity that does not match (the fixture's X25519 key) gets exit 4.
     // (Sealed below to both, it opens: plugin and X25519 recipients mix.)
-    casevault()
+    verify_cmd(&vault, &fx.key.path)
         .env("PATH", path_with_plugin())
-        .arg("verify")
-        .arg(&vault)
-        .arg("-i")
-        .arg(&fx.key.path)
         .assert()
         .code(4);
     let mixed = fx.vault("mixed.vault");
-    casevault()
+    seal_cmd(&case.root, &mixed, &recipient)
         .env("PATH", path_with_plugin())
-        .arg("seal")
-        .arg(&case.root)
-        .arg("-o")
-        .arg(&mixed)
-        .arg("-r")
-        .arg(&recipient)
         .arg("-r")
         .arg(&fx.key.recipient)
         .assert()
         .code(0);
-    casevault()
-        .arg("verify")
-        .arg(&mixed)
-        .arg("-i")
-        .arg(&fx.key.path)
-        .assert()
-        .code(0);
+    verify_cmd(&mixed, &fx.key.path).assert().code(0);
 }
 
 #[test]
@@ -115,14 +93,8 @@ fn plugin_recipient_without_plugin_binary_is_refused_and_writes_nothing() {
     let case = small_case(&fx.cases(), "PLUG-2");
     let vault = fx.vault("plugin.vault");
     let before = snapshot(fx.root());
-    let a = casevault()
+    let a = seal_cmd(&case.root, &vault, &recipient)
         .env("PATH", "/nonexistent")
-        .arg("seal")
-        .arg(&case.root)
-        .arg("-o")
-        .arg(&vault)
-        .arg("-r")
-        .arg(&recipient)
         .assert()
         .code(1);
     let err = stderr_of(&a);
@@ -140,14 +112,8 @@ fn plugin_identity_without_plugin_binary_is_refused_and_writes_nothing() {
     let (recipient, identity) = plugin_keys(&fx);
     let case = small_case(&fx.cases(), "PLUG-3");
     let vault = fx.vault("plugin.vault");
-    casevault()
+    seal_cmd(&case.root, &vault, &recipient)
         .env("PATH", path_with_plugin())
-        .arg("seal")
-        .arg(&case.root)
-        .arg("-o")
-        .arg(&vault)
-        .arg("-r")
-        .arg(&recipient)
         .assert()
         .code(0);
     let before = snapshot(fx.root());
@@ -185,26 +151,16 @@ fn plugin_pin_prompt_on_terminal() {
     let (recipient, identity) = plugin_keys(&fx);
     let case = small_case(&fx.cases(), "PLUG-4");
     let vault = fx.vault("plugin.vault");
-    casevault()
+    seal_cmd(&case.root, &vault, &recipient)
         .env("PATH", path_with_plugin())
-        .arg("seal")
-        .arg(&case.root)
-        .arg("-o")
-        .arg(&vault)
-        .arg("-r")
-        .arg(&recipient)
         .assert()
         .code(0);
     let before = snapshot(fx.root());
 
     // No terminal: the plugin's request is declined.
-    let a = casevault()
+    let a = verify_cmd(&vault, &identity)
         .env("PATH", path_with_plugin())
         .env("CASEVAULTTEST_PIN", "1234")
-        .arg("verify")
-        .arg(&vault)
-        .arg("-i")
-        .arg(&identity)
         .assert()
         .code(1);
     let err = stderr_of(&a);

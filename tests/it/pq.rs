@@ -136,23 +136,9 @@ fn pq_seal_unseal_round_trip() {
         .code(0);
     assert_eq!(stanza_types(&vault), vec!["mlkem768x25519"]);
     let dest = fx.dest("case-pq");
-    casevault()
-        .arg("unseal")
-        .arg(&vault)
-        .arg("-o")
-        .arg(&dest)
-        .arg("-i")
-        .arg(&key)
-        .assert()
-        .code(0);
+    unseal_cmd(&vault, &dest, &key).assert().code(0);
     assert_same_tree(&case.root, &dest, true);
-    casevault()
-        .arg("verify")
-        .arg(&vault)
-        .arg("-i")
-        .arg(&key)
-        .assert()
-        .code(0);
+    verify_cmd(&vault, &key).assert().code(0);
     // A classic identity does not open it: exit 4, nothing written.
     fx.unseal_fails(&vault, &fx.dest("wrong"), 4, &[]);
 }
@@ -186,15 +172,7 @@ fn pq_recipients_file_and_mixed_identity_file() {
     write_private(&both, text);
     for (i, key) in [&k1, &both].into_iter().enumerate() {
         let dest = fx.dest(&format!("d{i}"));
-        casevault()
-            .arg("unseal")
-            .arg(&vault)
-            .arg("-o")
-            .arg(&dest)
-            .arg("-i")
-            .arg(key)
-            .assert()
-            .code(0);
+        unseal_cmd(&vault, &dest, key).assert().code(0);
         assert_same_tree(&case.root, &dest, true);
     }
     // A damaged PQ identity line is refused with its line number (exit 1).
@@ -202,13 +180,7 @@ fn pq_recipients_file_and_mixed_identity_file() {
     let mut t = fs::read_to_string(&k1).unwrap();
     t = t.replace("AGE-SECRET-KEY-PQ-1", "AGE-SECRET-KEY-PQ-1Q");
     write_private(&bad, t);
-    let a = casevault()
-        .arg("verify")
-        .arg(&vault)
-        .arg("-i")
-        .arg(&bad)
-        .assert()
-        .code(1);
+    let a = verify_cmd(&vault, &bad).assert().code(1);
     assert!(stderr_of(&a).contains("line 3"), "{}", stderr_of(&a));
 }
 
@@ -329,15 +301,7 @@ fn casevault_opens_a_typage_pq_file() {
             ],
         );
         let dest = fx.dest(cmd);
-        casevault()
-            .arg("unseal")
-            .arg(&vault)
-            .arg("-o")
-            .arg(&dest)
-            .arg("-i")
-            .arg(&key)
-            .assert()
-            .code(0);
+        unseal_cmd(&vault, &dest, &key).assert().code(0);
         assert_same_tree(&case.root, &dest, true);
     }
 }

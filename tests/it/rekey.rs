@@ -70,15 +70,7 @@ fn rekey_adds_a_recipient_payload_identical() {
     assert_eq!(j["plaintext_sha256"], sha256_hex(&p_old).as_str());
     // The defence's identity unseals the case.
     let dest = fx.dest("defence");
-    casevault()
-        .arg("unseal")
-        .arg(&new)
-        .arg("-o")
-        .arg(&dest)
-        .arg("-i")
-        .arg(&defence.path)
-        .assert()
-        .code(0);
+    unseal_cmd(&new, &dest, &defence.path).assert().code(0);
     assert_same_tree(&case.root, &dest, true);
     casevault().arg("verify").arg(&new).assert().code(0);
 }
@@ -284,15 +276,7 @@ fn rekey_to_post_quantum_recipients() {
     ])
     .code(0);
     let dest = fx.dest("pq");
-    casevault()
-        .arg("unseal")
-        .arg(&new)
-        .arg("-o")
-        .arg(&dest)
-        .arg("-i")
-        .arg(&pq_key)
-        .assert()
-        .code(0);
+    unseal_cmd(&new, &dest, &pq_key).assert().code(0);
     assert_same_tree(&case.root, &dest, true);
 }
 
@@ -431,13 +415,7 @@ fn interrupted_in_place_rekey_is_recognised_and_finished() {
         ["crash.vault", "crash.vault.sha256"]
     );
     casevault().arg("verify").arg(&vault).assert().code(0);
-    casevault()
-        .arg("verify")
-        .arg(&vault)
-        .arg("-i")
-        .arg(&defence.path)
-        .assert()
-        .code(0);
+    verify_cmd(&vault, &defence.path).assert().code(0);
 }
 
 /// Issue #10 item 14: a crash before the commit point leaves VAULT and

@@ -69,13 +69,7 @@ proptest! {
         let vault = fx.vault("prop.vault");
         fx.seal(&case, &vault, &[]);
         let dest = fx.dest("prop");
-        let a = casevault()
-            .arg("unseal")
-            .arg(&vault)
-            .arg("-o")
-            .arg(&dest)
-            .arg("-i")
-            .arg(&fx.key.path)
+        let a = unseal_cmd(&vault, &dest, &fx.key.path)
             // Generated links may point out of the case (`../x`); the tree is
             // ours, so recreate them verbatim and compare.
             .arg("--allow-external-links")

@@ -115,13 +115,7 @@ fn seal_human_output_line() {
     let fx = Fx::new();
     let case = small_case(&fx.cases(), "H-1");
     let vault = fx.vault("h.vault");
-    let a = casevault()
-        .arg("seal")
-        .arg(&case.root)
-        .arg("-o")
-        .arg(&vault)
-        .arg("-r")
-        .arg(&fx.key.recipient)
+    let a = seal_cmd(&case.root, &vault, &fx.key.recipient)
         .assert()
         .code(0);
     let bytes = fs::read(&vault).unwrap();
@@ -590,17 +584,7 @@ fn seal_refuses_vault_inside_case() {
     let fx = Fx::new();
     let case = small_case(&fx.cases(), "IN-1");
     for vault in [case.path("self.vault"), case.path("sub/self.vault")] {
-        let err = seal_fails(
-            &fx,
-            &[
-                case.root.as_os_str(),
-                os("-o"),
-                vault.as_os_str(),
-                os("-r"),
-                os(&fx.key.recipient),
-            ],
-            1,
-        );
+        let err = seal_fails(&fx, &seal_args(&fx, &case.root, &vault), 1);
         assert_error_message(&err);
     }
 }
@@ -610,31 +594,11 @@ fn seal_missing_or_non_directory_case_is_refused() {
     let fx = Fx::new();
     let vault = fx.vault("m.vault");
     let missing = fx.cases().join("NOPE");
-    let err = seal_fails(
-        &fx,
-        &[
-            missing.as_os_str(),
-            os("-o"),
-            vault.as_os_str(),
-            os("-r"),
-            os(&fx.key.recipient),
-        ],
-        1,
-    );
+    let err = seal_fails(&fx, &seal_args(&fx, &missing, &vault), 1);
     assert!(err.contains("NOPE"), "stderr names the path: {err}");
     let file = fx.cases().join("plainfile");
     fs::write(&file, b"x").unwrap();
-    seal_fails(
-        &fx,
-        &[
-            file.as_os_str(),
-            os("-o"),
-            vault.as_os_str(),
-            os("-r"),
-            os(&fx.key.recipient),
-        ],
-        1,
-    );
+    seal_fails(&fx, &seal_args(&fx, &file, &vault), 1);
 }
 
 #[test]
@@ -647,17 +611,7 @@ fn seal_refuses_unreadable_file() {
         return;
     }
     let vault = fx.vault("ur.vault");
-    let err = seal_fails(
-        &fx,
-        &[
-            case.root.as_os_str(),
-            os("-o"),
-            vault.as_os_str(),
-            os("-r"),
-            os(&fx.key.recipient),
-        ],
-        1,
-    );
+    let err = seal_fails(&fx, &seal_args(&fx, &case.root, &vault), 1);
     assert!(err.contains("locked.csv"), "stderr names the path: {err}");
 }
 
@@ -670,13 +624,7 @@ fn seal_refuses_fifo_quickly() {
     let vault = fx.vault("fifo.vault");
     let before = snapshot(fx.root());
     let start = Instant::now();
-    let a = casevault()
-        .arg("seal")
-        .arg(&case.root)
-        .arg("-o")
-        .arg(&vault)
-        .arg("-r")
-        .arg(&fx.key.recipient)
+    let a = seal_cmd(&case.root, &vault, &fx.key.recipient)
         .timeout(Duration::from_secs(20))
         .assert()
         .code(1);
@@ -693,17 +641,7 @@ fn seal_refuses_non_utf8_name() {
     let case = small_case(&fx.cases(), "NU-1");
     fs::write(path_from_bytes(&case.path("sub"), b"bad\xffname.txt"), b"x").unwrap();
     let vault = fx.vault("nu.vault");
-    let err = seal_fails(
-        &fx,
-        &[
-            case.root.as_os_str(),
-            os("-o"),
-            vault.as_os_str(),
-            os("-r"),
-            os(&fx.key.recipient),
-        ],
-        1,
-    );
+    let err = seal_fails(&fx, &seal_args(&fx, &case.root, &vault), 1);
     assert_error_message(&err);
 }
 
@@ -743,14 +681,8 @@ fn case_id_from_dot_inside_the_case_dir() {
     let fx = Fx::new();
     let case = small_case(&fx.cases(), "DOT-7");
     let vault = fx.vault("dot.vault");
-    let a = casevault()
+    let a = seal_cmd(".", &vault, &fx.key.recipient)
         .current_dir(&case.root)
-        .arg("seal")
-        .arg(".")
-        .arg("-o")
-        .arg(&vault)
-        .arg("-r")
-        .arg(&fx.key.recipient)
         .arg("--json")
         .assert()
         .code(0);
@@ -768,13 +700,7 @@ fn case_id_from_path_with_trailing_slash() {
     let case = small_case(&fx.cases(), "SLASH-8");
     let vault = fx.vault("slash.vault");
     let arg = format!("{}/", case.root.display());
-    let a = casevault()
-        .arg("seal")
-        .arg(&arg)
-        .arg("-o")
-        .arg(&vault)
-        .arg("-r")
-        .arg(&fx.key.recipient)
+    let a = seal_cmd(&arg, &vault, &fx.key.recipient)
         .arg("--json")
         .assert()
         .code(0);
@@ -783,14 +709,8 @@ fn case_id_from_path_with_trailing_slash() {
 
     // `CASE/.` and a relative path from the parent resolve the same way.
     let vault2 = fx.vault("slash2.vault");
-    let a = casevault()
+    let a = seal_cmd("SLASH-8/.", &vault2, &fx.key.recipient)
         .current_dir(fx.cases())
-        .arg("seal")
-        .arg("SLASH-8/.")
-        .arg("-o")
-        .arg(&vault2)
-        .arg("-r")
-        .arg(&fx.key.recipient)
         .arg("--json")
         .assert()
         .code(0);
@@ -810,17 +730,7 @@ fn invalid_dir_name_needs_case_id() {
     ] {
         let case = small_case(&fx.cases(), name);
         let vault = fx.vault("bad.vault");
-        let err = seal_fails(
-            &fx,
-            &[
-                case.root.as_os_str(),
-                os("-o"),
-                vault.as_os_str(),
-                os("-r"),
-                os(&fx.key.recipient),
-            ],
-            1,
-        );
+        let err = seal_fails(&fx, &seal_args(&fx, &case.root, &vault), 1);
         assert_error_message(&err);
         assert!(
             err.contains("--case-id"),
@@ -852,13 +762,7 @@ fn invalid_case_id_flag_is_refused() {
     let vault = fx.vault("x.vault");
     for bad in ["../x", "a/b", "", ".x", "has space"] {
         let before = snapshot(fx.root());
-        let a = casevault()
-            .arg("seal")
-            .arg(&case.root)
-            .arg("-o")
-            .arg(&vault)
-            .arg("-r")
-            .arg(&fx.key.recipient)
+        let a = seal_cmd(&case.root, &vault, &fx.key.recipient)
             .arg("--case-id")
             .arg(bad)
             .assert()

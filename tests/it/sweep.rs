@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::util::{assert_same_tree, casevault, seeded_bytes, stderr_of, stdout_of, Key};
+use crate::util::{
+    assert_same_tree, casevault, seeded_bytes, stderr_of, stdout_of, unseal_cmd, Key,
+};
 
 /// One temp dir with `inbox/`, `store/`, a key, and room for copies.
 struct Env {
@@ -88,15 +90,7 @@ impl Env {
     }
 
     fn unseal(&self, vault: &Path, dest: &Path) {
-        casevault()
-            .arg("unseal")
-            .arg(vault)
-            .arg("-o")
-            .arg(dest)
-            .arg("-i")
-            .arg(&self.key.path)
-            .assert()
-            .code(0);
+        unseal_cmd(vault, dest, &self.key.path).assert().code(0);
     }
 }
 

@@ -134,15 +134,7 @@ fn unseal_human_output_line() {
     let vault = fx.vault("hu.vault");
     fx.seal(&case.root, &vault, &[]);
     let dest = fx.dest("hu");
-    let a = casevault()
-        .arg("unseal")
-        .arg(&vault)
-        .arg("-o")
-        .arg(&dest)
-        .arg("-i")
-        .arg(&fx.key.path)
-        .assert()
-        .code(0);
+    let a = unseal_cmd(&vault, &dest, &fx.key.path).assert().code(0);
     let (files, _, _, bytes) = case_totals(&case.root);
     assert_eq!(
         stdout_of(&a),
@@ -173,15 +165,7 @@ fn two_recipients_each_can_unseal() {
     assert_same_tree(&case.root, &d1, true);
 
     let d2 = fx.dest("by-second");
-    casevault()
-        .arg("unseal")
-        .arg(&vault)
-        .arg("-o")
-        .arg(&d2)
-        .arg("-i")
-        .arg(&other.path)
-        .assert()
-        .code(0);
+    unseal_cmd(&vault, &d2, &other.path).assert().code(0);
     assert_same_tree(&case.root, &d2, true);
 }
 
@@ -193,13 +177,7 @@ fn several_identities_one_matching() {
     let vault = fx.vault("mi.vault");
     fx.seal(&case.root, &vault, &[]);
     let dest = fx.dest("mi");
-    casevault()
-        .arg("unseal")
-        .arg(&vault)
-        .arg("-o")
-        .arg(&dest)
-        .arg("-i")
-        .arg(&stranger.path)
+    unseal_cmd(&vault, &dest, &stranger.path)
         .arg("-i")
         .arg(&fx.key.path)
         .assert()
@@ -222,27 +200,13 @@ fn ssh_round_trip(kind: &[&str]) {
     let pubkey = fs::read_to_string(key.with_extension("pub")).unwrap();
     let case = small_case(&fx.cases(), "SSH-1");
     let vault = fx.vault("ssh.vault");
-    let a = casevault()
-        .arg("seal")
-        .arg(&case.root)
-        .arg("-o")
-        .arg(&vault)
-        .arg("-r")
-        .arg(pubkey.trim_end())
+    let a = seal_cmd(&case.root, &vault, pubkey.trim_end())
         .arg("--json")
         .assert()
         .code(0);
     assert_eq!(json_of(&a)["recipients"], 1);
     let dest = fx.dest("ssh");
-    casevault()
-        .arg("unseal")
-        .arg(&vault)
-        .arg("-o")
-        .arg(&dest)
-        .arg("-i")
-        .arg(&key)
-        .assert()
-        .code(0);
+    unseal_cmd(&vault, &dest, &key).assert().code(0);
     assert_same_tree(&case.root, &dest, true);
     // The X25519 test key does not open it.
     fx.unseal_fails(&vault, &fx.dest("nope"), 4, &[]);
@@ -264,13 +228,7 @@ fn wrong_key_is_exit_4() {
     let case = small_case(&fx.cases(), "WK-1");
     let vault = fx.vault("wk.vault");
     let other = fx.new_key("other.txt");
-    casevault()
-        .arg("seal")
-        .arg(&case.root)
-        .arg("-o")
-        .arg(&vault)
-        .arg("-r")
-        .arg(&other.recipient)
+    seal_cmd(&case.root, &vault, &other.recipient)
         .assert()
         .code(0);
     fx.unseal_fails(&vault, &fx.dest("wk"), 4, &[]);
@@ -288,15 +246,7 @@ fn bad_or_missing_identity_file_is_exit_1() {
     for id in [&garbage, &missing] {
         let before = snapshot(fx.root());
         let dest = fx.dest("bi");
-        let a = casevault()
-            .arg("unseal")
-            .arg(&vault)
-            .arg("-o")
-            .arg(&dest)
-            .arg("-i")
-            .arg(id)
-            .assert()
-            .code(1);
+        let a = unseal_cmd(&vault, &dest, id).assert().code(1);
         assert_error_message(&stderr_of(&a));
         assert!(!dest.exists());
         assert_snapshot_unchanged(fx.root(), &before);
@@ -337,15 +287,7 @@ fn unseal_into_non_empty_dir_is_refused() {
     fs::create_dir(&dest).unwrap();
     fs::write(dest.join("keep.txt"), b"keep me").unwrap();
     let before = snapshot(fx.root());
-    let a = casevault()
-        .arg("unseal")
-        .arg(&vault)
-        .arg("-o")
-        .arg(&dest)
-        .arg("-i")
-        .arg(&fx.key.path)
-        .assert()
-        .code(1);
+    let a = unseal_cmd(&vault, &dest, &fx.key.path).assert().code(1);
     assert_error_message(&stderr_of(&a));
     assert_snapshot_unchanged(fx.root(), &before);
     assert_eq!(fs::read(dest.join("keep.txt")).unwrap(), b"keep me");
@@ -354,13 +296,7 @@ fn unseal_into_non_empty_dir_is_refused() {
     let file_dest = fx.dest("a-file");
     fs::write(&file_dest, b"file").unwrap();
     let before = snapshot(fx.root());
-    casevault()
-        .arg("unseal")
-        .arg(&vault)
-        .arg("-o")
-        .arg(&file_dest)
-        .arg("-i")
-        .arg(&fx.key.path)
+    unseal_cmd(&vault, &file_dest, &fx.key.path)
         .assert()
         .code(1);
     assert_snapshot_unchanged(fx.root(), &before);
@@ -537,31 +473,6 @@ fn setuid_bits_are_not_restored() {
     assert_eq!(mode("sgid"), 0o750);
 }
 
-/// A zstd frame (RFC 8878) built by hand: `prefix` as a raw block, then
-/// `zeros` zero bytes as RLE blocks of 128 KiB. Tiny, yet it decodes to a
-/// large tar, so the binary stays busy hashing.
-fn zstd_rle_frame(prefix: &[u8], zeros: usize) -> Vec<u8> {
-    const BLOCK: usize = 128 * 1024;
-    let mut f = ZSTD_MAGIC.to_vec();
-    f.push(0x00); // no content size, no checksum, not single-segment
-    f.push(7 << 3); // window 2^(10+7) = 128 KiB
-    let header = |last: bool, ty: u32, size: usize| {
-        let v = (last as u32) | (ty << 1) | ((size as u32) << 3);
-        [v as u8, (v >> 8) as u8, (v >> 16) as u8]
-    };
-    let mut left = zeros;
-    let last_now = left == 0;
-    f.extend_from_slice(&header(last_now, 0, prefix.len()));
-    f.extend_from_slice(prefix);
-    while left > 0 {
-        let n = left.min(BLOCK);
-        left -= n;
-        f.extend_from_slice(&header(left == 0, 1, n));
-        f.push(0);
-    }
-    f
-}
-
 /// CLI.md exit codes: SIGINT → 130, temporary files removed; DEST is not
 /// created.
 #[test]
@@ -570,17 +481,11 @@ fn unseal_sigint_exits_130_and_leaves_nothing() {
     // Tar: CASE/, CASE/data/, CASE/data/big (4 GiB of zeros), never ends.
     // The vault is ~130 KiB; the binary is killed long before the end.
     let size = 4usize << 30;
-    let mut prefix = Vec::new();
-    for (name, flag, len) in [
+    let prefix = headers_only(&[
         ("SIGU-1/", b'5', 0),
         ("SIGU-1/data/", b'5', 0),
-        ("SIGU-1/data/big", b'0', size),
-    ] {
-        let mut e = RawEntry::new_raw(name.as_bytes(), flag, vec![], b"");
-        e.header.set_size(len as u64);
-        e.header.set_cksum();
-        prefix.extend_from_slice(e.header.as_bytes());
-    }
+        ("SIGU-1/data/big", b'0', size as u64),
+    ]);
     // The hand-made frame decodes as intended (checked on a small one).
     let small = zstd_rle_frame(&prefix, 300 * 1024);
     let decoded = zstd::decode_all(&small[..]).unwrap();
@@ -647,15 +552,7 @@ fn errors_name_the_path() {
 
     // Missing identity file: names it.
     let missing = fx.root().join("keys/absent-key.txt");
-    let a = casevault()
-        .arg("unseal")
-        .arg(&vault)
-        .arg("-o")
-        .arg(fx.dest("d1"))
-        .arg("-i")
-        .arg(&missing)
-        .assert()
-        .code(1);
+    let a = unseal_cmd(&vault, fx.dest("d1"), &missing).assert().code(1);
     assert!(
         stderr_of(&a).contains("absent-key.txt"),
         "{}",
@@ -664,13 +561,7 @@ fn errors_name_the_path() {
 
     // No matching identity: names the vault.
     let other = fx.new_key("other.txt");
-    let a = casevault()
-        .arg("unseal")
-        .arg(&vault)
-        .arg("-o")
-        .arg(fx.dest("d2"))
-        .arg("-i")
-        .arg(&other.path)
+    let a = unseal_cmd(&vault, fx.dest("d2"), &other.path)
         .assert()
         .code(4);
     let err = stderr_of(&a);
@@ -685,13 +576,7 @@ fn errors_name_the_path() {
     let n = bytes.len();
     bytes[n - 40] ^= 1;
     fs::write(&vault, &bytes).unwrap();
-    let a = casevault()
-        .arg("unseal")
-        .arg(&vault)
-        .arg("-o")
-        .arg(fx.dest("d3"))
-        .arg("-i")
-        .arg(&fx.key.path)
+    let a = unseal_cmd(&vault, fx.dest("d3"), &fx.key.path)
         .assert()
         .code(3);
     let err = stderr_of(&a);
@@ -835,13 +720,7 @@ fn mtimes_the_filesystem_cannot_store_are_reported() {
         )
     });
     let dest = fx.dest("far");
-    let a = casevault()
-        .arg("unseal")
-        .arg(&vault)
-        .arg("-o")
-        .arg(&dest)
-        .arg("-i")
-        .arg(&fx.key.path)
+    let a = unseal_cmd(&vault, &dest, &fx.key.path)
         .arg("--json")
         .assert()
         .code(0);
@@ -890,15 +769,7 @@ fn mtimes_the_filesystem_cannot_store_are_reported() {
 
     // Human output: the same stdout line as always, warnings on stderr.
     let dest2 = fx.dest("far-human");
-    let a = casevault()
-        .arg("unseal")
-        .arg(&vault)
-        .arg("-o")
-        .arg(&dest2)
-        .arg("-i")
-        .arg(&fx.key.path)
-        .assert()
-        .code(0);
+    let a = unseal_cmd(&vault, &dest2, &fx.key.path).assert().code(0);
     assert!(stdout_of(&a).starts_with("unsealed FAR-1: "));
     assert_eq!(
         stderr_of(&a)
@@ -916,13 +787,7 @@ fn mtimes_not_stored_is_empty_when_all_fit() {
     let case = small_case(&fx.cases(), "FIT-1");
     let vault = fx.vault("fit.vault");
     fx.seal(&case.root, &vault, &[]);
-    let a = casevault()
-        .arg("unseal")
-        .arg(&vault)
-        .arg("-o")
-        .arg(fx.dest("fit"))
-        .arg("-i")
-        .arg(&fx.key.path)
+    let a = unseal_cmd(&vault, fx.dest("fit"), &fx.key.path)
         .arg("--json")
         .assert()
         .code(0);
@@ -964,13 +829,7 @@ fn crafted_mtime_outside_the_format_range_is_refused() {
         let vault = craft_json(&fx, &case, &format!("edge{i}"), |j| {
             set_mtimes(j, |p| p == "data/sub/b.txt", secs, 0)
         });
-        casevault()
-            .arg("verify")
-            .arg(&vault)
-            .arg("-i")
-            .arg(&fx.key.path)
-            .assert()
-            .code(0);
+        verify_cmd(&vault, &fx.key.path).assert().code(0);
     }
 }
 
@@ -1018,13 +877,7 @@ fn seal_refuses_mtime_outside_the_format_range() {
         case.symlink("link", "a.txt");
         set(&case.path(rel), secs);
         let vault = fx.vault(&format!("shm{i}.vault"));
-        let a = casevault()
-            .arg("seal")
-            .arg(&case.root)
-            .arg("-o")
-            .arg(&vault)
-            .arg("-r")
-            .arg(&fx.key.recipient)
+        let a = seal_cmd(&case.root, &vault, &fx.key.recipient)
             .assert()
             .code(1);
         let err = stderr_of(&a);

@@ -19,13 +19,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use casevault::format::{CaseJson, Compression, Entry, Kind, Totals};
+use casevault::format::Compression;
 use casevault::manifest;
 
 use crate::util::*;
 
 const CASE: &str = "VEC-1";
-const MTIME: u64 = 1_600_000_000;
 /// Where the absolute-path vectors try to write.
 const ESCAPE: &str = "/tmp/casevault-vector-escape.txt";
 
@@ -44,291 +43,19 @@ fn code(class: &str) -> i32 {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Building bags from recipes
-// ---------------------------------------------------------------------------
-
-/// A payload: bag paths (`data/…`) in archive order, with file bytes
-/// (`None` for a directory), plus symlink records.
-#[derive(Clone)]
-struct Recipe {
-    items: Vec<(String, Option<Vec<u8>>)>,
-    links: Vec<(String, String)>,
+/// The small base case every vector starts from.
+fn base_recipe() -> Recipe {
+    Recipe::new(CASE)
+        .file("data/a.txt", b"alpha\n")
+        .dir("data/sub")
+        .file("data/sub/b.txt", b"bravo\n")
+        .file("data/sub/empty.txt", b"")
+        .link("data/link-to-a", "a.txt")
 }
 
-impl Recipe {
-    /// The small base case every vector starts from.
-    fn base() -> Recipe {
-        Recipe {
-            items: vec![
-                ("data/a.txt".into(), Some(b"alpha\n".to_vec())),
-                ("data/sub".into(), None),
-                ("data/sub/b.txt".into(), Some(b"bravo\n".to_vec())),
-                ("data/sub/empty.txt".into(), Some(vec![])),
-            ],
-            links: vec![("data/link-to-a".into(), "a.txt".into())],
-        }
-    }
-
-    fn file(mut self, path: &str, data: &[u8]) -> Recipe {
-        self.items.push((path.into(), Some(data.to_vec())));
-        self
-    }
-
-    fn dir(mut self, path: &str) -> Recipe {
-        self.items.push((path.into(), None));
-        self
-    }
-
-    fn link(mut self, path: &str, target: &str) -> Recipe {
-        self.links.push((path.into(), target.into()));
-        self
-    }
-}
-
-/// The five tag files, editable before they are archived.
-struct Tags {
-    bagit: Vec<u8>,
-    info: Vec<u8>,
-    json: Vec<u8>,
-    manifest: Vec<u8>,
-    tagmanifest: Vec<u8>,
-}
-
-impl Tags {
-    /// Consistent tag files for a recipe.
-    fn of(r: &Recipe, compression: Compression) -> Tags {
-        let mut entries = vec![dir_entry("data")];
-        let (mut files, mut dirs, mut bytes) = (0, 1, 0);
-        let mut manifest = String::new();
-        for (path, data) in &r.items {
-            match data {
-                None => {
-                    dirs += 1;
-                    entries.push(dir_entry(path));
-                }
-                Some(d) => {
-                    files += 1;
-                    bytes += d.len() as u64;
-                    let h = sha256_hex(d);
-                    manifest.push_str(&manifest::line(&h, path));
-                    entries.push(Entry {
-                        path: path.clone(),
-                        kind: Kind::File,
-                        size: Some(d.len() as u64),
-                        sha256: Some(h),
-                        target: None,
-                        mode: 0o644,
-                        mtime: MTIME as i64,
-                        mtime_nsec: 0,
-                    });
-                }
-            }
-        }
-        for (path, target) in &r.links {
-            entries.push(Entry {
-                path: path.clone(),
-                kind: Kind::Symlink,
-                size: None,
-                sha256: None,
-                target: Some(target.clone()),
-                mode: 0o777,
-                mtime: MTIME as i64,
-                mtime_nsec: 0,
-            });
-        }
-        let json = CaseJson {
-            format: "casevault".into(),
-            version: 1,
-            case_id: CASE.into(),
-            sealed_at: "2026-01-01T00:00:00Z".into(),
-            tool: "casevault-vector-generator".into(),
-            compression,
-            entries,
-            totals: Totals {
-                files,
-                dirs,
-                symlinks: r.links.len() as u64,
-                bytes,
-            },
-            signer: None,
-        };
-        let mut t = Tags {
-            bagit: b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n".to_vec(),
-            info: format!(
-                "Bagging-Date: 2026-01-01\nPayload-Oxum: {bytes}.{files}\n\
-                 External-Identifier: {CASE}\nBag-Software-Agent: casevault-vector-generator\n"
-            )
-            .into_bytes(),
-            json: (serde_json::to_string(&json).unwrap() + "\n").into_bytes(),
-            manifest: manifest.into_bytes(),
-            tagmanifest: vec![],
-        };
-        t.fix();
-        t
-    }
-
-    /// Recompute the tag manifest, so that only the intended change counts.
-    fn fix(&mut self) {
-        let mut tm = String::new();
-        for (name, data) in [
-            ("bagit.txt", &self.bagit),
-            ("bag-info.txt", &self.info),
-            ("casevault.json", &self.json),
-            ("manifest-sha256.txt", &self.manifest),
-        ] {
-            tm.push_str(&manifest::line(&sha256_hex(data), name));
-        }
-        self.tagmanifest = tm.into_bytes();
-    }
-
-    fn edit_json(&mut self, f: impl FnOnce(&mut serde_json::Value)) {
-        let mut v: serde_json::Value = serde_json::from_slice(&self.json).unwrap();
-        f(&mut v);
-        self.json = (serde_json::to_string(&v).unwrap() + "\n").into_bytes();
-        self.fix();
-    }
-
-    fn edit_manifest(&mut self, f: impl FnOnce(String) -> String) {
-        let text = String::from_utf8(self.manifest.clone()).unwrap();
-        self.manifest = f(text).into_bytes();
-        self.fix();
-    }
-}
-
-fn dir_entry(path: &str) -> Entry {
-    Entry {
-        path: path.into(),
-        kind: Kind::Dir,
-        size: None,
-        sha256: None,
-        target: None,
-        mode: 0o755,
-        mtime: MTIME as i64,
-        mtime_nsec: 0,
-    }
-}
-
-/// A tar entry for `path` (a pax `path` record when it does not fit the
-/// 100-byte ustar name field).
-fn tar_entry(path: &str, typeflag: u8, data: Vec<u8>) -> RawEntry {
-    if path.len() <= 100 {
-        return RawEntry::new_raw(path.as_bytes(), typeflag, data, b"");
-    }
-    let mut e = RawEntry::new_raw(b"VEC-1/data/PaxShortName", typeflag, data, b"");
-    e.pax = Some(pax_header(&pax_record("path", path)));
-    e
-}
-
-/// A pax extended header (type `x`) holding `records` verbatim.
-fn pax_header(records: &str) -> (tar::Header, Vec<u8>) {
-    let px = RawEntry::new_raw(b"VEC-1/PaxHeader", b'x', records.as_bytes().to_vec(), b"");
-    (px.header, px.data)
-}
-
-/// A bag: its payload as tar entries (case dir, `data/`, items) and its
-/// tag files.
-struct Bag {
-    compression: Compression,
-    payload: Vec<RawEntry>,
-    tags: Tags,
-}
-
-impl Bag {
-    fn new(r: &Recipe, compression: Compression) -> Bag {
-        let mut payload = vec![
-            tar_entry(&format!("{CASE}/"), b'5', vec![]),
-            tar_entry(&format!("{CASE}/data/"), b'5', vec![]),
-        ];
-        for (path, data) in &r.items {
-            payload.push(match data {
-                None => tar_entry(&format!("{CASE}/{path}/"), b'5', vec![]),
-                Some(d) => tar_entry(&format!("{CASE}/{path}"), b'0', d.clone()),
-            });
-        }
-        Bag {
-            compression,
-            payload,
-            tags: Tags::of(r, compression),
-        }
-    }
-
-    /// The base bag, zstd-compressed (raw tar pads to 20 KiB per vault).
-    fn base() -> Bag {
-        Bag::new(&Recipe::base(), Compression::Zstd)
-    }
-
-    fn entries(&self) -> Vec<RawEntry> {
-        let mut v = self.payload.clone();
-        for (name, data) in [
-            ("bagit.txt", &self.tags.bagit),
-            ("bag-info.txt", &self.tags.info),
-            ("casevault.json", &self.tags.json),
-            ("manifest-sha256.txt", &self.tags.manifest),
-            ("tagmanifest-sha256.txt", &self.tags.tagmanifest),
-        ] {
-            v.push(tar_entry(&format!("{CASE}/{name}"), b'0', data.clone()));
-        }
-        v
-    }
-
-    fn plaintext_of(&self, tar: Vec<u8>) -> Vec<u8> {
-        match self.compression {
-            Compression::Zstd => zstd::encode_all(&tar[..], 19).unwrap(),
-            Compression::None => tar,
-        }
-    }
-
-    /// The age plaintext, after `f` edited the tar entries.
-    fn with_entries(&self, f: impl FnOnce(&mut Vec<RawEntry>)) -> Vec<u8> {
-        let mut e = self.entries();
-        f(&mut e);
-        self.plaintext_of(build_tar(&e))
-    }
-
-    fn plaintext(&self) -> Vec<u8> {
-        self.with_entries(|_| {})
-    }
-
-    /// Insert `e` right before `bagit.txt` (the end of the payload).
-    fn insert_payload(&self, e: RawEntry) -> Vec<u8> {
-        let at = self.payload.len();
-        self.with_entries(|v| v.insert(at, e))
-    }
-}
-
-/// A zstd frame (RFC 8878) built by hand: `prefix` as a raw block, then
-/// `zeros` zero bytes as RLE blocks of 128 KiB (4 bytes each), so that a
-/// few KiB decode to hundreds of MiB.
-pub(crate) fn zstd_rle_frame(prefix: &[u8], zeros: usize) -> Vec<u8> {
-    zstd_frame(prefix, zeros, &[])
-}
-
-/// [`zstd_rle_frame`] followed by `suffix` as a last raw block (at most
-/// 128 KiB).
-pub(crate) fn zstd_frame(prefix: &[u8], zeros: usize, suffix: &[u8]) -> Vec<u8> {
-    const BLOCK: usize = 128 * 1024;
-    let mut f = ZSTD_MAGIC.to_vec();
-    f.push(0x00); // no content size, no checksum, not single-segment
-    f.push(7 << 3); // window 2^(10+7) = 128 KiB
-    let header = |last: bool, ty: u32, size: usize| {
-        let v = (last as u32) | (ty << 1) | ((size as u32) << 3);
-        [v as u8, (v >> 8) as u8, (v >> 16) as u8]
-    };
-    let mut left = zeros;
-    f.extend_from_slice(&header(left == 0 && suffix.is_empty(), 0, prefix.len()));
-    f.extend_from_slice(prefix);
-    while left > 0 {
-        let n = left.min(BLOCK);
-        left -= n;
-        f.extend_from_slice(&header(left == 0 && suffix.is_empty(), 1, n));
-        f.push(0);
-    }
-    if !suffix.is_empty() {
-        f.extend_from_slice(&header(true, 0, suffix.len()));
-        f.extend_from_slice(suffix);
-    }
-    f
+/// The base bag, zstd-compressed (raw tar pads to 20 KiB per vault).
+fn base_bag() -> Bag {
+    Bag::from_recipe(&base_recipe(), Compression::Zstd)
 }
 
 // ---------------------------------------------------------------------------
@@ -368,7 +95,7 @@ const BOMB_DECLARED: u64 = 1 << 50;
 const BOMB_ZEROS: usize = 512 << 20;
 
 fn recipes(recipient: &str) -> Vec<Vector> {
-    let base = Bag::base();
+    let base = base_bag();
     let mut out = vec![
         v(
             "ok-control",
@@ -380,14 +107,14 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             "ok-control-raw-tar",
             "success",
             "the same, uncompressed",
-            Bag::new(&Recipe::base(), Compression::None).plaintext(),
+            Bag::from_recipe(&base_recipe(), Compression::None).plaintext(),
         ),
         // --- paths
         v(
             "dotdot-path",
             "integrity",
             "a payload file named VEC-1/data/../../escape.txt",
-            base.insert_payload(tar_entry(
+            base.with_payload(tar_entry(
                 "VEC-1/data/../../escape.txt",
                 b'0',
                 b"x".to_vec(),
@@ -397,13 +124,13 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             "absolute-path",
             "integrity",
             "a payload file with the absolute name /tmp/casevault-vector-escape.txt",
-            base.insert_payload(tar_entry(ESCAPE, b'0', b"x".to_vec())),
+            base.with_payload(tar_entry(ESCAPE, b'0', b"x".to_vec())),
         ),
         v(
             "long-path-pax",
             "integrity",
             "a pax path of 5000 bytes (limit 4096)",
-            base.insert_payload(tar_entry(
+            base.with_payload(tar_entry(
                 &format!("VEC-1/data/{}x", "p/".repeat(2495)),
                 b'0',
                 b"x".to_vec(),
@@ -411,14 +138,14 @@ fn recipes(recipient: &str) -> Vec<Vector> {
         ),
         {
             let name = format!("data/{}", "n".repeat(300));
-            let r = Recipe::base().file(&name, b"long name\n");
+            let r = base_recipe().file(&name, b"long name\n");
             Vector {
                 name: "long-component",
                 unseal: "error",
                 verify: "success",
                 comment: "a consistent bag with a 300-byte file name: longer than NAME_MAX, so \
                           unseal fails creating it (exit 1, nothing left); verify passes",
-                body: Body::Plain(Bag::new(&r, Compression::Zstd).plaintext()),
+                body: Body::Plain(Bag::from_recipe(&r, Compression::Zstd).plaintext()),
             }
         },
         // --- entry types
@@ -442,7 +169,7 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             "hardlink-entry",
             "integrity",
             "a tar hard link to /etc/passwd",
-            base.insert_payload(RawEntry::new_raw(
+            base.with_payload(RawEntry::new_raw(
                 b"VEC-1/data/pw",
                 b'1',
                 vec![],
@@ -453,19 +180,19 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             "fifo-entry",
             "integrity",
             "a FIFO entry",
-            base.insert_payload(RawEntry::new_raw(b"VEC-1/data/fifo", b'6', vec![], b"")),
+            base.with_payload(RawEntry::new_raw(b"VEC-1/data/fifo", b'6', vec![], b"")),
         ),
         v(
             "char-device-entry",
             "integrity",
             "a character device entry",
-            base.insert_payload(RawEntry::new_raw(b"VEC-1/data/tty", b'3', vec![], b"")),
+            base.with_payload(RawEntry::new_raw(b"VEC-1/data/tty", b'3', vec![], b"")),
         ),
         v(
             "gnu-longname",
             "integrity",
             "a GNU ././@LongLink (type L) header",
-            base.insert_payload(RawEntry::new_raw(
+            base.with_payload(RawEntry::new_raw(
                 b"././@LongLink",
                 b'L',
                 b"VEC-1/data/long\0".to_vec(),
@@ -476,7 +203,7 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             "pax-global-header",
             "integrity",
             "a pax global header (type g)",
-            base.insert_payload(RawEntry::new_raw(
+            base.with_payload(RawEntry::new_raw(
                 b"VEC-1/pax_global_header",
                 b'g',
                 pax_record("comment", "x").into_bytes(),
@@ -487,58 +214,64 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             "duplicate-entry",
             "integrity",
             "data/a.txt twice, the second with other bytes",
-            base.insert_payload(tar_entry("VEC-1/data/a.txt", b'0', b"other\n".to_vec())),
+            base.with_payload(tar_entry("VEC-1/data/a.txt", b'0', b"other\n".to_vec())),
         ),
         v(
             "entry-outside-data",
             "integrity",
             "an extra file VEC-1/extra.txt between the payload and the tag files",
-            base.insert_payload(tar_entry("VEC-1/extra.txt", b'0', b"x".to_vec())),
+            base.with_payload(tar_entry("VEC-1/extra.txt", b'0', b"x".to_vec())),
         ),
         // --- pax headers
         {
             let mut e = tar_entry("VEC-1/data/pax.txt", b'0', b"x".to_vec());
-            e.pax = Some(pax_header(&pax_record("size", "18446744073709551615")));
+            e.pax = Some(pax_header(
+                CASE,
+                &pax_record("size", "18446744073709551615"),
+            ));
             v(
                 "pax-huge-size",
                 "integrity",
                 "a pax size of 2^64-1 on a 1-byte file",
-                base.insert_payload(e),
+                base.with_payload(e),
             )
         },
         {
             let mut e = tar_entry("VEC-1/data/pax.txt", b'0', b"x".to_vec());
-            e.pax = Some(pax_header(&pax_record("size", "99999999999999999999999")));
+            e.pax = Some(pax_header(
+                CASE,
+                &pax_record("size", "99999999999999999999999"),
+            ));
             v(
                 "pax-size-overflow",
                 "integrity",
                 "a pax size that does not fit 64 bits",
-                base.insert_payload(e),
+                base.with_payload(e),
             )
         },
         {
             let mut e = tar_entry("VEC-1/data/pax.txt", b'0', b"x".to_vec());
-            e.pax = Some(pax_header("999999 path=VEC-1/data/pax.txt\n"));
+            e.pax = Some(pax_header(CASE, "999999 path=VEC-1/data/pax.txt\n"));
             v(
                 "pax-bogus-length",
                 "integrity",
                 "a pax record whose length field (999999) exceeds the header",
-                base.insert_payload(e),
+                base.with_payload(e),
             )
         },
         {
             let mut e = tar_entry("VEC-1/data/pax.txt", b'0', b"x".to_vec());
-            e.pax = Some(pax_header(&pax_record("linkpath", "/etc/passwd")));
+            e.pax = Some(pax_header(CASE, &pax_record("linkpath", "/etc/passwd")));
             v(
                 "pax-unknown-key",
                 "integrity",
                 "a pax linkpath record",
-                base.insert_payload(e),
+                base.with_payload(e),
             )
         },
         {
             // The pax header's size field claims 1 GiB; its data is not there.
-            let (mut h, _) = pax_header("");
+            let (mut h, _) = pax_header(CASE, "");
             h.set_size(1 << 30);
             h.set_cksum();
             let mut e = tar_entry("VEC-1/data/pax.txt", b'0', b"x".to_vec());
@@ -547,23 +280,23 @@ fn recipes(recipient: &str) -> Vec<Vector> {
                 "pax-oversized-header",
                 "integrity",
                 "a pax extended header whose size field says 1 GiB (limit 64 KiB)",
-                base.insert_payload(e),
+                base.with_payload(e),
             )
         },
         {
             let mut e = tar_entry("VEC-1/data/pax.txt", b'0', b"x".to_vec());
-            e.pax = Some(pax_header(&pax_record("path", "VEC-1/data/a\0b")));
+            e.pax = Some(pax_header(CASE, &pax_record("path", "VEC-1/data/a\0b")));
             v(
                 "pax-path-nul",
                 "integrity",
                 "a pax path containing a NUL byte",
-                base.insert_payload(e),
+                base.with_payload(e),
             )
         },
         // --- manifests and casevault.json
         {
-            let mut b = Bag::base();
-            b.tags.edit_manifest(|t| format!("zz{}", &t[2..]));
+            let mut b = base_bag();
+            b.edit_tag("manifest-sha256.txt", |t| format!("zz{}", &t[2..]));
             v(
                 "manifest-bad-hex",
                 "integrity",
@@ -572,8 +305,8 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             )
         },
         {
-            let mut b = Bag::base();
-            b.tags.edit_manifest(|t| t.to_uppercase());
+            let mut b = base_bag();
+            b.edit_tag("manifest-sha256.txt", |t| t.to_uppercase());
             v(
                 "manifest-upper-hex",
                 "integrity",
@@ -582,8 +315,8 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             )
         },
         {
-            let mut b = Bag::base();
-            b.tags.edit_manifest(|t| {
+            let mut b = base_bag();
+            b.edit_tag("manifest-sha256.txt", |t| {
                 let first = t.lines().next().unwrap().to_string();
                 t.replacen(&first, &first[..64], 1)
             });
@@ -595,8 +328,10 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             )
         },
         {
-            let mut b = Bag::base();
-            b.tags.edit_manifest(|t| t.replacen("  data/", " data/", 1));
+            let mut b = base_bag();
+            b.edit_tag("manifest-sha256.txt", |t| {
+                t.replacen("  data/", " data/", 1)
+            });
             v(
                 "manifest-one-space",
                 "integrity",
@@ -605,9 +340,10 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             )
         },
         {
-            let mut b = Bag::base();
-            b.tags
-                .edit_manifest(|t| t.replacen("data/sub/b.txt", "data/sub/../sub/b.txt", 1));
+            let mut b = base_bag();
+            b.edit_tag("manifest-sha256.txt", |t| {
+                t.replacen("data/sub/b.txt", "data/sub/../sub/b.txt", 1)
+            });
             v(
                 "manifest-dotdot-path",
                 "integrity",
@@ -616,9 +352,10 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             )
         },
         {
-            let mut b = Bag::base();
-            b.tags
-                .edit_manifest(|t| t.replacen("data/a.txt", "data/a%zz.txt", 1));
+            let mut b = base_bag();
+            b.edit_tag("manifest-sha256.txt", |t| {
+                t.replacen("data/a.txt", "data/a%zz.txt", 1)
+            });
             v(
                 "manifest-bad-percent",
                 "integrity",
@@ -627,8 +364,8 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             )
         },
         {
-            let mut b = Bag::base();
-            b.tags.edit_manifest(|t| {
+            let mut b = base_bag();
+            b.edit_tag("manifest-sha256.txt", |t| {
                 let first = t.lines().next().unwrap().to_string() + "\n";
                 t.replacen(&first, "", 1)
             });
@@ -640,9 +377,10 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             )
         },
         {
-            let mut b = Bag::base();
-            b.tags
-                .edit_manifest(|t| t + &manifest::line(&sha256_hex(b"ghost"), "data/ghost.txt"));
+            let mut b = base_bag();
+            b.edit_tag("manifest-sha256.txt", |t| {
+                t + &manifest::line(&sha256_hex(b"ghost"), "data/ghost.txt")
+            });
             v(
                 "manifest-extra-file",
                 "integrity",
@@ -651,9 +389,10 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             )
         },
         {
-            let mut b = Bag::base();
-            b.tags
-                .edit_manifest(|t| t.replacen(&sha256_hex(b"alpha\n"), &sha256_hex(b"alphA\n"), 1));
+            let mut b = base_bag();
+            b.edit_tag("manifest-sha256.txt", |t| {
+                t.replacen(&sha256_hex(b"alpha\n"), &sha256_hex(b"alphA\n"), 1)
+            });
             v(
                 "manifest-hash-mismatch",
                 "integrity",
@@ -662,8 +401,8 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             )
         },
         {
-            let mut b = Bag::base();
-            b.tags.edit_json(|j| j["entries"][1]["size"] = 7.into());
+            let mut b = base_bag();
+            b.edit_json(|j| j["entries"][1]["size"] = 7.into());
             v(
                 "json-size-mismatch",
                 "integrity",
@@ -672,11 +411,12 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             )
         },
         {
-            let mut b = Bag::base();
-            let n = b.tags.json.len();
-            b.tags.json.truncate(n / 2);
-            b.tags.json.push(b'\n');
-            b.tags.fix();
+            let mut b = base_bag();
+            let mut json = b.tag("casevault.json");
+            json.truncate(json.len() / 2);
+            json.push(b'\n');
+            b.set_tag("casevault.json", json);
+            b.fix_tagmanifest();
             v(
                 "json-truncated",
                 "integrity",
@@ -685,11 +425,14 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             )
         },
         {
-            let mut b = Bag::base();
-            b.tags.info = b"Bagging-Date: 2026-01-01\nPayload-Oxum: 99999999999999999999999.3\n\
+            let mut b = base_bag();
+            b.set_tag(
+                "bag-info.txt",
+                b"Bagging-Date: 2026-01-01\nPayload-Oxum: 99999999999999999999999.3\n\
                 External-Identifier: VEC-1\n"
-                .to_vec();
-            b.tags.fix();
+                    .to_vec(),
+            );
+            b.fix_tagmanifest();
             v(
                 "bag-info-bogus-oxum",
                 "integrity",
@@ -699,7 +442,7 @@ fn recipes(recipient: &str) -> Vec<Vector> {
         },
         // --- symlink records
         {
-            let r = Recipe::base()
+            let r = base_recipe()
                 .link("data/l1", "l2")
                 .link("data/l2", "sub/l3")
                 .link("data/sub/l3", "../../../etc");
@@ -709,11 +452,11 @@ fn recipes(recipient: &str) -> Vec<Vector> {
                 verify: "success",
                 comment: "links l1 -> l2 -> sub/l3 -> ../../../etc: each hop looks harmless, \
                           the chain leaves the case; verify reports it, unseal refuses",
-                body: Body::Plain(Bag::new(&r, Compression::Zstd).plaintext()),
+                body: Body::Plain(Bag::from_recipe(&r, Compression::Zstd).plaintext()),
             }
         },
         {
-            let mut r = Recipe::base();
+            let mut r = base_recipe();
             for i in 0..41 {
                 r = r.link(&format!("data/h{i:02}"), &format!("h{:02}", i + 1));
             }
@@ -725,13 +468,13 @@ fn recipes(recipient: &str) -> Vec<Vector> {
                 comment: "a chain of 42 links that ends inside the case, past the 40-hop limit: \
                           the OS cannot follow h00 (ELOOP) and nothing leaves the case, so unseal \
                           recreates it (was unsafe before issue #10 item 8)",
-                body: Body::Plain(Bag::new(&r, Compression::Zstd).plaintext()),
+                body: Body::Plain(Bag::from_recipe(&r, Compression::Zstd).plaintext()),
             }
         },
         {
-            let r = Recipe::base().dir("data/d").link("data/d/x", "y");
-            let mut b = Bag::new(&r, Compression::Zstd);
-            b.tags.edit_json(|j| {
+            let r = base_recipe().dir("data/d").link("data/d/x", "y");
+            let mut b = Bag::from_recipe(&r, Compression::Zstd);
+            b.edit_json(|j| {
                 for e in j["entries"].as_array_mut().unwrap() {
                     if e["path"] == "data/d/x" {
                         e["path"] = "data/d/../../x".into();
@@ -747,7 +490,7 @@ fn recipes(recipient: &str) -> Vec<Vector> {
         },
         // --- truncation and trailing data
         {
-            let tar = build_tar(&base.entries());
+            let tar = base.tar();
             v(
                 "tar-ends-in-file-data",
                 "integrity",
@@ -756,8 +499,8 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             )
         },
         {
-            let len: usize = base
-                .payload
+            let payload = &base.entries[..base.first_tag()];
+            let len: usize = payload
                 .iter()
                 .map(|e| 512 + e.data.len().div_ceil(512) * 512)
                 .sum();
@@ -765,11 +508,11 @@ fn recipes(recipient: &str) -> Vec<Vector> {
                 "tar-ends-before-tags",
                 "integrity",
                 "the tar stream stops after the payload: no tag files, no end marker",
-                build_tar(&base.payload)[..len].to_vec(),
+                build_tar(payload)[..len].to_vec(),
             )
         },
         {
-            let mut tar = build_tar(&base.entries());
+            let mut tar = base.tar();
             tar.extend_from_slice(b"trailing garbage after the archive");
             v(
                 "tar-trailing-garbage",
@@ -821,17 +564,11 @@ fn recipes(recipient: &str) -> Vec<Vector> {
     {
         // One file declaring 1 PiB; the frame holds 512 MiB of zeros (a few
         // KiB compressed) and then ends.
-        let mut prefix = Vec::new();
-        for (name, flag, len) in [
-            ("VEC-1/", b'5', 0u64),
+        let prefix = headers_only(&[
+            ("VEC-1/", b'5', 0),
             ("VEC-1/data/", b'5', 0),
             ("VEC-1/data/bomb.bin", b'0', BOMB_DECLARED),
-        ] {
-            let mut e = RawEntry::new_raw(name.as_bytes(), flag, vec![], b"");
-            e.header.set_size(len);
-            e.header.set_cksum();
-            prefix.extend_from_slice(e.header.as_bytes());
-        }
+        ]);
         out.push(Vector {
             name: "zstd-bomb",
             unseal: "error",
@@ -1008,14 +745,7 @@ fn hostile_corpus() {
         let dest = parent.join("dest");
 
         let start = Instant::now();
-        let a = casevault()
-            .arg("unseal")
-            .arg(&vault)
-            .arg("-o")
-            .arg(&dest)
-            .arg("-i")
-            .arg(&key)
-            .assert();
+        let a = unseal_cmd(&vault, &dest, &key).assert();
         let took = start.elapsed();
         let err = stderr_of(&a);
         eprintln!(
@@ -1057,13 +787,7 @@ fn hostile_corpus() {
 
         let before = snapshot(tmp.path());
         let start = Instant::now();
-        let a = casevault()
-            .current_dir(&parent)
-            .arg("verify")
-            .arg(&vault)
-            .arg("-i")
-            .arg(&key)
-            .assert();
+        let a = verify_cmd(&vault, &key).current_dir(&parent).assert();
         let took = start.elapsed();
         assert_eq!(
             a.get_output().status.code(),

@@ -271,13 +271,7 @@ fn verify_wrong_key_is_exit_4() {
     let case = small_case(&fx.cases(), "VK-1");
     let vault = fx.vault("vk.vault");
     let other = fx.new_key("other.txt");
-    casevault()
-        .arg("seal")
-        .arg(&case.root)
-        .arg("-o")
-        .arg(&vault)
-        .arg("-r")
-        .arg(&other.recipient)
+    seal_cmd(&case.root, &vault, &other.recipient)
         .assert()
         .code(0);
     let a = verify(&fx, &vault, true, false, 4);
