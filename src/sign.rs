@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, IsTerminal, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256, Sha512};
@@ -74,7 +74,7 @@ impl SigningKey {
             ))
         })?;
         if key.is_encrypted() {
-            if !(io::stdin().is_terminal() && io::stderr().is_terminal()) {
+            if !crate::keys::prompt::can_ask() {
                 return Err(Error::Refused(format!(
                     "{} is protected by a passphrase and there is no terminal to ask for it; for unattended use give an unencrypted key kept with mode 0600",
                     path.display()
