@@ -419,6 +419,11 @@ pub fn check_manifest_sig(
 ) -> Result<Verified> {
     let sig = parse(sig_bytes, format::CASEVAULT_SIG)?;
     let v = verify_bytes(&sig, NS_MANIFEST, format::CASEVAULT_SIG, json_bytes)?;
+    made_by_named_key(v, signer)
+}
+
+/// `casevault.sig` must be made by the key `casevault.json` names.
+fn made_by_named_key(v: Verified, signer: &format::Signer) -> Result<Verified> {
     if v.fingerprint != signer.fingerprint {
         return Err(Error::integrity(format!(
             "{} was made by key {}, but {} names {}",
@@ -479,16 +484,7 @@ pub fn check_inner_digests(
         }
     };
     let v = check_digest(&sig, NS_MANIFEST, format::CASEVAULT_SIG, digest)?;
-    if v.fingerprint != signer.fingerprint {
-        return Err(Error::integrity(format!(
-            "{} was made by key {}, but {} names {}",
-            format::CASEVAULT_SIG,
-            v.fingerprint,
-            format::CASEVAULT_JSON,
-            signer.fingerprint
-        )));
-    }
-    Ok(Some(v))
+    made_by_named_key(v, signer).map(Some)
 }
 
 #[cfg(test)]
