@@ -2,8 +2,12 @@
 //! byte in one pass, and write an age-encrypted vault atomically.
 //!
 //! Pipeline (FORMAT §2, §3): walk (sorted) → read + SHA-256 + tar framing on
-//! this thread → [`PipeWriter`] → zstd → age → sidecar hash → temp file on a
+//! this thread → `PipeWriter` → zstd → age → sidecar hash → temp file on a
 //! second thread → fsync → rename → fsync dir.
+//!
+//! On the producer thread, `Walk` walks the case (`src/walk.rs`) and
+//! streams each file; `Bag` owns the bag layout: the `CASE/data/…` paths,
+//! the `casevault.json` entries, the payload manifest and the tag files.
 
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
