@@ -106,12 +106,12 @@ impl AllowedSigners {
     }
 }
 
-/// Split off the next whitespace-separated token; double quotes group (and
-/// are kept), a backslash inside quotes escapes the next character.
-fn next_token(s: &str) -> std::result::Result<(&str, &str), String> {
-    let s = s.trim_start();
-    let mut in_quote = false;
-    let mut escaped = false;
+/// Where the first character of `s` that `stop` accepts stands outside
+/// double quotes (a backslash inside quotes escapes the next character):
+/// `Ok(None)` when there is none, `Err(())` when a quote is left open
+/// before one.
+fn find_unquoted(s: &str, stop: impl Fn(char) -> bool) -> std::result::Result<Option<usize>, ()> {
+    let (mut in_quote, mut escaped) = (false, false);
     for (i, c) in s.char_indices() {
         if escaped {
             escaped = false;
@@ -120,14 +120,26 @@ fn next_token(s: &str) -> std::result::Result<(&str, &str), String> {
         match c {
             '\\' if in_quote => escaped = true,
             '"' => in_quote = !in_quote,
-            c if c.is_whitespace() && !in_quote => return Ok((&s[..i], &s[i..])),
+            c if stop(c) && !in_quote => return Ok(Some(i)),
             _ => {}
         }
     }
     if in_quote {
-        return Err("unterminated quote".into());
+        Err(())
+    } else {
+        Ok(None)
     }
-    Ok((s, ""))
+}
+
+/// Split off the next whitespace-separated token; double quotes group (and
+/// are kept), a backslash inside quotes escapes the next character.
+fn next_token(s: &str) -> std::result::Result<(&str, &str), String> {
+    let s = s.trim_start();
+    match find_unquoted(s, char::is_whitespace) {
+        Ok(Some(i)) => Ok((&s[..i], &s[i..])),
+        Ok(None) => Ok((s, "")),
+        Err(()) => Err("unterminated quote".into()),
+    }
 }
 
 fn unquote(s: &str) -> std::result::Result<String, String> {
@@ -159,23 +171,12 @@ fn is_key_type(t: &str) -> bool {
 /// Split an option list at commas outside quotes.
 fn split_options(s: &str) -> Vec<&str> {
     let mut out = Vec::new();
-    let (mut start, mut in_quote, mut escaped) = (0, false, false);
-    for (i, c) in s.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' if in_quote => escaped = true,
-            '"' => in_quote = !in_quote,
-            ',' if !in_quote => {
-                out.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
+    let mut rest = s;
+    while let Ok(Some(i)) = find_unquoted(rest, |c| c == ',') {
+        out.push(&rest[..i]);
+        rest = &rest[i + 1..];
     }
-    out.push(&s[start..]);
+    out.push(rest);
     out
 }
 
@@ -345,6 +346,21 @@ fn admits_some_principal(list: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tokens and option lists split outside quotes only; an open quote is
+    /// an error for a token and ends the splitting of options.
+    #[test]
+    fn tokens_and_options_split_outside_quotes() {
+        assert_eq!(next_token("  \"a b\" rest"), Ok(("\"a b\"", " rest")));
+        assert_eq!(next_token("\"a\\\" b\" c"), Ok(("\"a\\\" b\"", " c")));
+        assert_eq!(next_token("\"a b"), Err("unterminated quote".to_string()));
+        assert_eq!(next_token("ab"), Ok(("ab", "")));
+        assert_eq!(
+            split_options("a=\"x,y\",b,\"c,d"),
+            vec!["a=\"x,y\"", "b", "\"c,d"]
+        );
+        assert_eq!(split_options(""), vec![""]);
+    }
 
     const K1: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti";

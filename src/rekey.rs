@@ -122,50 +122,8 @@ impl Extract for Discard {
 pub fn rekey(opts: RekeyOptions) -> Result<RekeyReport> {
     let _progress = crate::progress::Guard;
     let source = &opts.vault;
-    let target = match (&opts.output, opts.in_place) {
-        (None, true) => source.clone(),
-        (Some(o), false) => o.clone(),
-        (Some(_), true) => {
-            return Err(Error::Usage(
-                "--in-place replaces VAULT itself; do not give -o as well".into(),
-            ))
-        }
-        (None, false) => {
-            return Err(Error::Usage(
-                "give -o NEW_VAULT, or --in-place to replace VAULT".into(),
-            ))
-        }
-    };
-    if opts.sign.is_some() && opts.sealer.is_none() {
-        return Err(Error::Usage(
-            "rekey --sign requires --signers ALLOWED_SIGNERS_FILE: the new signature is given only \
-             to a vault whose inner signature a trusted key made"
-                .into(),
-        ));
-    }
-    crate::keys::check_recipients(&opts.recipients)?;
-    finish_interrupted(&target)?;
-    let meta = fs::metadata(source).map_err(|e| Error::io("cannot open vault", source, e))?;
-    if !meta.is_file() {
-        return Err(Error::Refused(format!(
-            "{} is not a vault file",
-            source.display()
-        )));
-    }
-    if !opts.in_place {
-        if same_file(source, &target) {
-            return Err(Error::Refused(format!(
-                "{} is the vault being re-encrypted; use --in-place to replace it",
-                target.display()
-            )));
-        }
-        if !opts.force && fs::symlink_metadata(&target).is_ok() {
-            return Err(Error::Refused(format!(
-                "{} already exists (use --force to replace it)",
-                target.display()
-            )));
-        }
-    }
+    let target = target_of(&opts)?;
+    check_request(&opts, &target)?;
 
     // Pass 1: verify everything.
     let opened = open_vault(source, &opts.identities, &mut Discard)?;
@@ -190,58 +148,10 @@ pub fn rekey(opts: RekeyOptions) -> Result<RekeyReport> {
     signal::check()?;
 
     if opts.in_place {
-        // Read the new file back and check it all before VAULT goes.
-        match open_vault(copied.file.temp_path(), &opts.identities, &mut Discard) {
-            Ok(new) if new.case_id == opened.case_id => {}
-            Ok(_) => {
-                return Err(Error::integrity(
-                    "the re-encrypted vault names another case",
-                ))
-            }
-            Err(Error::NoMatchingKey) => {
-                return Err(Error::Refused(
-                    "--in-place verifies the new vault before replacing VAULT, but none of the \
-                     identities given (-i) is among the new recipients; VAULT is unchanged \
-                     (give such an identity, or write to -o NEW_VAULT instead)"
-                        .into(),
-                ))
-            }
-            Err(e) => return Err(e),
-        }
+        check_in_place(&opts, &opened, &copied)?;
     }
-
     let sidecar = sidecar_path(&target);
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // Commit (issue #10 item 14): the new sidecar and signature first go
-    // to fixed `.pending` names, then the vault is renamed (the commit
-    // point), then the pending files are renamed over the old ones. A
-    // crash at any point leaves either the old pair, or the new vault with
-    // its pending sidecar, which `finish_interrupted` (run by the next
-    // rekey of that target) recognises by its hash and completes.
-    let pending = Pending::new(&target);
-    let mut side = AtomicFile::create(&pending.sidecar)?;
-    side.write_all(manifest::line(&copied.sha256, &name).as_bytes())
-        .map_err(|e| Error::io("cannot write sidecar", &pending.sidecar, e))?;
-    side.commit(true)?;
-    if let Some(key) = &opts.sign {
-        crate::sign::write_outer_sig(
-            key,
-            crate::sign::NS_REKEY,
-            &copied.file,
-            &pending.sig,
-            &target,
-        )?
-        .commit(true)?;
-    }
-    crate::io::sync_parent_dir(&target)?;
-    signal::check()?;
-    copied.file.commit(opts.in_place || opts.force)?;
-    pending.disarm();
-    crate::io::sync_parent_dir(&target)?;
-    let signature = finish_commit(&target)?;
+    let signature = commit(&opts, &target, copied.file, &copied.sha256)?;
     Ok(RekeyReport {
         source: source.clone(),
         source_sha256: opened.vault_sha256,
@@ -260,6 +170,114 @@ pub fn rekey(opts: RekeyOptions) -> Result<RekeyReport> {
         signature,
         sealed_by,
     })
+}
+
+/// The vault to write: `-o NEW_VAULT`, or VAULT itself with `--in-place`.
+fn target_of(opts: &RekeyOptions) -> Result<PathBuf> {
+    match (&opts.output, opts.in_place) {
+        (None, true) => Ok(opts.vault.clone()),
+        (Some(o), false) => Ok(o.clone()),
+        (Some(_), true) => Err(Error::Usage(
+            "--in-place replaces VAULT itself; do not give -o as well".into(),
+        )),
+        (None, false) => Err(Error::Usage(
+            "give -o NEW_VAULT, or --in-place to replace VAULT".into(),
+        )),
+    }
+}
+
+/// Everything checked before the vault is read: the options, the new
+/// recipients, an interrupted earlier rekey of `target` (finished or
+/// discarded first), the source, and that `target` may be written.
+fn check_request(opts: &RekeyOptions, target: &Path) -> Result<()> {
+    let source = &opts.vault;
+    if opts.sign.is_some() && opts.sealer.is_none() {
+        return Err(Error::Usage(
+            "rekey --sign requires --signers ALLOWED_SIGNERS_FILE: the new signature is given only \
+             to a vault whose inner signature a trusted key made"
+                .into(),
+        ));
+    }
+    crate::keys::check_recipients(&opts.recipients)?;
+    finish_interrupted(target)?;
+    let meta = fs::metadata(source).map_err(|e| Error::io("cannot open vault", source, e))?;
+    if !meta.is_file() {
+        return Err(Error::Refused(format!(
+            "{} is not a vault file",
+            source.display()
+        )));
+    }
+    if !opts.in_place {
+        if same_file(source, target) {
+            return Err(Error::Refused(format!(
+                "{} is the vault being re-encrypted; use --in-place to replace it",
+                target.display()
+            )));
+        }
+        if !opts.force && fs::symlink_metadata(target).is_ok() {
+            return Err(Error::Refused(format!(
+                "{} already exists (use --force to replace it)",
+                target.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `--in-place`: read the new file back and check it all before VAULT goes.
+fn check_in_place(
+    opts: &RekeyOptions,
+    opened: &crate::open::Opened,
+    copied: &Copied,
+) -> Result<()> {
+    match open_vault(copied.file.temp_path(), &opts.identities, &mut Discard) {
+        Ok(new) if new.case_id == opened.case_id => Ok(()),
+        Ok(_) => Err(Error::integrity(
+            "the re-encrypted vault names another case",
+        )),
+        Err(Error::NoMatchingKey) => Err(Error::Refused(
+            "--in-place verifies the new vault before replacing VAULT, but none of the \
+             identities given (-i) is among the new recipients; VAULT is unchanged \
+             (give such an identity, or write to -o NEW_VAULT instead)"
+                .into(),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// Put the new vault (`file`, whose SHA-256 is `sha256`) in place of
+/// `target` with its sidecar (and signature); returns the signature's path.
+fn commit(
+    opts: &RekeyOptions,
+    target: &Path,
+    file: AtomicFile,
+    sha256: &str,
+) -> Result<Option<PathBuf>> {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Commit (issue #10 item 14): the new sidecar and signature first go
+    // to fixed `.pending` names, then the vault is renamed (the commit
+    // point), then the pending files are renamed over the old ones. A
+    // crash at any point leaves either the old pair, or the new vault with
+    // its pending sidecar, which `finish_interrupted` (run by the next
+    // rekey of that target) recognises by its hash and completes.
+    let pending = Pending::new(target);
+    let mut side = AtomicFile::create(&pending.sidecar)?;
+    side.write_all(manifest::line(sha256, &name).as_bytes())
+        .map_err(|e| Error::io("cannot write sidecar", &pending.sidecar, e))?;
+    side.commit(true)?;
+    if let Some(key) = &opts.sign {
+        crate::sign::write_outer_sig(key, crate::sign::NS_REKEY, &file, &pending.sig, target)?
+            .commit(true)?;
+    }
+    crate::io::sync_parent_dir(target)?;
+    signal::check()?;
+    file.commit(opts.in_place || opts.force)?;
+    pending.disarm();
+    crate::io::sync_parent_dir(target)?;
+    finish_commit(target)
 }
 
 /// The inner signature's trust check (as `verify -i --signers` does it):

@@ -2,8 +2,12 @@
 //! byte in one pass, and write an age-encrypted vault atomically.
 //!
 //! Pipeline (FORMAT §2, §3): walk (sorted) → read + SHA-256 + tar framing on
-//! this thread → [`PipeWriter`] → zstd → age → sidecar hash → temp file on a
+//! this thread → `PipeWriter` → zstd → age → sidecar hash → temp file on a
 //! second thread → fsync → rename → fsync dir.
+//!
+//! On the producer thread, `Walk` walks the case (`src/walk.rs`) and
+//! streams each file; `Bag` owns the bag layout: the `CASE/data/…` paths,
+//! the `casevault.json` entries, the payload manifest and the tag files.
 
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
@@ -128,29 +132,8 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
     let case_dir = &opts.case_dir;
     let case_id = case_id_for(case_dir, opts.case_id.as_deref())?;
     let sidecar = crate::io::sidecar_path(&opts.output);
-    // An existing vault is never replaced without --force. A sidecar whose
-    // vault is gone describes nothing and is replaced with the new one.
-    if !opts.force && fs::symlink_metadata(&opts.output).is_ok() {
-        return Err(Error::Refused(format!(
-            "{} already exists (use --force to replace it)",
-            opts.output.display()
-        )));
-    }
-    refuse_output_inside_case(case_dir, root, &opts.output)?;
-    if opts.recipients.is_empty() {
-        return Err(Error::Usage(
-            "no recipients given: use -r RECIPIENT or -R FILE".into(),
-        ));
-    }
-
-    let now = time::OffsetDateTime::now_utc();
-    let sealed_at = now
-        .format(&time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
-        ))
-        .expect("formatting a UTC time cannot fail");
-    let bagging_date = sealed_at[..10].to_string();
-    let now_secs = now.unix_timestamp();
+    refuse_output(&opts, root)?;
+    let time = SealTime::now();
 
     // The output stage: compress, encrypt, hash the ciphertext, write.
     let vault_file = AtomicFile::create(&opts.output)?;
@@ -187,16 +170,9 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
         Ok((file, digest, count))
     });
 
-    let mut state = Walk::new(case_id.clone(), opts.collect_entries);
-    state.signer = opts.sign.clone();
-    let produced = state.archive(
-        root,
-        &mut pipe,
-        now_secs,
-        &bagging_date,
-        &sealed_at,
-        compression,
-    );
+    let bag = Bag::new(case_id, opts.collect_entries, opts.sign.clone());
+    let mut walk = Walk::new(bag);
+    let produced = walk.archive(root, &mut pipe, &time, compression);
     if let Err(e) = produced {
         // A write error means the output stage stopped: its error is the cause.
         let out_err = pipe.abort();
@@ -209,17 +185,86 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
     }
     let (vault_file, digest, vault_bytes) = pipe.finish()?;
     signal::check()?;
+    let written = Written {
+        vault_sha256: hex(&digest),
+        vault_bytes,
+        sidecar,
+        signature: None,
+    };
+    let written = commit(&opts, vault_file, written)?;
+    Ok(report(&opts, walk.bag, time.sealed_at, written))
+}
 
-    let vault_sha256 = hex(&digest);
+/// Refuse what would make the seal fail or overwrite something: an
+/// existing vault without `--force`, an output inside the case, no
+/// recipients. Nothing has been written yet.
+fn refuse_output(opts: &SealOptions, root: &crate::walk::Root) -> Result<()> {
+    // An existing vault is never replaced without --force. A sidecar whose
+    // vault is gone describes nothing and is replaced with the new one.
+    if !opts.force && fs::symlink_metadata(&opts.output).is_ok() {
+        return Err(Error::Refused(format!(
+            "{} already exists (use --force to replace it)",
+            opts.output.display()
+        )));
+    }
+    refuse_output_inside_case(&opts.case_dir, root, &opts.output)?;
+    if opts.recipients.is_empty() {
+        return Err(Error::Usage(
+            "no recipients given: use -r RECIPIENT or -R FILE".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// When a vault is sealed: `sealed_at` (casevault.json), its date
+/// (bag-info.txt's Bagging-Date) and the mtime of the bag directory and
+/// tag files.
+struct SealTime {
+    sealed_at: String,
+    unix: i64,
+}
+
+impl SealTime {
+    fn now() -> Self {
+        let now = time::OffsetDateTime::now_utc();
+        let sealed_at = now
+            .format(&time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+            ))
+            .expect("formatting a UTC time cannot fail");
+        SealTime {
+            sealed_at,
+            unix: now.unix_timestamp(),
+        }
+    }
+
+    fn bagging_date(&self) -> &str {
+        &self.sealed_at[..10]
+    }
+}
+
+/// The vault as written to its temporary file, and the sidecar and
+/// signature beside it once committed.
+struct Written {
+    vault_sha256: String,
+    vault_bytes: u64,
+    sidecar: PathBuf,
+    signature: Option<PathBuf>,
+}
+
+/// Write the sidecar (and `VAULT.sig`), then rename the vault and them
+/// into place and sync the directory.
+fn commit(opts: &SealOptions, vault_file: AtomicFile, mut w: Written) -> Result<Written> {
     let vault_name = opts
         .output
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut side = AtomicFile::create(&sidecar)?;
+    let sidecar = &w.sidecar;
+    let mut side = AtomicFile::create(sidecar)?;
     side.set_mode(opts.output_mode)?;
-    side.write_all(manifest::line(&vault_sha256, &vault_name).as_bytes())
-        .map_err(|e| Error::io("cannot write sidecar", &sidecar, e))?;
+    side.write_all(manifest::line(&w.vault_sha256, &vault_name).as_bytes())
+        .map_err(|e| Error::io("cannot write sidecar", sidecar, e))?;
     // The outer signature is computed from the ciphertext read back from
     // the temporary file, before anything is renamed into place.
     let sig = match &opts.sign {
@@ -232,28 +277,32 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
     };
     vault_file.commit(opts.force)?;
     side.commit(true)?;
-    let signature = crate::sign::commit_vault_sig(sig, &opts.output)?;
+    w.signature = crate::sign::commit_vault_sig(sig, &opts.output)?;
     crate::io::sync_parent_dir(&opts.output)?;
+    Ok(w)
+}
 
-    Ok(SealReport {
+/// The `--json` object of a seal.
+fn report(opts: &SealOptions, mut bag: Bag, sealed_at: String, w: Written) -> SealReport {
+    SealReport {
         vault: opts.output.clone(),
-        sidecar,
-        case_id,
-        files: state.totals.files,
-        dirs: state.totals.dirs,
-        symlinks: state.totals.symlinks,
-        payload_bytes: state.totals.bytes,
-        vault_bytes,
-        vault_sha256,
-        compression,
+        sidecar: w.sidecar,
+        case_id: bag.case_id,
+        files: bag.totals.files,
+        dirs: bag.totals.dirs,
+        symlinks: bag.totals.symlinks,
+        payload_bytes: bag.totals.bytes,
+        vault_bytes: w.vault_bytes,
+        vault_sha256: w.vault_sha256,
+        compression: opts.compression,
         armor: opts.armor,
         recipients: opts.recipients.len(),
         sealed_at,
-        manifest_sha256: std::mem::take(&mut state.manifest_sha256),
-        entries: std::mem::take(&mut state.sealed_entries),
+        manifest_sha256: std::mem::take(&mut bag.manifest_sha256),
+        entries: std::mem::take(&mut bag.sealed_entries),
         signer: opts.sign.as_ref().map(|k| k.signer()),
-        signature,
-    })
+        signature: w.signature,
+    }
 }
 
 /// Refuse an output path inside the case: sealing would read its own
@@ -349,15 +398,16 @@ impl From<Error> for WalkError {
     }
 }
 
-/// The producer side's state: totals, `casevault.json` entries, manifest.
-struct Walk {
+/// The bag layout (FORMAT §3): where each case entry goes in the tar
+/// stream (`CASE/data/…`), the `entries` of `casevault.json` streamed as
+/// they come, the payload manifest, and the tag files after the payload.
+struct Bag {
     case_id: String,
     /// The `entries` array of casevault.json, serialised as we go.
     json_entries: Vec<u8>,
     collect: bool,
     manifest: String,
     totals: Totals,
-    buf: Vec<u8>,
     manifest_sha256: String,
     sealed_entries: Vec<Entry>,
     /// Signs `casevault.json` into `casevault.sig` when set.
@@ -377,20 +427,94 @@ fn rel_str(rel: &Path, path: &Path) -> Result<String> {
     }
 }
 
-impl Walk {
-    fn new(case_id: String, collect: bool) -> Self {
-        Walk {
+/// The mode and mtime a case entry is recorded with.
+#[derive(Clone, Copy)]
+struct Stamp {
+    mode: u32,
+    mtime: i64,
+    mtime_nsec: u32,
+}
+
+impl Stamp {
+    /// From the entry's lstat; refuses an mtime no vault can record.
+    fn of(meta: &crate::walk::Meta, path: &Path) -> Result<Stamp> {
+        let mode = meta.mode() & 0o7777;
+        let (mtime, mtime_nsec) = (meta.mtime(), meta.mtime_nsec() as u32);
+        if !format::mtime_in_range(mtime) {
+            return Err(Error::Refused(format!(
+                "{}: mtime {} is outside the years 0000 to 9999 that a vault records (FORMAT.md §5.4); seal a copy whose time is corrected (touch -m -d)",
+                path.display(),
+                format::display_time(mtime, mtime_nsec)
+            )));
+        }
+        Ok(Stamp {
+            mode,
+            mtime,
+            mtime_nsec,
+        })
+    }
+
+    /// A `casevault.json` entry without size, digest or target.
+    fn entry(self, path: String, kind: Kind) -> Entry {
+        Entry {
+            path,
+            kind,
+            size: None,
+            sha256: None,
+            target: None,
+            mode: self.mode,
+            mtime: self.mtime,
+            mtime_nsec: self.mtime_nsec,
+        }
+    }
+}
+
+impl Bag {
+    fn new(case_id: String, collect: bool, signer: Option<crate::sign::SigningKey>) -> Self {
+        Bag {
             case_id,
             json_entries: Vec::new(),
             collect,
             manifest: String::new(),
             totals: Totals::default(),
-            buf: vec![0; BUF_SIZE],
             manifest_sha256: String::new(),
             sealed_entries: Vec::new(),
-            signer: None,
+            signer,
             link_bytes: 0,
         }
+    }
+
+    /// The bag's top directory `CASE/`, first in the stream.
+    fn write_root<W: Write>(&self, out: &mut W, time: &SealTime) -> io::Result<()> {
+        let id = &self.case_id;
+        tarfmt::write_header(
+            out,
+            &format!("{id}/"),
+            tar::EntryType::Directory,
+            0,
+            0o755,
+            time.unix,
+        )
+    }
+
+    /// The bag path (`data/REL`) and tar path (`CASE/data/REL`) of the case
+    /// entry at `rel`; refuses a path too long for the tar format.
+    fn paths(&self, rel: &str, path: &Path) -> Result<(String, String)> {
+        let id = &self.case_id;
+        let bag_path = if rel.is_empty() {
+            "data".to_string()
+        } else {
+            format!("data/{rel}")
+        };
+        let tar_path = format!("{id}/{bag_path}");
+        if tar_path.len() + 1 > format::MAX_PATH_BYTES {
+            return Err(Error::Refused(format!(
+                "{}: path longer than {} bytes",
+                path.display(),
+                format::MAX_PATH_BYTES
+            )));
+        }
+        Ok((bag_path, tar_path))
     }
 
     fn push_entry(&mut self, e: Entry) {
@@ -404,45 +528,175 @@ impl Walk {
         }
     }
 
+    fn add_dir<W: Write>(
+        &mut self,
+        out: &mut W,
+        bag_path: String,
+        tar_path: &str,
+        stamp: Stamp,
+    ) -> io::Result<()> {
+        tarfmt::write_header(
+            out,
+            &format!("{tar_path}/"),
+            tar::EntryType::Directory,
+            0,
+            stamp.mode,
+            stamp.mtime,
+        )?;
+        self.totals.dirs += 1;
+        self.push_entry(stamp.entry(bag_path, Kind::Dir));
+        Ok(())
+    }
+
+    /// A symlink is recorded in `casevault.json` only (FORMAT §5.4).
+    /// `case_dir` names the case in the refusal.
+    fn add_symlink(
+        &mut self,
+        case_dir: &Path,
+        bag_path: String,
+        target: &str,
+        stamp: Stamp,
+    ) -> Result<()> {
+        self.totals.symlinks += 1;
+        // Readers refuse a casevault.json with more links than this
+        // (FORMAT §6.1): seal never writes a vault they must refuse.
+        self.link_bytes += (bag_path.len() + target.len()) as u64;
+        if self.totals.symlinks > format::MAX_LINKS || self.link_bytes > format::MAX_LINK_BYTES {
+            return Err(Error::Refused(format!(
+                "{}: the case has more than {} symlinks or {} bytes of their paths and targets, the limits of the vault format (FORMAT.md §6.1); split it into several cases",
+                case_dir.display(),
+                format::MAX_LINKS,
+                format::MAX_LINK_BYTES
+            )));
+        }
+        self.push_entry(Entry {
+            target: Some(target.to_string()),
+            ..stamp.entry(bag_path, Kind::Symlink)
+        });
+        Ok(())
+    }
+
+    /// A regular file, already written to the stream: its manifest line
+    /// and entry.
+    fn add_file(&mut self, bag_path: String, size: u64, digest: &[u8; 32], stamp: Stamp) {
+        let digest = hex(digest);
+        self.manifest.push_str(&manifest::line(&digest, &bag_path));
+        self.totals.files += 1;
+        self.totals.bytes += size;
+        self.push_entry(Entry {
+            size: Some(size),
+            sha256: Some(digest),
+            ..stamp.entry(bag_path, Kind::File)
+        });
+    }
+
+    /// The tag files, after the payload (FORMAT §3): `bagit.txt`,
+    /// `bag-info.txt`, `casevault.json` (and `casevault.sig`), the payload
+    /// manifest, then the tag manifest and the end of the tar stream.
+    fn write_tag_files<W: Write>(
+        &mut self,
+        out: &mut W,
+        time: &SealTime,
+        compression: Compression,
+    ) -> std::result::Result<(), WalkError> {
+        let id = self.case_id.clone();
+        let signer = self.signer.as_ref().map(|k| k.signer());
+        let (json_prefix, json_suffix) = format::json_parts_signed(
+            &id,
+            &time.sealed_at,
+            compression,
+            &self.totals,
+            signer.as_ref(),
+        );
+        let json_entries = std::mem::take(&mut self.json_entries);
+        let json: [&[u8]; 3] = [&json_prefix, &json_entries, &json_suffix];
+        // Inner signature over the exact casevault.json bytes (FORMAT §5.5).
+        let json_sig = match &self.signer {
+            Some(k) => Some(crate::sign::sign_parts(k, crate::sign::NS_MANIFEST, &json)?),
+            None => None,
+        };
+        let info = format::bag_info(
+            time.bagging_date(),
+            self.totals.bytes,
+            self.totals.files,
+            &id,
+        );
+        let manifest_text = std::mem::take(&mut self.manifest);
+        self.manifest_sha256 = hex(&Sha256::digest(manifest_text.as_bytes()));
+        let bagit: [&[u8]; 1] = [format::BAGIT_TXT_CONTENT.as_bytes()];
+        let info: [&[u8]; 1] = [info.as_bytes()];
+        let sig: [&[u8]; 1] = [json_sig.as_deref().unwrap_or("").as_bytes()];
+        let manifest: [&[u8]; 1] = [manifest_text.as_bytes()];
+        let mut tags: Vec<(&str, &[&[u8]])> = vec![
+            (format::BAGIT_TXT, &bagit),
+            (format::BAG_INFO_TXT, &info),
+            (format::CASEVAULT_JSON, &json),
+        ];
+        if json_sig.is_some() {
+            tags.push((format::CASEVAULT_SIG, &sig)); // only signed vaults have it
+        }
+        tags.push((format::MANIFEST, &manifest));
+        write_tags(out, &id, &tags, time.unix).map_err(WalkError::Write)
+    }
+}
+
+/// Write each tag file (`name`, its content in parts), then
+/// `tagmanifest-sha256.txt` over them and the end of the tar stream.
+fn write_tags<W: Write>(
+    out: &mut W,
+    id: &str,
+    tags: &[(&str, &[&[u8]])],
+    mtime: i64,
+) -> io::Result<()> {
+    let mut tagmanifest = String::new();
+    for (name, parts) in tags {
+        tarfmt::write_parts(out, &format!("{id}/{name}"), parts, mtime)?;
+        let mut h = Sha256::new();
+        for p in *parts {
+            h.update(p);
+        }
+        tagmanifest.push_str(&manifest::line(&hex(&h.finalize()), name));
+    }
+    tarfmt::write_small_file(
+        out,
+        &format!("{id}/{}", format::TAGMANIFEST),
+        tagmanifest.as_bytes(),
+        mtime,
+    )?;
+    tarfmt::write_end(out)
+}
+
+/// The producer: walks the case (`src/walk.rs`, sorted, without following
+/// links), reads and hashes each file into the stream, and hands every
+/// entry to the [`Bag`].
+struct Walk {
+    bag: Bag,
+    buf: Vec<u8>,
+}
+
+impl Walk {
+    fn new(bag: Bag) -> Self {
+        Walk {
+            bag,
+            buf: vec![0; BUF_SIZE],
+        }
+    }
+
     fn archive<W: Write>(
         &mut self,
         root: &crate::walk::Root,
         out: &mut W,
-        now_secs: i64,
-        bagging_date: &str,
-        sealed_at: &str,
+        time: &SealTime,
         compression: Compression,
     ) -> std::result::Result<(), WalkError> {
-        let id = self.case_id.clone();
-        tarfmt::write_header(
-            out,
-            &format!("{id}/"),
-            tar::EntryType::Directory,
-            0,
-            0o755,
-            now_secs,
-        )
-        .map_err(WalkError::Write)?;
+        self.bag.write_root(out, time).map_err(WalkError::Write)?;
         let (mut entries_seen, mut path_bytes) = (0u64, 0u64);
         for item in root.walk() {
             signal::check()?;
             let ent = item?;
             let path = ent.path.as_path();
             let rel = rel_str(&ent.rel, path)?;
-            let bag_path = if rel.is_empty() {
-                "data".to_string()
-            } else {
-                format!("data/{rel}")
-            };
-            let tar_path = format!("{id}/{bag_path}");
-            if tar_path.len() + 1 > format::MAX_PATH_BYTES {
-                return Err(Error::Refused(format!(
-                    "{}: path longer than {} bytes",
-                    path.display(),
-                    format::MAX_PATH_BYTES
-                ))
-                .into());
-            }
+            let (bag_path, tar_path) = self.bag.paths(&rel, path)?;
             // Stay within what every reader accepts (FORMAT §6.1), so that
             // seal never writes a vault that unseal must refuse.
             entries_seen += 1;
@@ -458,148 +712,52 @@ impl Walk {
                 ))
                 .into());
             }
-            // The root was opened through any symlink given on the command
-            // line; everything below is lstat'ed (fstatat, no follow).
-            let meta = ent.meta;
-            let ft = meta;
-            let mode = meta.mode() & 0o7777;
-            let (mtime, mtime_nsec) = (meta.mtime(), meta.mtime_nsec() as u32);
-            if !format::mtime_in_range(mtime) {
-                return Err(Error::Refused(format!(
-                    "{}: mtime {} is outside the years 0000 to 9999 that a vault records (FORMAT.md §5.4); seal a copy whose time is corrected (touch -m -d)",
-                    path.display(),
-                    format::display_time(mtime, mtime_nsec)
-                ))
-                .into());
-            }
-            if ft.is_dir() {
-                tarfmt::write_header(
-                    out,
-                    &format!("{tar_path}/"),
-                    tar::EntryType::Directory,
-                    0,
-                    mode,
-                    mtime,
-                )
-                .map_err(WalkError::Write)?;
-                self.totals.dirs += 1;
-                self.push_entry(Entry {
-                    path: bag_path,
-                    kind: Kind::Dir,
-                    size: None,
-                    sha256: None,
-                    target: None,
-                    mode,
-                    mtime,
-                    mtime_nsec,
-                });
-            } else if ft.is_symlink() {
-                let target = ent
-                    .read_link()
-                    .map_err(|e| Error::io("cannot read symlink", path, e))?;
-                let target = target.to_str().ok_or_else(|| {
-                    Error::Refused(format!(
-                        "{}: symlink target is not valid UTF-8",
-                        path.display()
-                    ))
-                })?;
-                self.totals.symlinks += 1;
-                // Readers refuse a casevault.json with more links than this
-                // (FORMAT §6.1): seal never writes a vault they must refuse.
-                self.link_bytes += (bag_path.len() + target.len()) as u64;
-                if self.totals.symlinks > format::MAX_LINKS
-                    || self.link_bytes > format::MAX_LINK_BYTES
-                {
-                    return Err(Error::Refused(format!(
-                        "{}: the case has more than {} symlinks or {} bytes of their paths and targets, the limits of the vault format (FORMAT.md §6.1); split it into several cases",
-                        root.path.display(),
-                        format::MAX_LINKS,
-                        format::MAX_LINK_BYTES
-                    ))
-                    .into());
-                }
-                self.push_entry(Entry {
-                    path: bag_path,
-                    kind: Kind::Symlink,
-                    size: None,
-                    sha256: None,
-                    target: Some(target.to_string()),
-                    mode,
-                    mtime,
-                    mtime_nsec,
-                });
-            } else if ft.is_file() {
-                let (size, digest) = self.archive_file(&ent, &meta, &tar_path, out)?;
-                let digest = hex(&digest);
-                self.manifest.push_str(&manifest::line(&digest, &bag_path));
-                self.totals.files += 1;
-                self.totals.bytes += size;
-                self.push_entry(Entry {
-                    path: bag_path,
-                    kind: Kind::File,
-                    size: Some(size),
-                    sha256: Some(digest),
-                    target: None,
-                    mode,
-                    mtime,
-                    mtime_nsec,
-                });
-            } else {
-                return Err(Error::Refused(format!(
-                    "{}: is a {}; casevault seals only regular files, directories and symlinks",
-                    path.display(),
-                    ft.describe_special()
-                ))
-                .into());
-            }
+            self.add(&ent, &root.path, bag_path, &tar_path, out)?;
         }
+        self.bag.write_tag_files(out, time, compression)
+    }
 
-        // Tag files, after the payload (FORMAT §3).
-        let signer = self.signer.as_ref().map(|k| k.signer());
-        let (json_prefix, json_suffix) =
-            format::json_parts_signed(&id, sealed_at, compression, &self.totals, signer.as_ref());
-        let json_entries = std::mem::take(&mut self.json_entries);
-        let json: [&[u8]; 3] = [&json_prefix, &json_entries, &json_suffix];
-        // Inner signature over the exact casevault.json bytes (FORMAT §5.5).
-        let json_sig = match &self.signer {
-            Some(k) => Some(crate::sign::sign_parts(k, crate::sign::NS_MANIFEST, &json)?),
-            None => None,
-        };
-        let json_sig_parts: [&[u8]; 1] = [json_sig.as_deref().unwrap_or("").as_bytes()];
-        let info = format::bag_info(bagging_date, self.totals.bytes, self.totals.files, &id);
-        let manifest_text = std::mem::take(&mut self.manifest);
-        self.manifest_sha256 = hex(&Sha256::digest(manifest_text.as_bytes()));
-        let mut tagmanifest = String::new();
-        for (name, parts) in [
-            (
-                format::BAGIT_TXT,
-                &[format::BAGIT_TXT_CONTENT.as_bytes()][..],
-            ),
-            (format::BAG_INFO_TXT, &[info.as_bytes()][..]),
-            (format::CASEVAULT_JSON, &json[..]),
-            (format::CASEVAULT_SIG, &json_sig_parts[..]),
-            (format::MANIFEST, &[manifest_text.as_bytes()][..]),
-        ] {
-            if name == format::CASEVAULT_SIG && json_sig.is_none() {
-                continue; // only signed vaults have it
-            }
-            tarfmt::write_parts(out, &format!("{id}/{name}"), parts, now_secs)
-                .map_err(WalkError::Write)?;
-            let mut h = Sha256::new();
-            for p in parts {
-                h.update(p);
-            }
-            tagmanifest.push_str(&manifest::line(&hex(&h.finalize()), name));
+    /// One case entry, by its kind. The root was opened through any symlink
+    /// given on the command line; everything below is lstat'ed (fstatat, no
+    /// follow).
+    fn add<W: Write>(
+        &mut self,
+        ent: &crate::walk::Node,
+        case_dir: &Path,
+        bag_path: String,
+        tar_path: &str,
+        out: &mut W,
+    ) -> std::result::Result<(), WalkError> {
+        let path = ent.path.as_path();
+        let meta = ent.meta;
+        let stamp = Stamp::of(&meta, path)?;
+        if meta.is_dir() {
+            self.bag
+                .add_dir(out, bag_path, tar_path, stamp)
+                .map_err(WalkError::Write)
+        } else if meta.is_symlink() {
+            let target = ent
+                .read_link()
+                .map_err(|e| Error::io("cannot read symlink", path, e))?;
+            let target = target.to_str().ok_or_else(|| {
+                Error::Refused(format!(
+                    "{}: symlink target is not valid UTF-8",
+                    path.display()
+                ))
+            })?;
+            Ok(self.bag.add_symlink(case_dir, bag_path, target, stamp)?)
+        } else if meta.is_file() {
+            let (size, digest) = self.archive_file(ent, &meta, tar_path, out)?;
+            self.bag.add_file(bag_path, size, &digest, stamp);
+            Ok(())
+        } else {
+            Err(Error::Refused(format!(
+                "{}: is a {}; casevault seals only regular files, directories and symlinks",
+                path.display(),
+                meta.describe_special()
+            ))
+            .into())
         }
-        tarfmt::write_small_file(
-            out,
-            &format!("{id}/{}", format::TAGMANIFEST),
-            tagmanifest.as_bytes(),
-            now_secs,
-        )
-        .map_err(WalkError::Write)?;
-        tarfmt::write_end(out).map_err(WalkError::Write)?;
-        Ok(())
     }
 
     /// Archive one regular file: open without following links, check it is

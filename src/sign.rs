@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, IsTerminal, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256, Sha512};
@@ -74,7 +74,7 @@ impl SigningKey {
             ))
         })?;
         if key.is_encrypted() {
-            if !(io::stdin().is_terminal() && io::stderr().is_terminal()) {
+            if !crate::keys::prompt::can_ask() {
                 return Err(Error::Refused(format!(
                     "{} is protected by a passphrase and there is no terminal to ask for it; for unattended use give an unencrypted key kept with mode 0600",
                     path.display()
@@ -419,6 +419,11 @@ pub fn check_manifest_sig(
 ) -> Result<Verified> {
     let sig = parse(sig_bytes, format::CASEVAULT_SIG)?;
     let v = verify_bytes(&sig, NS_MANIFEST, format::CASEVAULT_SIG, json_bytes)?;
+    made_by_named_key(v, signer)
+}
+
+/// `casevault.sig` must be made by the key `casevault.json` names.
+fn made_by_named_key(v: Verified, signer: &format::Signer) -> Result<Verified> {
     if v.fingerprint != signer.fingerprint {
         return Err(Error::integrity(format!(
             "{} was made by key {}, but {} names {}",
@@ -479,16 +484,7 @@ pub fn check_inner_digests(
         }
     };
     let v = check_digest(&sig, NS_MANIFEST, format::CASEVAULT_SIG, digest)?;
-    if v.fingerprint != signer.fingerprint {
-        return Err(Error::integrity(format!(
-            "{} was made by key {}, but {} names {}",
-            format::CASEVAULT_SIG,
-            v.fingerprint,
-            format::CASEVAULT_JSON,
-            signer.fingerprint
-        )));
-    }
-    Ok(Some(v))
+    made_by_named_key(v, signer).map(Some)
 }
 
 #[cfg(test)]

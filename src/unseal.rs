@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, StatxFlags, Timespec, Timestamps};
 use serde::Serialize;
 
-use crate::format::{Entry, Kind};
+use crate::format::{CaseJson, Entry, Kind};
 use crate::keys::BoxedIdentity;
 use crate::open::{open_vault, Extract, LinkStatus, Links};
 use crate::{Error, Result};
@@ -489,10 +489,47 @@ fn restore(opts: &UnsealOptions, staging: &StagingDir) -> Result<UnsealReport> {
     let mut x = Staging { root: root.clone() };
     let opened = open_vault(&opts.vault, &opts.identities, &mut x)?;
     let json = &opened.json;
+    check_links(opts, json)?;
+    // Every check that does not depend on the disk comes before the first
+    // recorded mode is applied (issue #10 item 1); the cleanup copes with
+    // any mode anyway.
+    crate::signal::check()?;
+    check_dest(&opts.dest)?;
 
-    // Links are checked before anything else is created, against one map
-    // of them all; loops stay inside the case and are recreated (FORMAT §6
-    // step 5, issue #10 items 8 and 10).
+    let dir = staging.fd.as_fd();
+    let mut not_stored = Vec::new();
+    restore_tree(dir, &root, json, &mut not_stored)?;
+    crate::signal::check()?;
+
+    // Durable before visible: one syncfs for the whole tree instead of an
+    // fsync per file, then the rename, then the directory.
+    rustix::fs::syncfs(dir).map_err(|e| Error::io("cannot sync", &root, e.into()))?;
+    if let Err(e) = fs::rename(&root, &opts.dest) {
+        // DEST may have been filled since it was checked (another unseal
+        // finished first): say so rather than "directory not empty".
+        check_dest(&opts.dest)?;
+        return Err(Error::io("cannot move the unsealed case to", &opts.dest, e));
+    }
+    staging.moved.set(true);
+    restore_root(dir, &opts.dest, json, &mut not_stored)?;
+
+    Ok(UnsealReport {
+        vault: opts.vault.clone(),
+        dest: opts.dest.clone(),
+        case_id: opened.case_id.clone(),
+        files: json.totals.files,
+        dirs: json.totals.dirs,
+        symlinks: json.totals.symlinks,
+        bytes: json.totals.bytes,
+        vault_sha256: opened.vault_sha256.clone(),
+        mtimes_not_stored: not_stored,
+    })
+}
+
+/// Links are checked before anything else is created, against one map
+/// of them all; loops stay inside the case and are recreated (FORMAT §6
+/// step 5, issue #10 items 8 and 10).
+fn check_links(opts: &UnsealOptions, json: &CaseJson) -> Result<()> {
     let mut links = Links::new(json);
     for e in json.entries.iter().filter(|e| e.kind == Kind::Symlink) {
         if opts.allow_external_links {
@@ -505,14 +542,17 @@ fn restore(opts: &UnsealOptions, staging: &StagingDir) -> Result<UnsealReport> {
             )));
         }
     }
-    // Every check that does not depend on the disk comes before the first
-    // recorded mode is applied (issue #10 item 1); the cleanup copes with
-    // any mode anyway.
-    crate::signal::check()?;
-    check_dest(&opts.dest)?;
+    Ok(())
+}
 
-    let dir = staging.fd.as_fd();
-    let mut not_stored = Vec::new();
+/// Create the links and restore every entry's times and mode below the
+/// staging directory `dir` (at `root`), except the case root's own.
+fn restore_tree(
+    dir: BorrowedFd<'_>,
+    root: &Path,
+    json: &CaseJson,
+    not_stored: &mut Vec<MtimeNotStored>,
+) -> Result<()> {
     // Links first: creating one changes its directory's mtime and needs
     // write permission on it. Then files and links, then directories
     // deepest first, so that touching a child never changes a restored
@@ -528,7 +568,7 @@ fn restore(opts: &UnsealOptions, staging: &StagingDir) -> Result<UnsealReport> {
         .iter()
         .filter(|e| matches!(e.kind, Kind::File | Kind::Symlink))
     {
-        restore_entry(dir, &root, e, &mut not_stored)?;
+        restore_entry(dir, root, e, not_stored)?;
     }
     let mut dirs: Vec<&Entry> = json
         .entries
@@ -537,49 +577,32 @@ fn restore(opts: &UnsealOptions, staging: &StagingDir) -> Result<UnsealReport> {
         .collect();
     dirs.sort_by_key(|e| std::cmp::Reverse(e.path.matches('/').count()));
     for e in dirs {
-        restore_entry(dir, &root, e, &mut not_stored)?;
+        restore_entry(dir, root, e, not_stored)?;
     }
-    crate::signal::check()?;
+    Ok(())
+}
 
-    // Durable before visible: one syncfs for the whole tree instead of an
-    // fsync per file, then the rename, then the directory.
-    rustix::fs::syncfs(dir).map_err(|e| Error::io("cannot sync", &root, e.into()))?;
-    if let Err(e) = fs::rename(&root, &opts.dest) {
-        // DEST may have been filled since it was checked (another unseal
-        // finished first): say so rather than "directory not empty".
-        check_dest(&opts.dest)?;
-        return Err(Error::io("cannot move the unsealed case to", &opts.dest, e));
-    }
-    staging.moved.set(true);
-
-    // The case root's own mode and mtime, now that the tree is DEST: until
-    // here it stayed 0700, whatever the case records (issue #10 item 4).
-    // Through the descriptor, so no path can be swapped underneath.
-    let after_move =
-        |what: &'static str, e: rustix::io::Errno| Error::io(what, &opts.dest, e.into());
+/// The case root's own mode and mtime, now that the tree is `dest`: until
+/// here it stayed 0700, whatever the case records (issue #10 item 4).
+/// Through the descriptor `dir`, so no path can be swapped underneath.
+fn restore_root(
+    dir: BorrowedFd<'_>,
+    dest: &Path,
+    json: &CaseJson,
+    not_stored: &mut Vec<MtimeNotStored>,
+) -> Result<()> {
+    let after_move = |what: &'static str, e: rustix::io::Errno| Error::io(what, dest, e.into());
     if let Some(e) = json.entries.iter().find(|e| e.path == "data") {
         rustix::fs::futimens(dir, &timestamps(e))
             .map_err(|err| after_move("the case is complete, but cannot set the mtime of", err))?;
         let st = rustix::fs::statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::MTIME)
             .map_err(|err| after_move("the case is complete, but cannot inspect", err))?;
-        check_stored(e, &st, &mut not_stored);
+        check_stored(e, &st, not_stored);
         rustix::fs::fchmod(dir, Mode::from_raw_mode(e.mode & 0o777))
             .map_err(|err| after_move("the case is complete, but cannot set the mode of", err))?;
     }
     rustix::fs::fsync(dir).map_err(|e| after_move("the case is complete, but cannot sync", e))?;
-    crate::io::sync_parent_dir(&opts.dest)?;
-
-    Ok(UnsealReport {
-        vault: opts.vault.clone(),
-        dest: opts.dest.clone(),
-        case_id: opened.case_id.clone(),
-        files: json.totals.files,
-        dirs: json.totals.dirs,
-        symlinks: json.totals.symlinks,
-        bytes: json.totals.bytes,
-        vault_sha256: opened.vault_sha256.clone(),
-        mtimes_not_stored: not_stored,
-    })
+    crate::io::sync_parent_dir(dest)
 }
 
 #[cfg(test)]

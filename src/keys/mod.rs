@@ -1,13 +1,25 @@
 //! Recipients and identities: parsing `-r`/`-R` recipients and `-i` identity
 //! files (age, including post-quantum `AGE-SECRET-KEY-PQ-1…`, and unencrypted
 //! OpenSSH keys), and generating new identities.
+//!
+//! The key types that age does not provide live beside this module:
+//! [`pq`] (post-quantum), [`plugin`] (age plugins), [`passphrase`]
+//! (passphrase-protected identity files and the scrypt recipient). The
+//! terminal is reached only through [`prompt`]. Imports go one way: this
+//! module uses those, `passphrase` and `plugin` use `prompt`, and none of
+//! them uses this module.
+
+pub mod passphrase;
+pub mod plugin;
+pub mod pq;
+pub mod prompt;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::str::FromStr;
 
-use age::secrecy::ExposeSecret;
+use age::secrecy::{ExposeSecret, SecretSlice, SecretString};
 
 use crate::{Error, Result};
 
@@ -20,15 +32,16 @@ pub type BoxedIdentity = Box<dyn age::Identity + Send + Sync>;
 /// `ssh-ed25519 …` or `ssh-rsa …`.
 pub fn parse_recipient(s: &str) -> std::result::Result<BoxedRecipient, String> {
     let s = s.trim();
-    if crate::pq::is_pq_recipient(s) {
-        crate::pq::Recipient::from_str(s)
+    if pq::is_pq_recipient(s) {
+        pq::Recipient::from_str(s)
             .map(|r| Box::new(r) as BoxedRecipient)
             .map_err(|e| format!("not a valid post-quantum age1pq1 recipient: {e}"))
     } else if s.starts_with("age1") {
         match age::x25519::Recipient::from_str(s) {
             Ok(r) => Ok(Box::new(r) as BoxedRecipient),
             // `age1<name>1…`: handled by the age-plugin-<name> binary.
-            Err(e) => crate::plugin::parse_recipient(s)
+            Err(e) => plugin::parse_recipient(s)
+                .map(|r| r.map(|r| Box::new(r) as BoxedRecipient))
                 .unwrap_or_else(|| Err(format!("not a valid age recipient: {e}"))),
         }
     } else if s.starts_with("ssh-") {
@@ -72,8 +85,8 @@ pub fn check_recipients(recipients: &[BoxedRecipient]) -> Result<()> {
     ) {
         Ok(_) => Ok(()),
         Err(age::EncryptError::IncompatibleRecipients { l_labels, r_labels })
-            if l_labels.contains(crate::pq::LABEL_POSTQUANTUM)
-                || r_labels.contains(crate::pq::LABEL_POSTQUANTUM) =>
+            if l_labels.contains(pq::LABEL_POSTQUANTUM)
+                || r_labels.contains(pq::LABEL_POSTQUANTUM) =>
         {
             Err(Error::Refused(
                 "post-quantum recipients (age1pq1…) cannot be mixed with classic recipients \
@@ -137,13 +150,35 @@ pub fn check_identity_mode(path: &Path, mode: u32) -> Result<()> {
 /// Read an identity file: an age identity file (one or more
 /// `AGE-SECRET-KEY-1…` or `AGE-SECRET-KEY-PQ-1…` lines), such a file
 /// encrypted with a passphrase (`age -p`; the passphrase is asked on the
-/// terminal, see [`crate::passphrase`]), or an unencrypted OpenSSH private
-/// key.
+/// terminal, see [`passphrase`]), or an unencrypted OpenSSH private key.
 ///
 /// A file that group or others may access is refused
 /// ([`check_identity_mode`]) unless `allow_insecure` is set. The mode is
 /// taken from the opened file, so the file checked is the file read.
 pub fn read_identity_file(path: &Path, allow_insecure: bool) -> Result<Vec<BoxedIdentity>> {
+    let data = read_secret_file(path, allow_insecure)?;
+    // A passphrase-protected identity file (`age -p`, binary or armored):
+    // decrypt it with the passphrase asked on the terminal, then parse the
+    // plaintext like any identity file.
+    let data = if passphrase::is_encrypted_identity(data.expose_secret()) {
+        passphrase::decrypt_identity_file(data.expose_secret(), path)?
+    } else {
+        data
+    };
+    let bytes = data.expose_secret();
+    let name = path.display().to_string();
+    if bytes.windows(11).any(|w| w == b"-----BEGIN ")
+        && bytes.windows(15).any(|w| w == b"PRIVATE KEY----")
+    {
+        return ssh_identity(bytes, name);
+    }
+    age_identities(bytes, &name)
+}
+
+/// The bytes of an identity file, wiped on drop: refused unless it is a
+/// regular file of at most [`MAX_IDENTITY_FILE`] bytes that holds secret
+/// material, with a safe mode (unless `allow_insecure`).
+fn read_secret_file(path: &Path, allow_insecure: bool) -> Result<SecretSlice<u8>> {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
     let not_identity = || Error::Refused(format!("{} is not an identity file", path.display()));
@@ -162,7 +197,7 @@ pub fn read_identity_file(path: &Path, allow_insecure: bool) -> Result<Vec<Boxed
     let mut raw = Vec::with_capacity(meta.len() as usize);
     let res = file.take(MAX_IDENTITY_FILE + 1).read_to_end(&mut raw);
     // Wrapped at once, so that the bytes are wiped on drop also on error.
-    let data = age::secrecy::SecretSlice::from(raw);
+    let data = SecretSlice::from(raw);
     res.map_err(|e| Error::io("cannot read identity file", path, e))?;
     // What the file is decides the message: "chmod 600" is the wrong advice
     // for a recipients file given to -i by mistake (it would cut the sweep
@@ -174,57 +209,43 @@ pub fn read_identity_file(path: &Path, allow_insecure: bool) -> Result<Vec<Boxed
     if !allow_insecure {
         check_identity_mode(path, meta.permissions().mode())?;
     }
-    // A passphrase-protected identity file (`age -p`, binary or armored):
-    // decrypt it with the passphrase asked on the terminal, then parse the
-    // plaintext like any identity file.
-    let data = if crate::passphrase::is_encrypted_identity(data.expose_secret()) {
-        crate::passphrase::decrypt_identity_file(data.expose_secret(), path)?
-    } else {
-        data
-    };
-    let bytes = data.expose_secret();
-    let name = path.display().to_string();
-    if bytes.windows(11).any(|w| w == b"-----BEGIN ")
-        && bytes.windows(15).any(|w| w == b"PRIVATE KEY----")
-    {
-        let id = age::ssh::Identity::from_buffer(bytes, Some(name.clone()))
-            .map_err(|_| Error::Refused(format!("{name}: not a supported SSH private key")))?;
-        return match id {
-            age::ssh::Identity::Unencrypted(_) => Ok(vec![Box::new(id)]),
-            age::ssh::Identity::Encrypted(_) => Err(Error::Refused(format!(
-                "{name}: passphrase-protected SSH keys are not supported yet; use an unencrypted copy on a protected medium or an age identity"
-            ))),
-            age::ssh::Identity::Unsupported(k) => {
-                use age::ssh::UnsupportedKey as U;
-                let why = match k {
-                    U::EncryptedPem => "an encrypted PEM key".to_string(),
-                    U::EncryptedSsh(c) => format!("encrypted with unsupported cipher {c}"),
-                    U::Hardware(t) => format!("a hardware key ({t})"),
-                    U::Type(t) => format!("key type {t}"),
-                };
-                Err(Error::Refused(format!("{name}: unsupported SSH key: {why}")))
-            }
-        };
+    Ok(data)
+}
+
+/// An OpenSSH private key (`name` is its file, for messages): only an
+/// unencrypted one is supported.
+fn ssh_identity(bytes: &[u8], name: String) -> Result<Vec<BoxedIdentity>> {
+    let id = age::ssh::Identity::from_buffer(bytes, Some(name.clone()))
+        .map_err(|_| Error::Refused(format!("{name}: not a supported SSH private key")))?;
+    match id {
+        age::ssh::Identity::Unencrypted(_) => Ok(vec![Box::new(id)]),
+        age::ssh::Identity::Encrypted(_) => Err(Error::Refused(format!(
+            "{name}: passphrase-protected SSH keys are not supported yet; use an unencrypted copy on a protected medium or an age identity"
+        ))),
+        age::ssh::Identity::Unsupported(k) => {
+            use age::ssh::UnsupportedKey as U;
+            let why = match k {
+                U::EncryptedPem => "an encrypted PEM key".to_string(),
+                U::EncryptedSsh(c) => format!("encrypted with unsupported cipher {c}"),
+                U::Hardware(t) => format!("a hardware key ({t})"),
+                U::Type(t) => format!("key type {t}"),
+            };
+            Err(Error::Refused(format!("{name}: unsupported SSH key: {why}")))
+        }
     }
+}
+
+/// The identities of an age identity file: post-quantum, classic and
+/// plugin ones.
+fn age_identities(bytes: &[u8], name: &str) -> Result<Vec<BoxedIdentity>> {
     // age 0.12 does not know post-quantum identities yet: take those lines
     // out, hand the rest (classic identities, comments) to age.
-    let (mut ids, rest) = split_pq_identities(bytes, &name)?;
+    let (mut ids, rest) = split_pq_identities(bytes, name)?;
     if rest.iter().any(|l| !l.trim().is_empty()) {
         let rest = zeroize::Zeroizing::new(rest.join("\n"));
         let file = age::IdentityFile::from_buffer(rest.as_bytes())
             .map_err(|e| Error::Refused(format!("{name}: not an identity file: {e}")))?;
-        ids.extend(
-            file.with_callbacks(crate::plugin::Ui)
-                .into_identities()
-                .map_err(|e| match e {
-                    age::DecryptError::PluginResolve(
-                        age::plugin::ResolveError::MissingPlugin { binary_name },
-                    ) => Error::Refused(format!(
-                        "{name}: a plugin identity needs the program {binary_name} on PATH"
-                    )),
-                    e => Error::Refused(format!("{name}: not an identity file: {e}")),
-                })?,
-        );
+        ids.extend(plugin::identities(file, name)?);
     }
     if ids.is_empty() {
         return Err(Error::Refused(format!("{name} holds no identity")));
@@ -241,7 +262,7 @@ fn holds_secret_material(bytes: &[u8]) -> bool {
     has(b"AGE-SECRET-KEY-")
         || has(b"AGE-PLUGIN-")
         || has(b"PRIVATE KEY-----")
-        || crate::passphrase::is_encrypted_identity(bytes)
+        || passphrase::is_encrypted_identity(bytes)
 }
 
 /// The refusal for a file given to `-i` that holds no secret: name a
@@ -285,11 +306,11 @@ fn split_pq_identities(
     let mut rest = zeroize::Zeroizing::new(Vec::new());
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
-        if t.len() > crate::pq::IDENTITY_HRP.len()
-            && t[..crate::pq::IDENTITY_HRP.len() + 1]
-                .eq_ignore_ascii_case(&format!("{}1", crate::pq::IDENTITY_HRP))
+        if t.len() > pq::IDENTITY_HRP.len()
+            && t[..pq::IDENTITY_HRP.len() + 1]
+                .eq_ignore_ascii_case(&format!("{}1", pq::IDENTITY_HRP))
         {
-            let id = crate::pq::Identity::from_str(t)
+            let id = pq::Identity::from_str(t)
                 .map_err(|e| Error::Refused(format!("{name} line {}: {e}", i + 1)))?;
             ids.push(Box::new(id));
         } else {
@@ -309,26 +330,22 @@ pub struct NewIdentity {
 /// Generate an X25519 identity in the `age-keygen` file format.
 pub fn generate(created: &str) -> NewIdentity {
     let id = age::x25519::Identity::generate();
-    let recipient = id.to_public().to_string();
-    let text = format!(
-        "# created: {created}\n# public key: {recipient}\n{}\n",
-        id.to_string().expose_secret()
-    );
-    NewIdentity {
-        file_text: text.into(),
-        recipient,
-    }
+    new_identity(created, id.to_public().to_string(), &id.to_string())
 }
 
 /// Generate a post-quantum (ML-KEM-768 + X25519) identity in the format of
 /// Go `age-keygen -pq`: the same three lines as [`generate`], with an
 /// `AGE-SECRET-KEY-PQ-1…` identity and its `age1pq1…` recipient.
 pub fn generate_pq(created: &str) -> NewIdentity {
-    let id = crate::pq::Identity::generate();
-    let recipient = id.to_public().to_string();
+    let id = pq::Identity::generate();
+    new_identity(created, id.to_public().to_string(), &id.to_string())
+}
+
+/// The three lines of an `age-keygen` identity file.
+fn new_identity(created: &str, recipient: String, secret: &SecretString) -> NewIdentity {
     let text = format!(
         "# created: {created}\n# public key: {recipient}\n{}\n",
-        id.to_string().expose_secret()
+        secret.expose_secret()
     );
     NewIdentity {
         file_text: text.into(),

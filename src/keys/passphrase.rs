@@ -1,18 +1,19 @@
-//! Passphrases: asking for them on the terminal, passphrase-protected
-//! identity files (an identity file encrypted with `age -p`), and the
-//! scrypt recipient behind `seal --passphrase`.
+//! Passphrases: passphrase-protected identity files (an identity file
+//! encrypted with `age -p`), the scrypt recipient behind
+//! `seal --passphrase`, and the scrypt identity that opens such a vault.
 //!
-//! A passphrase is read only from the terminal (`/dev/tty`, through
-//! `rpassword`), never from arguments or the environment, and is held in a
-//! [`SecretString`] that is wiped on drop. Without a terminal the operation
+//! A passphrase is read only from the terminal ([`crate::keys::prompt`]),
+//! never from arguments or the environment, and is held in a
+//! `SecretString` that is wiped on drop. Without a terminal the operation
 //! is refused (exit 1), never waited on: cron and scripts must not hang.
 
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 use std::iter;
 use std::path::Path;
 
-use age::secrecy::{ExposeSecret, SecretSlice, SecretString};
+use age::secrecy::{ExposeSecret, SecretSlice};
 
+use crate::keys::prompt::{ask, ask_new};
 use crate::{Error, Result};
 
 /// Largest plaintext of an encrypted identity file we accept (identity files
@@ -39,43 +40,6 @@ pub fn is_encrypted_identity(bytes: &[u8]) -> bool {
     let bytes = &bytes[start..];
     bytes.starts_with(b"age-encryption.org/")
         || bytes.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
-}
-
-/// Whether a passphrase can be asked for: stdin and stderr are terminals
-/// (the same rule as for passphrase-protected signing keys, `sign.rs`).
-pub fn can_ask() -> bool {
-    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
-}
-
-/// Ask for a passphrase once on the terminal. `what` names what it is for,
-/// in the refusal when there is no terminal.
-pub fn ask(prompt: &str, what: &str) -> Result<SecretString> {
-    if !can_ask() {
-        return Err(Error::Refused(format!(
-            "{what} needs a passphrase and there is no terminal to ask for it \
-             (a passphrase is read only from the terminal, never from arguments or the environment)"
-        )));
-    }
-    let pass = rpassword::prompt_password(prompt).map_err(|e| Error::Io {
-        op: "cannot read the passphrase from",
-        path: "/dev/tty".into(),
-        cause: e,
-    })?;
-    Ok(SecretString::from(pass))
-}
-
-/// Ask for a new passphrase twice (for `seal --passphrase`); refuse an empty
-/// one and a mismatch.
-pub fn ask_new(what: &str) -> Result<SecretString> {
-    let first = ask("Enter passphrase: ", what)?;
-    if first.expose_secret().is_empty() {
-        return Err(Error::Refused("empty passphrase refused".into()));
-    }
-    let second = ask("Confirm passphrase: ", what)?;
-    if first.expose_secret() != second.expose_secret() {
-        return Err(Error::Refused("the passphrases do not match".into()));
-    }
-    Ok(first)
 }
 
 /// The scrypt recipient for `seal --passphrase`, with the passphrase asked
@@ -146,7 +110,7 @@ pub fn decrypt_identity_file(bytes: &[u8], path: &Path) -> Result<SecretSlice<u8
 /// the terminal. A wrong passphrase reads as "no matching key" (exit 4),
 /// not as damage: scrypt cannot tell the two apart, and a wrong passphrase
 /// is by far the likelier.
-pub fn vault_identity() -> Result<crate::keys::BoxedIdentity> {
+pub fn vault_identity() -> Result<Box<dyn age::Identity + Send + Sync>> {
     let pass = ask("Enter passphrase: ", "a vault sealed with --passphrase")?;
     let mut id = age::scrypt::Identity::new(pass);
     id.set_max_work_factor(MAX_WORK_FACTOR);
