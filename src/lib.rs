@@ -21,6 +21,7 @@ mod pipe;
 pub mod plugin;
 pub mod pq;
 pub mod progress;
+pub mod recipients;
 pub mod rekey;
 pub mod sanitize;
 pub mod seal;
