@@ -383,46 +383,52 @@ impl Sweep<'_> {
                         self.emit(r);
                     }
                     Err(e) => {
-                        // Listed as a directory, but replaced or removed
-                        // since: never follow what took its place.
-                        let mut r = Record::new(&case, Status::Skipped);
-                        r.dry_run = self.opts.dry_run;
-                        match e.raw_os_error() {
-                            Some(libc::ELOOP | libc::ENOTDIR) => {
-                                r.reason = Some(
-                                    "no longer a directory (replaced after the inbox was listed); not followed"
-                                        .into(),
-                                )
-                            }
-                            Some(libc::ENOENT) => {
-                                r.reason = Some(
-                                    "no longer in the inbox (removed after it was listed)".into(),
-                                )
-                            }
-                            _ => r.fail(
-                                Error::io("cannot open case directory", &inbox.join(&case), e)
-                                    .to_string(),
-                            ),
-                        }
+                        let r = self.vanished(inbox, &case, e);
                         self.emit(r);
                     }
                 },
             }
         }
-        // Retention applies on every run to every case in the store, also
-        // those whose source has left the inbox (CLARIFICATIONS).
-        if let Some(keep) = self.opts.keep {
-            for case in self.store_cases()? {
-                if seen.contains(&case) {
-                    continue;
-                }
-                signal::check()?;
-                let mut r = Record::new(&case, Status::Pruned);
-                r.dry_run = self.opts.dry_run;
-                self.retention(&case, keep, false, &mut r)?;
-                if !r.pruned.is_empty() || r.status == Status::Failed {
-                    self.emit(r);
-                }
+        self.prune_departed(&seen)
+    }
+
+    /// A case listed as a directory, but replaced or removed since it was
+    /// listed: never follow what took its place.
+    fn vanished(&self, inbox: &Path, case: &str, e: std::io::Error) -> Record {
+        let mut r = Record::new(case, Status::Skipped);
+        r.dry_run = self.opts.dry_run;
+        match e.raw_os_error() {
+            Some(libc::ELOOP | libc::ENOTDIR) => {
+                r.reason = Some(
+                    "no longer a directory (replaced after the inbox was listed); not followed"
+                        .into(),
+                )
+            }
+            Some(libc::ENOENT) => {
+                r.reason = Some("no longer in the inbox (removed after it was listed)".into())
+            }
+            _ => r.fail(Error::io("cannot open case directory", &inbox.join(case), e).to_string()),
+        }
+        r
+    }
+
+    /// Retention applies on every run to every case in the store, also
+    /// those whose source has left the inbox (`seen` holds those that have
+    /// not; CLARIFICATIONS).
+    fn prune_departed(&mut self, seen: &BTreeSet<String>) -> Result<()> {
+        let Some(keep) = self.opts.keep else {
+            return Ok(());
+        };
+        for case in self.store_cases()? {
+            if seen.contains(&case) {
+                continue;
+            }
+            signal::check()?;
+            let mut r = Record::new(&case, Status::Pruned);
+            r.dry_run = self.opts.dry_run;
+            self.retention(&case, keep, false, &mut r)?;
+            if !r.pruned.is_empty() || r.status == Status::Failed {
+                self.emit(r);
             }
         }
         Ok(())
