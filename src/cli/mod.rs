@@ -14,6 +14,7 @@ mod record;
 mod rekey;
 mod seal;
 mod sweep;
+mod sweep_report;
 mod unseal;
 mod verify;
 

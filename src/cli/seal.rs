@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use casevault::custody::Event;
 use casevault::sanitize::sanitize;
 use casevault::seal;
 
@@ -81,13 +80,13 @@ pub fn run(a: SealArgs) -> anyhow::Result<Exit> {
     }
     Ok(record::after_success(
         custody.as_ref(),
-        Event {
-            action: "sealed",
-            case_id: Some(report.case_id.clone()),
-            vault: Some(report.vault.clone()),
-            vault_sha256: Some(report.vault_sha256.clone()),
-            ok: true,
-        },
+        record::done_event(
+            "sealed",
+            Some(report.case_id.clone()),
+            report.vault.clone(),
+            report.vault_sha256.clone(),
+            true,
+        ),
         &format!("sealed {} -> {}", report.case_id, report.vault.display()),
         "the vault is fine",
     ))

@@ -1,5 +1,6 @@
-//! `casevault sweep`: the library runs the sweep and reports each case; the
-//! busy store and the exit code are said here, as for every command.
+//! `casevault sweep`: the library runs the sweep and hands each record and
+//! the summary to [`Printer`]; what is printed, logged, and the exit code
+//! are decided here, as for every command.
 
 use std::path::PathBuf;
 
@@ -10,6 +11,7 @@ use casevault::seal;
 use casevault::sweep::{self, Outcome};
 
 use super::args::{custody_of, CompressArg, OutputArgs, RecipientArgs, SignArgs};
+use super::sweep_report::{log_unfinished, Printer};
 use super::Exit;
 
 /// What a bare `sweep --custody` stands for: `custody.jsonl` in the store
@@ -90,20 +92,33 @@ pub fn run(a: SweepArgs) -> anyhow::Result<Exit> {
         sign,
         custody,
     };
-    let out = sweep::Output {
-        json: a.output_args.json,
-        quiet: a.output_args.quiet,
-        log: a.log,
-    };
-    Ok(match sweep::run(&opts, &out)? {
-        Outcome::Finished { failed: false } => Exit::Success,
-        Outcome::Finished { failed: true } => Exit::Error,
-        Outcome::Busy(msg) => {
-            eprintln!("casevault: error: {}", sanitize(&msg));
+    let mut printer = Printer::new(a.output_args.json, a.output_args.quiet, a.log.clone());
+    let res = sweep::run(&opts, &mut printer);
+    let exit = match &res {
+        Ok(Outcome::Finished { failed: false }) => Exit::Success,
+        Ok(Outcome::Finished { failed: true }) => Exit::Error,
+        Ok(Outcome::Busy(msg)) => {
+            eprintln!("casevault: error: {}", sanitize(msg));
             eprintln!(
                 "casevault: hint: the lock is released when that sweep ends; try again later"
             );
             Exit::Busy
         }
-    })
+        Err(e) => e.kind().into(),
+    };
+    // Every run that is not a dry run leaves exactly one summary record in
+    // --log, with its exit code: also a run that found the store locked
+    // ("busy": true, exit 75) or could not start ("error"), so that
+    // monitoring sees repeated contention and broken set-ups in the log
+    // alone.
+    if let (Some(log), false, false) = (&a.log, printer.summarized, opts.dry_run) {
+        let error = match &res {
+            Ok(Outcome::Busy(msg)) => msg.clone(),
+            Ok(Outcome::Finished { .. }) => "the run ended before its summary".to_string(),
+            Err(e) => e.to_string(),
+        };
+        log_unfinished(log, exit.code(), exit == Exit::Busy, &error);
+    }
+    res?;
+    Ok(exit)
 }

@@ -22,7 +22,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use lock::{acquire, Acquire, StoreLock};
-pub use report::{Output, Record, Status, Summary};
+pub use report::{now, Record, Reporter, Status, Summary};
 pub use state::{CaseState, State};
 pub use store::{check_vault, parse_stamp, stamp, vault_stamp, VaultCheck};
 
@@ -85,30 +85,46 @@ fn is_dir(p: &Path, what: &str) -> Result<PathBuf> {
     fs::canonicalize(p).map_err(|e| Error::io("cannot resolve", p, e))
 }
 
-/// Run a sweep and report its records through `out`. Errors that stop the
-/// whole run (no inbox, unreadable state, a signal) are returned.
-///
-/// Every run that is not a dry run leaves exactly one summary record in
-/// `--log`, with its exit code: also a run that found the store locked
-/// (`"busy": true`, exit 75) or could not start (`"error"`), so that
-/// monitoring sees repeated contention and broken set-ups in the log alone.
-pub fn run(opts: &SweepOptions, out: &Output) -> Result<Outcome> {
-    let mut summarized = false;
-    let res = run_logged(opts, out, &mut summarized);
-    if !summarized && !opts.dry_run {
-        if let Some(log) = &out.log {
-            let (exit, error) = match &res {
-                Ok(Outcome::Busy(msg)) => (EXIT_LOCKED, msg.clone()),
-                Ok(Outcome::Finished { failed }) => (
-                    if *failed { exit::ERROR } else { exit::OK },
-                    "the run ended before its summary".to_string(),
-                ),
-                Err(e) => (exit::code(e.kind()), e.to_string()),
-            };
-            report::log_unfinished(log, exit, exit == EXIT_LOCKED, &error);
-        }
+/// Run a sweep and report its records and summary through `out`. Errors
+/// that stop the whole run (no inbox, unreadable state, a signal) are
+/// returned; a run that began ([`Reporter::begin`]) has reported its summary
+/// even then.
+pub fn run(opts: &SweepOptions, out: &mut dyn Reporter) -> Result<Outcome> {
+    if opts.keep == Some(0) {
+        return Err(Error::Usage(
+            "--keep must be at least 1 (the newest vault is never deleted)".into(),
+        ));
     }
-    res
+    let recipients = Recipients::load(&opts.recipients, &opts.recipients_files)?;
+    let (inbox, store) = inbox_and_store(opts)?;
+    let modes = StoreModes::of(&store)?;
+    let meta = store.join(META_DIR);
+    let _lock = match lock_store(&meta, opts.dry_run)? {
+        Ok(l) => l,
+        Err(busy) => return Ok(Outcome::Busy(busy)),
+    };
+    out.begin(opts.dry_run)?;
+    let state = State::load(&meta.join(STATE_FILE))?;
+    let mut sweep = Sweep {
+        opts,
+        recipients,
+        modes,
+        store,
+        state,
+        checked: HashMap::new(),
+        summary: Summary {
+            summary: true,
+            dry_run: opts.dry_run,
+            ..Summary::default()
+        },
+        out,
+    };
+    let res = sweep.run_all(&inbox, &meta);
+    sweep.finish(&res);
+    res?;
+    Ok(Outcome::Finished {
+        failed: sweep.summary.failed > 0 || sweep.out.failed(),
+    })
 }
 
 /// The inbox and the store, checked and canonical.
@@ -150,49 +166,6 @@ fn lock_store(meta: &Path, dry_run: bool) -> Result<std::result::Result<StoreLoc
                 .map(|h| format!("; the last sweep to take it was {h}"))
                 .unwrap_or_default()
         )),
-    })
-}
-
-fn run_logged(opts: &SweepOptions, out: &Output, summarized: &mut bool) -> Result<Outcome> {
-    if opts.keep == Some(0) {
-        return Err(Error::Usage(
-            "--keep must be at least 1 (the newest vault is never deleted)".into(),
-        ));
-    }
-    let recipients = Recipients::load(&opts.recipients, &opts.recipients_files)?;
-    let (inbox, store) = inbox_and_store(opts)?;
-    let modes = StoreModes::of(&store)?;
-    let meta = store.join(META_DIR);
-    let _lock = match lock_store(&meta, opts.dry_run)? {
-        Ok(l) => l,
-        Err(busy) => return Ok(Outcome::Busy(busy)),
-    };
-    // A dry run changes nothing, the log included (CLARIFICATIONS).
-    let printer = report::Printer::open(&Output {
-        log: if opts.dry_run { None } else { out.log.clone() },
-        ..out.clone()
-    })?;
-    let state = State::load(&meta.join(STATE_FILE))?;
-    let mut sweep = Sweep {
-        opts,
-        recipients,
-        modes,
-        store,
-        state,
-        checked: HashMap::new(),
-        summary: Summary {
-            summary: true,
-            dry_run: opts.dry_run,
-            ..Summary::default()
-        },
-        printer,
-    };
-    let res = sweep.run_all(&inbox, &meta);
-    sweep.finish(&res);
-    *summarized = true;
-    res?;
-    Ok(Outcome::Finished {
-        failed: sweep.summary.failed > 0 || sweep.printer.log_failed,
     })
 }
 
@@ -274,7 +247,7 @@ struct Sweep<'a> {
     /// Vault checks done in this run (a vault is read at most once).
     checked: HashMap<PathBuf, VaultCheck>,
     summary: Summary,
-    printer: report::Printer,
+    out: &'a mut dyn Reporter,
 }
 
 /// An inbox entry's name as a string, or why it is not a case.
@@ -323,12 +296,12 @@ impl Sweep<'_> {
                 self.summary.error = Some(e.to_string());
             }
         }
-        self.printer.summary(&self.summary);
+        self.out.summary(&self.summary);
     }
 
     fn emit(&mut self, r: Record) {
         self.summary.count(&r);
-        self.printer.record(&r);
+        self.out.record(&r);
     }
 
     fn check(&mut self, path: &Path) -> Result<VaultCheck> {
