@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod open;
 mod pipe;
 pub mod progress;
+pub mod recipients;
 pub mod rekey;
 pub mod sanitize;
 pub mod seal;

@@ -1,14 +1,13 @@
-//! The `casevault` binary: parse arguments, run, map errors to the
-//! documented exit codes (docs/CLI.md). All work happens in the library.
+//! The `casevault` binary: parse arguments, run, and exit with the code
+//! [`cli::exit`] chooses (docs/CLI.md). All work happens in the library.
 #![forbid(unsafe_code)]
 
 mod cli;
 
 use std::process::ExitCode;
 
-use casevault::error::{exit, ErrorKind};
-use casevault::sanitize::sanitize;
 use clap::Parser;
+use cli::Exit;
 
 fn main() -> ExitCode {
     record_panics();
@@ -18,35 +17,19 @@ fn main() -> ExitCode {
             // clap prints help/version on stdout (exit 0) and usage errors
             // on stderr (exit 2).
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                exit::USAGE as u8
+            return if e.use_stderr() {
+                Exit::Usage
             } else {
-                exit::OK as u8
-            });
+                Exit::Success
+            }
+            .into();
         }
     };
     if let Err(e) = casevault::signal::install() {
         eprintln!("casevault: error: cannot install signal handlers: {e}");
-        return ExitCode::from(exit::ERROR as u8);
+        return Exit::Error.into();
     }
-    match cli::run(cli) {
-        Ok(code) => ExitCode::from(code as u8),
-        Err(err) => {
-            // The exit code comes from the first typed error in the chain.
-            let typed = err
-                .chain()
-                .find_map(|c| c.downcast_ref::<casevault::Error>());
-            let kind = typed.map(|e| e.kind()).unwrap_or(ErrorKind::Operational);
-            if is_broken_pipe(&err) {
-                return ExitCode::from(exit::OK as u8);
-            }
-            eprintln!("casevault: error: {}", sanitize(&format!("{err:#}")));
-            if let Some(hint) = typed.and_then(|e| e.hint()) {
-                eprintln!("casevault: hint: {hint}");
-            }
-            ExitCode::from(exit::code(kind) as u8)
-        }
-    }
+    cli::exit::report(cli::run(cli)).into()
 }
 
 /// No input may make casevault panic. A panic is still printed by Rust's
@@ -71,12 +54,4 @@ fn record_panics() {
         }
         default(info);
     }));
-}
-
-/// A closed stdout (e.g. `casevault list … | head`) is not an error.
-fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }

@@ -2,7 +2,7 @@
 //! vault store, unattended (issue #4). The store layout, the state file and
 //! the rules are in docs/FORMAT.md ("Sweep store and state"); operating it in docs/OPERATIONS.md.
 //!
-//! One run: take the store lock (or exit 75), load the state, remove stale
+//! One run: take the store lock (or report [`Outcome::Busy`]), load the state, remove stale
 //! temporary files, then for each inbox entry in name order decide
 //! skipped / unchanged / seal, seal, check, record, optionally remove the
 //! source, and apply retention. A failing case is reported and the run goes
@@ -18,18 +18,17 @@ mod tree;
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use lock::{acquire, Acquire, StoreLock};
-pub use report::{Output, Record, Status, Summary};
+pub use report::{now, Record, Reporter, Status, Summary};
 pub use state::{CaseState, State};
 pub use store::{check_vault, parse_stamp, stamp, vault_stamp, VaultCheck};
 
+use crate::error::exit;
 use crate::format::{self, Compression};
-use crate::keys::{self, BoxedRecipient};
-use crate::sanitize::sanitize;
+use crate::recipients::Recipients;
 use crate::walk::Root;
 use crate::{seal, signal, Error, Result};
 
@@ -42,19 +41,15 @@ pub const LOCK_FILE: &str = "lock";
 /// The state file inside [`META_DIR`].
 pub const STATE_FILE: &str = "state.json";
 
-/// Where recipients come from (`-r` / `-R`), in command-line order.
-#[derive(Debug, Clone)]
-pub enum RecipientSpec {
-    Recipient(String),
-    File(PathBuf),
-}
-
 /// What to sweep and how.
 #[derive(Debug, Clone)]
 pub struct SweepOptions {
     pub inbox: PathBuf,
     pub store: PathBuf,
-    pub recipients: Vec<RecipientSpec>,
+    /// `-r` recipients.
+    pub recipients: Vec<String>,
+    /// `-R` files, read once per run by [`Recipients::load`].
+    pub recipients_files: Vec<PathBuf>,
     pub remove_source: bool,
     /// Keep this many newest verified vaults per case (at least 1).
     pub keep: Option<usize>,
@@ -67,49 +62,16 @@ pub struct SweepOptions {
     pub custody: Option<crate::custody::Custody>,
 }
 
-/// Read every recipient once, so that each case is sealed to the same list
-/// even if a recipients file changes during the run.
-fn recipient_lines(specs: &[RecipientSpec]) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for s in specs {
-        match s {
-            RecipientSpec::Recipient(r) => {
-                keys::parse_recipient(r)
-                    .map_err(|e| Error::Refused(format!("recipient {:?}: {e}", sanitize(r))))?;
-                out.push(r.clone());
-            }
-            RecipientSpec::File(path) => {
-                // Validates every line with the same rules as seal's -R.
-                keys::read_recipients_file(path)?;
-                let f = fs::File::open(path)
-                    .map_err(|e| Error::io("cannot open recipients file", path, e))?;
-                for line in BufReader::new(f).lines() {
-                    let line =
-                        line.map_err(|e| Error::io("cannot read recipients file", path, e))?;
-                    let t = line.trim();
-                    if !t.is_empty() && !t.starts_with('#') {
-                        out.push(t.to_string());
-                    }
-                }
-            }
-        }
-    }
-    if out.is_empty() {
-        return Err(Error::Usage(
-            "no recipients given: use -r RECIPIENT or -R FILE".into(),
-        ));
-    }
-    Ok(out)
-}
-
-fn parse_recipients(lines: &[String]) -> Result<Vec<BoxedRecipient>> {
-    lines
-        .iter()
-        .map(|l| {
-            keys::parse_recipient(l)
-                .map_err(|e| Error::Refused(format!("recipient {:?}: {e}", sanitize(l))))
-        })
-        .collect()
+/// How a sweep that started ended; the caller prints what is not yet
+/// printed and chooses the exit code.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every inbox entry was processed; `failed` when a case failed or the
+    /// `--log` could not be written (exit 1), else exit 0.
+    Finished { failed: bool },
+    /// Another sweep holds the store lock; nothing was done. The message
+    /// says so (exit [`EXIT_LOCKED`]).
+    Busy(String),
 }
 
 fn is_dir(p: &Path, what: &str) -> Result<PathBuf> {
@@ -123,44 +85,50 @@ fn is_dir(p: &Path, what: &str) -> Result<PathBuf> {
     fs::canonicalize(p).map_err(|e| Error::io("cannot resolve", p, e))
 }
 
-/// Run a sweep and report through `out`. Returns the exit code: 0 when
-/// every case sealed or was unchanged, 1 when anything failed, 75 when
-/// another sweep holds the lock. Errors that stop the whole run (no inbox,
-/// unreadable state, a signal) are returned.
-///
-/// Every run that is not a dry run leaves exactly one summary record in
-/// `--log`, with its exit code: also a run that found the store locked
-/// (`"busy": true`, exit 75) or could not start (`"error"`), so that
-/// monitoring sees repeated contention and broken set-ups in the log alone.
-pub fn run(opts: &SweepOptions, out: &Output) -> Result<i32> {
-    let mut summarized = false;
-    let mut busy = None;
-    let res = run_logged(opts, out, &mut summarized, &mut busy);
-    if !summarized && !opts.dry_run {
-        if let Some(log) = &out.log {
-            let (exit, error) = match (&res, busy) {
-                (Ok(code), Some(msg)) => (*code, msg),
-                (Ok(code), None) => (*code, "the run ended before its summary".to_string()),
-                (Err(e), _) => (crate::error::exit::code(e.kind()), e.to_string()),
-            };
-            report::log_unfinished(log, exit, exit == EXIT_LOCKED, &error);
-        }
-    }
-    res
-}
-
-fn run_logged(
-    opts: &SweepOptions,
-    out: &Output,
-    summarized: &mut bool,
-    busy: &mut Option<String>,
-) -> Result<i32> {
+/// Run a sweep and report its records and summary through `out`. Errors
+/// that stop the whole run (no inbox, unreadable state, a signal) are
+/// returned; a run that began ([`Reporter::begin`]) has reported its summary
+/// even then.
+pub fn run(opts: &SweepOptions, out: &mut dyn Reporter) -> Result<Outcome> {
     if opts.keep == Some(0) {
         return Err(Error::Usage(
             "--keep must be at least 1 (the newest vault is never deleted)".into(),
         ));
     }
-    let recipients = recipient_lines(&opts.recipients)?;
+    let recipients = Recipients::load(&opts.recipients, &opts.recipients_files)?;
+    let (inbox, store) = inbox_and_store(opts)?;
+    let modes = StoreModes::of(&store)?;
+    let meta = store.join(META_DIR);
+    let _lock = match lock_store(&meta, opts.dry_run)? {
+        Ok(l) => l,
+        Err(busy) => return Ok(Outcome::Busy(busy)),
+    };
+    out.begin(opts.dry_run)?;
+    let state = State::load(&meta.join(STATE_FILE))?;
+    let mut sweep = Sweep {
+        opts,
+        recipients,
+        modes,
+        store,
+        state,
+        checked: HashMap::new(),
+        summary: Summary {
+            summary: true,
+            dry_run: opts.dry_run,
+            ..Summary::default()
+        },
+        out,
+    };
+    let res = sweep.run_all(&inbox, &meta);
+    sweep.finish(&res);
+    res?;
+    Ok(Outcome::Finished {
+        failed: sweep.summary.failed > 0 || sweep.out.failed(),
+    })
+}
+
+/// The inbox and the store, checked and canonical.
+fn inbox_and_store(opts: &SweepOptions) -> Result<(PathBuf, PathBuf)> {
     let inbox = is_dir(&opts.inbox, "inbox")?;
     let store = match fs::metadata(&opts.store) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -179,79 +147,25 @@ fn run_logged(
             opts.store.display()
         )));
     }
+    Ok((inbox, store))
+}
 
-    let modes = StoreModes::of(&store)?;
-
-    let meta = store.join(META_DIR);
-    if let Err(e) = fs::DirBuilder::new().mode(0o700).create(&meta) {
+/// Take the store lock in `meta` (created if missing), or say who has it.
+fn lock_store(meta: &Path, dry_run: bool) -> Result<std::result::Result<StoreLock, String>> {
+    if let Err(e) = fs::DirBuilder::new().mode(0o700).create(meta) {
         if e.kind() != std::io::ErrorKind::AlreadyExists {
-            return Err(Error::io("cannot create", &meta, e));
+            return Err(Error::io("cannot create", meta, e));
         }
     }
-    let lock_path = meta.join(LOCK_FILE);
-    let _lock = match lock::acquire(&lock_path, !opts.dry_run)? {
-        Acquire::Held(l) => l,
-        Acquire::Busy { path, holder } => {
-            let msg = format!(
-                "another sweep is running on this store (lock {} is held{}); nothing was done",
-                path.display(),
-                holder
-                    .map(|h| format!("; the last sweep to take it was {h}"))
-                    .unwrap_or_default()
-            );
-            eprintln!("casevault: error: {}", sanitize(&msg));
-            *busy = Some(msg);
-            eprintln!(
-                "casevault: hint: the lock is released when that sweep ends; try again later"
-            );
-            return Ok(EXIT_LOCKED);
-        }
-    };
-    // A dry run changes nothing, the log included (CLARIFICATIONS).
-    let mut printer = report::Printer::open(&Output {
-        log: if opts.dry_run { None } else { out.log.clone() },
-        ..out.clone()
-    })?;
-    let state = State::load(&meta.join(STATE_FILE))?;
-
-    let mut sweep = Sweep {
-        opts,
-        recipients,
-        modes,
-        store: store.clone(),
-        state,
-        checked: HashMap::new(),
-        summary: Summary {
-            summary: true,
-            dry_run: opts.dry_run,
-            ..Summary::default()
-        },
-        printer,
-    };
-    let res = sweep.run_all(&inbox, &meta);
-    sweep.summary.time = report::now();
-    if let Err(Error::Interrupted(_)) = &res {
-        sweep.summary.interrupted = true;
-    }
-    sweep.summary.exit = match &res {
-        Err(e) => crate::error::exit::code(e.kind()),
-        Ok(()) if sweep.summary.failed > 0 => crate::error::exit::ERROR,
-        Ok(()) => crate::error::exit::OK,
-    };
-    if let Err(e) = &res {
-        if !matches!(e, Error::Interrupted(_)) {
-            sweep.summary.error = Some(e.to_string());
-        }
-    }
-    let summary = sweep.summary.clone();
-    sweep.printer.summary(&summary);
-    *summarized = true;
-    printer = sweep.printer;
-    res?;
-    Ok(if summary.failed > 0 || printer.log_failed {
-        crate::error::exit::ERROR
-    } else {
-        crate::error::exit::OK
+    Ok(match lock::acquire(&meta.join(LOCK_FILE), !dry_run)? {
+        Acquire::Held(l) => Ok(l),
+        Acquire::Busy { path, holder } => Err(format!(
+            "another sweep is running on this store (lock {} is held{}); nothing was done",
+            path.display(),
+            holder
+                .map(|h| format!("; the last sweep to take it was {h}"))
+                .unwrap_or_default()
+        )),
     })
 }
 
@@ -326,14 +240,14 @@ fn in_group(gid: u32) -> bool {
 
 struct Sweep<'a> {
     opts: &'a SweepOptions,
-    recipients: Vec<String>,
+    recipients: Recipients,
     modes: StoreModes,
     store: PathBuf,
     state: State,
     /// Vault checks done in this run (a vault is read at most once).
     checked: HashMap<PathBuf, VaultCheck>,
     summary: Summary,
-    printer: report::Printer,
+    out: &'a mut dyn Reporter,
 }
 
 /// An inbox entry's name as a string, or why it is not a case.
@@ -366,9 +280,28 @@ fn classify(ent: &fs::DirEntry) -> Entry {
 }
 
 impl Sweep<'_> {
+    /// Complete the summary with how the run ended, and report it.
+    fn finish(&mut self, res: &Result<()>) {
+        self.summary.time = report::now();
+        if let Err(Error::Interrupted(_)) = res {
+            self.summary.interrupted = true;
+        }
+        self.summary.exit = match res {
+            Err(e) => exit::code(e.kind()),
+            Ok(()) if self.summary.failed > 0 => exit::ERROR,
+            Ok(()) => exit::OK,
+        };
+        if let Err(e) = res {
+            if !matches!(e, Error::Interrupted(_)) {
+                self.summary.error = Some(e.to_string());
+            }
+        }
+        self.out.summary(&self.summary);
+    }
+
     fn emit(&mut self, r: Record) {
         self.summary.count(&r);
-        self.printer.record(&r);
+        self.out.record(&r);
     }
 
     fn check(&mut self, path: &Path) -> Result<VaultCheck> {
@@ -423,46 +356,52 @@ impl Sweep<'_> {
                         self.emit(r);
                     }
                     Err(e) => {
-                        // Listed as a directory, but replaced or removed
-                        // since: never follow what took its place.
-                        let mut r = Record::new(&case, Status::Skipped);
-                        r.dry_run = self.opts.dry_run;
-                        match e.raw_os_error() {
-                            Some(libc::ELOOP | libc::ENOTDIR) => {
-                                r.reason = Some(
-                                    "no longer a directory (replaced after the inbox was listed); not followed"
-                                        .into(),
-                                )
-                            }
-                            Some(libc::ENOENT) => {
-                                r.reason = Some(
-                                    "no longer in the inbox (removed after it was listed)".into(),
-                                )
-                            }
-                            _ => r.fail(
-                                Error::io("cannot open case directory", &inbox.join(&case), e)
-                                    .to_string(),
-                            ),
-                        }
+                        let r = self.vanished(inbox, &case, e);
                         self.emit(r);
                     }
                 },
             }
         }
-        // Retention applies on every run to every case in the store, also
-        // those whose source has left the inbox (CLARIFICATIONS).
-        if let Some(keep) = self.opts.keep {
-            for case in self.store_cases()? {
-                if seen.contains(&case) {
-                    continue;
-                }
-                signal::check()?;
-                let mut r = Record::new(&case, Status::Pruned);
-                r.dry_run = self.opts.dry_run;
-                self.retention(&case, keep, false, &mut r)?;
-                if !r.pruned.is_empty() || r.status == Status::Failed {
-                    self.emit(r);
-                }
+        self.prune_departed(&seen)
+    }
+
+    /// A case listed as a directory, but replaced or removed since it was
+    /// listed: never follow what took its place.
+    fn vanished(&self, inbox: &Path, case: &str, e: std::io::Error) -> Record {
+        let mut r = Record::new(case, Status::Skipped);
+        r.dry_run = self.opts.dry_run;
+        match e.raw_os_error() {
+            Some(libc::ELOOP | libc::ENOTDIR) => {
+                r.reason = Some(
+                    "no longer a directory (replaced after the inbox was listed); not followed"
+                        .into(),
+                )
+            }
+            Some(libc::ENOENT) => {
+                r.reason = Some("no longer in the inbox (removed after it was listed)".into())
+            }
+            _ => r.fail(Error::io("cannot open case directory", &inbox.join(case), e).to_string()),
+        }
+        r
+    }
+
+    /// Retention applies on every run to every case in the store, also
+    /// those whose source has left the inbox (`seen` holds those that have
+    /// not; CLARIFICATIONS).
+    fn prune_departed(&mut self, seen: &BTreeSet<String>) -> Result<()> {
+        let Some(keep) = self.opts.keep else {
+            return Ok(());
+        };
+        for case in self.store_cases()? {
+            if seen.contains(&case) {
+                continue;
+            }
+            signal::check()?;
+            let mut r = Record::new(&case, Status::Pruned);
+            r.dry_run = self.opts.dry_run;
+            self.retention(&case, keep, false, &mut r)?;
+            if !r.pruned.is_empty() || r.status == Status::Failed {
+                self.emit(r);
             }
         }
         Ok(())
@@ -626,7 +565,7 @@ impl Sweep<'_> {
             seal::SealOptions {
                 case_dir: src.path.clone(),
                 output: vault.clone(),
-                recipients: parse_recipients(&self.recipients)?,
+                recipients: self.recipients.parse()?,
                 case_id: Some(case.to_string()),
                 compression: self.opts.compression,
                 zstd_level: self.opts.zstd_level,

@@ -221,6 +221,39 @@ fn pq_and_classic_recipients_are_never_mixed() {
     }
 }
 
+/// Issue #11: sweep loads -r/-R through seal's loader, so a mixed set is
+/// refused before the run starts (seal's message, exit 1), not per case:
+/// the store is left exactly as it was, without even a lock file.
+#[test]
+fn sweep_refuses_mixed_recipients_up_front() {
+    let fx = Fx::new();
+    let inbox = fx.root().join("inbox");
+    small_case(&inbox, "case-mix");
+    let store = fx.root().join("store");
+    fs::create_dir(&store).unwrap();
+    let (_, pq) = pq_key(&fx.root().join("k"), "pq.txt");
+    let rfile = fx.root().join("mixed.txt");
+    fs::write(&rfile, format!("{}\n{pq}\n", fx.key.recipient)).unwrap();
+    let before = snapshot(fx.root());
+    let a = casevault()
+        .arg("sweep")
+        .arg(&inbox)
+        .arg("-o")
+        .arg(&store)
+        .arg("-R")
+        .arg(&rfile)
+        .assert()
+        .code(1)
+        .stdout("");
+    let err = stderr_of(&a);
+    assert!(
+        err.contains("post-quantum recipients (age1pq1…) cannot be mixed with classic"),
+        "{err}"
+    );
+    assert_error_message(&err);
+    assert_snapshot_unchanged(fx.root(), &before);
+}
+
 /// typage decrypts a vault casevault sealed to a typage-made `age1pq1…`
 /// recipient; the plaintext is the zstd-compressed tar of the case.
 #[test]

@@ -422,6 +422,37 @@ fn principal_and_namespace_mismatches_fail() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// Issue #11: verify's accepted principal is `--accept-signer` (`--signer`
+/// records a principal everywhere else); `--signer` stays on verify as a
+/// hidden alias for a release.
+#[test]
+fn verify_accept_signer_and_hidden_signer_alias() {
+    let Some(s) = sx() else { return };
+    let vault = s.fx.vault("accept.vault");
+    s.fx.seal(&s.case, &vault, &["--sign", s.alice.path.to_str().unwrap()]);
+    for flag in ["--accept-signer", "--signer"] {
+        let (code, v, err) = verify_signed(&vault, &s.allowed, &[flag, "alice@lab"]);
+        assert_eq!(code, 0, "{flag}: {err}");
+        assert_eq!(v["signature"]["principal"], "alice@lab", "{flag}");
+        let (code, v, err) = verify_signed(&vault, &s.allowed, &[flag, "bob@lab"]);
+        assert_eq!(code, 3, "{flag}: {err}");
+        assert_eq!(v["ok"], false, "{flag}");
+        assert!(err.contains("\"bob@lab\""), "{flag}: {err}");
+        // Like --signer before it, it needs --signers.
+        casevault()
+            .arg("verify")
+            .arg(&vault)
+            .args([flag, "alice@lab"])
+            .assert()
+            .code(2)
+            .stdout("");
+    }
+    let help = casevault().args(["verify", "--help"]).assert().success();
+    let help = String::from_utf8_lossy(&help.get_output().stdout).into_owned();
+    assert!(help.contains("--accept-signer <PRINCIPAL>"), "{help}");
+    assert!(!help.contains("--signer "), "the alias is hidden: {help}");
+}
+
 #[test]
 fn unsupported_allowed_signers_lines_are_errors() {
     let Some(s) = sx() else { return };

@@ -1,0 +1,107 @@
+//! Command-line interface: clap definitions, conversion into the library's
+//! option structs, and output (human or `--json`), custody records and the
+//! exit code of every command. One file per command; shared flags in
+//! [`args`]; the one route from a result to an exit code in [`exit`].
+//! See docs/CLI.md.
+
+mod args;
+mod custody;
+pub mod exit;
+mod keygen;
+mod list;
+mod man;
+mod record;
+mod rekey;
+mod seal;
+mod sweep;
+mod sweep_report;
+mod unseal;
+mod verify;
+
+use clap::{Parser, Subcommand};
+
+pub use exit::Exit;
+
+/// Seal forensic case folders into encrypted, self-verifying vaults.
+///
+/// A vault is an age-encrypted tar stream holding a BagIt bag with SHA-256
+/// manifests; it opens with the stock age, zstd and tar tools.
+///
+/// Exit codes: 0 success, 1 error, 2 usage, 3 integrity failure,
+/// 4 no matching key, 75 another sweep holds the store lock, 130/143
+/// interrupted.
+#[derive(Parser)]
+#[command(name = "casevault", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate an age identity: X25519, or post-quantum with --pq
+    /// (age-keygen format).
+    Keygen(keygen::KeygenArgs),
+    /// Seal a case directory into a vault.
+    Seal(seal::SealArgs),
+    /// Decrypt a vault, check every byte, and restore the case folder.
+    Unseal(unseal::UnsealArgs),
+    /// Check a vault: every byte with -i, else its sidecar and header.
+    Verify(verify::VerifyArgs),
+    /// Decrypt and check a vault, then list its entries.
+    List(list::ListArgs),
+    /// Re-encrypt a vault to a new set of recipients, payload unchanged.
+    ///
+    /// Checks every byte of VAULT with -i (as verify -i does), then streams
+    /// its decrypted payload, byte for byte, into a new vault for the
+    /// recipients given (the complete new set: add the defence's key, drop
+    /// a departed investigator's, move to post-quantum recipients). The new
+    /// vault and its .sha256 sidecar appear only when complete; a damaged
+    /// VAULT writes nothing. No plaintext touches disk. With --sign the new
+    /// VAULT.sig says "re-encrypted by" (namespace casevault-rekey), and is
+    /// given only after --signers found VAULT's inner signature trusted.
+    /// An interrupted rekey of the same target is finished first.
+    ///
+    /// Exit codes: 0 done, 1 error, 2 usage (also --sign without
+    /// --signers), 3 VAULT is damaged or its inner signature missing or
+    /// untrusted, 4 no -i identity opens VAULT.
+    Rekey(rekey::RekeyArgs),
+    /// Seal every new or changed case of an inbox into a vault store.
+    ///
+    /// For cron or a systemd timer; the set-up is in OPERATIONS.md, which the
+    /// documented install puts in /usr/local/share/doc/casevault/ (docs/ in
+    /// the source). Every immediate subdirectory of INBOX is a case (its name is the case id); hidden
+    /// entries and non-directories are reported as skipped. A case is sealed
+    /// to STORE/CASE/CASE.YYYYMMDDTHHMMSS.ffffffZ.vault (+ .sha256) unless it
+    /// is unchanged since its last seal. Never prompts, never reads stdin.
+    ///
+    /// Exit codes: 0 every case sealed or unchanged, 1 some case failed (the
+    /// others were still processed), 2 usage, 75 another sweep holds the
+    /// store lock (nothing was done), 130/143 interrupted.
+    Sweep(sweep::SweepArgs),
+    /// Show or check a custody log (the chain of custody of vaults).
+    #[command(subcommand)]
+    Custody(custody::CustodyCommand),
+    /// Print a shell completion script to stdout.
+    Completions(man::CompletionsArgs),
+    /// Print the casevault(1) man page, or casevault-COMMAND(1), as roff.
+    Man(man::ManArgs),
+}
+
+/// Run the parsed command. `Ok` carries the exit of an outcome that was
+/// reported already (also one that is not success, e.g. verify's integrity
+/// findings); `Err` is reported by [`exit::report`].
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    match cli.command {
+        Command::Keygen(a) => keygen::run(a),
+        Command::Seal(a) => seal::run(a),
+        Command::Unseal(a) => unseal::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::List(a) => list::run(a),
+        Command::Rekey(a) => rekey::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Custody(c) => custody::run(c),
+        Command::Completions(a) => man::completions(a),
+        Command::Man(a) => man::man(a),
+    }
+}
