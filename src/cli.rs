@@ -844,7 +844,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                             "contents_checked": !ids.is_empty(),
                             "sidecar": sidecar,
                             "vault_sha256": sha,
-                            "problems": [e.to_string()],
+                            "problems": verify::problems_of(&e),
                         }))?;
                     }
                     if pending_rekey(&a.vault).is_some() {
@@ -915,7 +915,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     eprintln!(
                         "casevault: error: integrity failure: {}: {}",
                         sanitize(&a.vault.display().to_string()),
-                        sanitize(p)
+                        sanitize(&p.to_string())
                     );
                 }
                 record_failure(custody.as_ref(), event);
@@ -1110,7 +1110,7 @@ fn custody_of(a: &CustodyArgs, key: Option<&SigningKey>) -> Option<Custody> {
 /// prefix (that is about vaults; this is about the log).
 fn custody_problem(e: &Error) -> String {
     match e {
-        Error::Integrity(m) => m.clone(),
+        Error::Integrity(m) => m.to_string(),
         other => other.to_string(),
     }
 }
@@ -1229,7 +1229,7 @@ fn custody_command(c: CustodyCommand) -> anyhow::Result<i32> {
             let mut out = std::io::stdout().lock();
             for (i, (bytes, _)) in lines.iter().enumerate() {
                 let rec = custody::parse_line(bytes).map_err(|why| {
-                    Error::Integrity(format!("{} line {}: {why}", a.log.display(), i + 1))
+                    Error::integrity(format!("{} line {}: {why}", a.log.display(), i + 1))
                 })?;
                 if a.json {
                     out.write_all(bytes)?;

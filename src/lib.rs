@@ -9,21 +9,21 @@
 
 pub mod allowed_signers;
 pub mod custody;
-pub mod decrypt;
 pub mod error;
 pub mod format;
 pub mod io;
 pub mod keys;
 pub mod manifest;
-pub mod open;
 pub mod passphrase;
 mod pipe;
 pub mod plugin;
 pub mod pq;
 pub mod progress;
+pub mod read;
 pub mod rekey;
 pub mod sanitize;
 pub mod seal;
+pub mod sidecar;
 pub mod sign;
 pub mod signal;
 pub mod sweep;
@@ -32,4 +32,4 @@ pub mod unseal;
 pub mod verify;
 pub mod walk;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Finding, Result};
