@@ -48,6 +48,28 @@ pub const MAX_SMALL_TAG_FILE: u64 = 64 * 1024;
 /// Longest path we accept inside a vault, in bytes (Linux PATH_MAX).
 pub const MAX_PATH_BYTES: usize = 4096;
 
+/// Largest pax extended header a reader accepts (FORMAT §6.1).
+pub const MAX_PAX: u64 = 64 * 1024;
+/// zstd window limit (2^23 = 8 MiB): bounds decoder memory; casevault
+/// writes far smaller windows (FORMAT §2 item 2).
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+/// Links followed when checking where a link leads, not counting the link
+/// itself (Linux's MAXSYMLINKS is 40, counting it: FORMAT §6 step 5).
+pub const MAX_LINK_HOPS: usize = 40;
+/// Most payload entries (directories and files under `data/`) a reader
+/// accepts (FORMAT §6.1): each costs memory until the tag files are checked.
+/// seal refuses cases beyond it.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 1 << 22;
+/// Most bytes of payload paths (bag paths, summed) a reader accepts
+/// (FORMAT §6.1): bounds the memory the kept paths take.
+pub const MAX_PAYLOAD_PATH_BYTES: u64 = 256 << 20;
+/// Most problems one check lists; the rest are counted. A crafted vault
+/// could otherwise make a reader hold a message per entry.
+pub const MAX_PROBLEMS: usize = 1000;
+/// Largest `.sha256` sidecar a reader accepts: one line of a 64-digit
+/// digest and a file name (at most 255 bytes, 765 once percent-encoded).
+pub const MAX_SIDECAR: u64 = 4096;
+
 /// First second an `mtime` may hold: 0000-01-01T00:00:00Z (FORMAT §5.4).
 pub const MTIME_MIN: i64 = -62_167_219_200;
 /// Last second an `mtime` may hold: 9999-12-31T23:59:59Z (FORMAT §5.4).
@@ -496,80 +518,109 @@ impl<'de> serde::de::Visitor<'de> for DocSeed<'_, '_> {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<CaseJson, A::Error> {
-        use serde::de::Error as _;
-        let mut format: Option<String> = None;
-        let mut version: Option<u64> = None;
-        let (mut case_id, mut sealed_at, mut tool) = (None, None, None);
-        let mut compression: Option<Compression> = None;
-        let mut entries: Option<Vec<Entry>> = None;
-        let mut totals: Option<Totals> = None;
-        let mut signer: Option<Option<Signer>> = None;
-        fn once<T, E: serde::de::Error>(slot: &Option<T>, name: &'static str) -> Result<(), E> {
-            match slot {
-                Some(_) => Err(E::duplicate_field(name)),
-                None => Ok(()),
-            }
-        }
+        let mut d = DocFields::default();
         while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "format" => {
-                    once(&format, "format")?;
-                    let v: String = map.next_value()?;
-                    if v != FORMAT_NAME {
-                        return Err(self.refuse(crate::Error::integrity(format!(
-                            "{CASEVAULT_JSON} does not say format \"{FORMAT_NAME}\""
-                        ))));
-                    }
-                    format = Some(v);
-                }
-                "version" => {
-                    once(&version, "version")?;
-                    let v: u64 = map.next_value()?;
-                    if !(1..=u64::from(FORMAT_VERSION)).contains(&v) {
-                        return Err(self.refuse(crate::Error::Unsupported(format!(
-                            "vault format version {v}; this casevault reads versions 1 to {FORMAT_VERSION}"
-                        ))));
-                    }
-                    self.0.borrow_mut().version = Some(v);
-                    version = Some(v);
-                }
-                "case_id" => {
-                    once(&case_id, "case_id")?;
-                    case_id = Some(map.next_value::<String>()?);
-                }
-                "sealed_at" => {
-                    once(&sealed_at, "sealed_at")?;
-                    sealed_at = Some(map.next_value::<String>()?);
-                }
-                "tool" => {
-                    once(&tool, "tool")?;
-                    tool = Some(map.next_value::<String>()?);
-                }
-                "compression" => {
-                    once(&compression, "compression")?;
-                    compression = Some(map.next_value()?);
-                }
-                "entries" => {
-                    once(&entries, "entries")?;
-                    entries = Some(map.next_value_seed(EntriesSeed(self.0))?);
-                }
-                "totals" => {
-                    once(&totals, "totals")?;
-                    totals = Some(map.next_value()?);
-                }
-                "signer" => {
-                    once(&signer, "signer")?;
-                    signer = Some(map.next_value()?);
-                }
-                other => return Err(A::Error::unknown_field(other, DOC_FIELDS)),
-            }
+            self.field(&mut d, &key, &mut map)?;
         }
-        let Some(format) = format else {
+        self.finish(d)
+    }
+}
+
+/// The fields of `casevault.json` read so far.
+#[derive(Default)]
+struct DocFields {
+    format: Option<String>,
+    version: Option<u64>,
+    case_id: Option<String>,
+    sealed_at: Option<String>,
+    tool: Option<String>,
+    compression: Option<Compression>,
+    entries: Option<Vec<Entry>>,
+    totals: Option<Totals>,
+    signer: Option<Option<Signer>>,
+}
+
+/// A field may appear once.
+fn once<T, E: serde::de::Error>(slot: &Option<T>, name: &'static str) -> Result<(), E> {
+    match slot {
+        Some(_) => Err(E::duplicate_field(name)),
+        None => Ok(()),
+    }
+}
+
+impl DocSeed<'_, '_> {
+    /// Read the value of field `key` into `d`, checking `format` and
+    /// `version` at once.
+    fn field<'de, A: serde::de::MapAccess<'de>>(
+        &self,
+        d: &mut DocFields,
+        key: &str,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        use serde::de::Error as _;
+        match key {
+            "format" => {
+                once(&d.format, "format")?;
+                let v: String = map.next_value()?;
+                if v != FORMAT_NAME {
+                    return Err(self.refuse(crate::Error::integrity(format!(
+                        "{CASEVAULT_JSON} does not say format \"{FORMAT_NAME}\""
+                    ))));
+                }
+                d.format = Some(v);
+            }
+            "version" => {
+                once(&d.version, "version")?;
+                let v: u64 = map.next_value()?;
+                if !(1..=u64::from(FORMAT_VERSION)).contains(&v) {
+                    return Err(self.refuse(crate::Error::Unsupported(format!(
+                        "vault format version {v}; this casevault reads versions 1 to {FORMAT_VERSION}"
+                    ))));
+                }
+                self.0.borrow_mut().version = Some(v);
+                d.version = Some(v);
+            }
+            "case_id" => {
+                once(&d.case_id, "case_id")?;
+                d.case_id = Some(map.next_value::<String>()?);
+            }
+            "sealed_at" => {
+                once(&d.sealed_at, "sealed_at")?;
+                d.sealed_at = Some(map.next_value::<String>()?);
+            }
+            "tool" => {
+                once(&d.tool, "tool")?;
+                d.tool = Some(map.next_value::<String>()?);
+            }
+            "compression" => {
+                once(&d.compression, "compression")?;
+                d.compression = Some(map.next_value()?);
+            }
+            "entries" => {
+                once(&d.entries, "entries")?;
+                d.entries = Some(map.next_value_seed(EntriesSeed(self.0))?);
+            }
+            "totals" => {
+                once(&d.totals, "totals")?;
+                d.totals = Some(map.next_value()?);
+            }
+            "signer" => {
+                once(&d.signer, "signer")?;
+                d.signer = Some(map.next_value()?);
+            }
+            other => return Err(A::Error::unknown_field(other, DOC_FIELDS)),
+        }
+        Ok(())
+    }
+
+    /// The document, once every field was read.
+    fn finish<E: serde::de::Error>(&self, d: DocFields) -> Result<CaseJson, E> {
+        let Some(format) = d.format else {
             return Err(self.refuse(crate::Error::integrity(format!(
                 "{CASEVAULT_JSON} does not say format \"{FORMAT_NAME}\""
             ))));
         };
-        let Some(version) = version else {
+        let Some(version) = d.version else {
             return Err(self.refuse(crate::Error::integrity(format!(
                 "{CASEVAULT_JSON} has no version"
             ))));
@@ -577,13 +628,15 @@ impl<'de> serde::de::Visitor<'de> for DocSeed<'_, '_> {
         Ok(CaseJson {
             format,
             version: version as u32,
-            case_id: case_id.ok_or_else(|| A::Error::missing_field("case_id"))?,
-            sealed_at: sealed_at.ok_or_else(|| A::Error::missing_field("sealed_at"))?,
-            tool: tool.ok_or_else(|| A::Error::missing_field("tool"))?,
-            compression: compression.ok_or_else(|| A::Error::missing_field("compression"))?,
-            entries: entries.ok_or_else(|| A::Error::missing_field("entries"))?,
-            totals: totals.ok_or_else(|| A::Error::missing_field("totals"))?,
-            signer: signer.flatten(),
+            case_id: d.case_id.ok_or_else(|| E::missing_field("case_id"))?,
+            sealed_at: d.sealed_at.ok_or_else(|| E::missing_field("sealed_at"))?,
+            tool: d.tool.ok_or_else(|| E::missing_field("tool"))?,
+            compression: d
+                .compression
+                .ok_or_else(|| E::missing_field("compression"))?,
+            entries: d.entries.ok_or_else(|| E::missing_field("entries"))?,
+            totals: d.totals.ok_or_else(|| E::missing_field("totals"))?,
+            signer: d.signer.flatten(),
         })
     }
 }

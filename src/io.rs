@@ -274,6 +274,17 @@ impl<R: Read> Read for TeeHash<R> {
     }
 }
 
+/// Run `read` again while it fails with `Interrupted` (EINTR), as std's
+/// `read_exact` does; every read loop of casevault goes through it.
+pub fn retry(mut read: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+    loop {
+        match read() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
 /// SHA-256 of a whole file, streamed.
 pub fn sha256_file(path: &Path) -> Result<([u8; 32], u64)> {
     let mut f = fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
@@ -282,10 +293,9 @@ pub fn sha256_file(path: &Path) -> Result<([u8; 32], u64)> {
     let mut n = 0u64;
     loop {
         crate::signal::check()?;
-        let k = match f.read(&mut buf) {
+        let k = match retry(|| f.read(&mut buf)) {
             Ok(0) => break,
             Ok(k) => k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::io("cannot read", path, e)),
         };
         h.update(&buf[..k]);
@@ -294,12 +304,23 @@ pub fn sha256_file(path: &Path) -> Result<([u8; 32], u64)> {
     Ok((h.finalize().into(), n))
 }
 
-/// Path of the sidecar of a vault: `VAULT.sha256`.
-pub fn sidecar_path(vault: &Path) -> PathBuf {
-    let mut s = vault.as_os_str().to_owned();
-    s.push(".sha256");
-    PathBuf::from(s)
+/// Open `path` for reading if it is a regular file (`None` if it is
+/// something else), without following a symlink or blocking on a FIFO.
+pub fn open_regular(path: &Path) -> io::Result<Option<fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let f = match f {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        r => r?,
+    };
+    Ok(f.metadata()?.is_file().then_some(f))
 }
+
+/// Path of the sidecar of a vault (kept here for callers of the old path).
+pub use crate::sidecar::path as sidecar_path;
 
 #[cfg(test)]
 mod tests {

@@ -9,19 +9,19 @@
 
 pub mod allowed_signers;
 pub mod custody;
-pub mod decrypt;
 pub mod error;
 pub mod format;
 pub mod io;
 pub mod keys;
 pub mod manifest;
-pub mod open;
 mod pipe;
 pub mod progress;
+pub mod read;
 pub mod recipients;
 pub mod rekey;
 pub mod sanitize;
 pub mod seal;
+pub mod sidecar;
 pub mod sign;
 pub mod signal;
 pub mod sweep;
@@ -30,6 +30,6 @@ pub mod unseal;
 pub mod verify;
 pub mod walk;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Finding, Result};
 /// Kept at their paths from before `src/keys/` (issue #11).
 pub use keys::{passphrase, pq};

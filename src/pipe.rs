@@ -189,10 +189,9 @@ impl PumpReader {
                     if n == buf.len() {
                         break Ok(());
                     }
-                    match inner.read(&mut buf[n..]) {
+                    match crate::io::retry(|| inner.read(&mut buf[n..])) {
                         Ok(0) => break Ok(()),
                         Ok(k) => n += k,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => break Err(e),
                     }
                 };

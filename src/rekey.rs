@@ -41,8 +41,8 @@ use sha2::{Digest, Sha256};
 
 use crate::io::{classify_stream_error, hex, sidecar_path, AtomicFile, HashingWriter, BUF_SIZE};
 use crate::keys::{BoxedIdentity, BoxedRecipient};
-use crate::open::{open_vault, Extract};
-use crate::{manifest, signal, Error, Result};
+use crate::read::{cipher, open_vault, Discard};
+use crate::{signal, Error, Result};
 
 /// What to re-encrypt, to whom.
 pub struct RekeyOptions {
@@ -102,22 +102,6 @@ pub struct RekeyReport {
     pub sealed_by: Option<crate::format::Signer>,
 }
 
-/// Checks a vault without writing anything.
-struct Discard;
-
-impl Extract for Discard {
-    type File = io::Sink;
-    fn dir(&mut self, _rel: &str) -> Result<()> {
-        Ok(())
-    }
-    fn create_file(&mut self, _rel: &str) -> Result<io::Sink> {
-        Ok(io::sink())
-    }
-    fn write_error(&self, rel: &str, e: io::Error) -> Error {
-        Error::io("cannot discard", Path::new(rel), e)
-    }
-}
-
 /// Re-encrypt `opts.vault`; see the module doc.
 pub fn rekey(opts: RekeyOptions) -> Result<RekeyReport> {
     let _progress = crate::progress::Guard;
@@ -127,7 +111,7 @@ pub fn rekey(opts: RekeyOptions) -> Result<RekeyReport> {
 
     // Pass 1: verify everything.
     let opened = open_vault(source, &opts.identities, &mut Discard)?;
-    if let Some(expected) = crate::verify::read_sidecar(source)? {
+    if let Some(expected) = crate::sidecar::read_checked(source)? {
         if expected != opened.vault_sha256 {
             return Err(Error::integrity(format!(
                 "the contents verify, but the vault's SHA-256 {} does not match its sidecar {}; \
@@ -227,7 +211,7 @@ fn check_request(opts: &RekeyOptions, target: &Path) -> Result<()> {
 /// `--in-place`: read the new file back and check it all before VAULT goes.
 fn check_in_place(
     opts: &RekeyOptions,
-    opened: &crate::open::Opened,
+    opened: &crate::read::Opened,
     copied: &Copied,
 ) -> Result<()> {
     match open_vault(copied.file.temp_path(), &opts.identities, &mut Discard) {
@@ -253,10 +237,6 @@ fn commit(
     file: AtomicFile,
     sha256: &str,
 ) -> Result<Option<PathBuf>> {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     // Commit (issue #10 item 14): the new sidecar and signature first go
     // to fixed `.pending` names, then the vault is renamed (the commit
     // point), then the pending files are renamed over the old ones. A
@@ -264,10 +244,7 @@ fn commit(
     // its pending sidecar, which `finish_interrupted` (run by the next
     // rekey of that target) recognises by its hash and completes.
     let pending = Pending::new(target);
-    let mut side = AtomicFile::create(&pending.sidecar)?;
-    side.write_all(manifest::line(sha256, &name).as_bytes())
-        .map_err(|e| Error::io("cannot write sidecar", &pending.sidecar, e))?;
-    side.commit(true)?;
+    crate::sidecar::write(&pending.sidecar, target, sha256)?.commit(true)?;
     if let Some(key) = &opts.sign {
         crate::sign::write_outer_sig(key, crate::sign::NS_REKEY, &file, &pending.sig, target)?
             .commit(true)?;
@@ -287,7 +264,7 @@ fn commit(
 /// (exit 3), before anything is written.
 fn trusted_sealer(
     source: &Path,
-    opened: &crate::open::Opened,
+    opened: &crate::read::Opened,
     chk: &crate::verify::SignatureCheck,
 ) -> Result<crate::format::Signer> {
     let ns = crate::sign::NS_MANIFEST;
@@ -420,28 +397,20 @@ pub enum Interrupted {
 pub fn finish_interrupted(target: &Path) -> Result<Option<Interrupted>> {
     let pending = Pending::new(target);
     pending.disarm();
-    let text = match fs::read(&pending.sidecar) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    let expected = match crate::sidecar::read_at(&pending.sidecar, target) {
+        Err(crate::sidecar::Unusable::Missing) => {
             if pending.sig.exists() {
                 fs::remove_file(&pending.sig)
                     .map_err(|e| Error::io("cannot remove", &pending.sig, e))?;
             }
             return Ok(None);
         }
-        Err(e) => return Err(Error::io("cannot read", &pending.sidecar, e)),
-        Ok(t) => t,
+        Err(crate::sidecar::Unusable::Io(e)) => {
+            return Err(Error::io("cannot read", &pending.sidecar, e))
+        }
+        Ok(h) => Some(h),
+        Err(_) => None,
     };
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let expected = std::str::from_utf8(&text)
-        .ok()
-        .and_then(|t| manifest::parse("pending sidecar", t).ok())
-        .and_then(|lines| match lines.as_slice() {
-            [(p, h)] if *p == name => Some(h.clone()),
-            _ => None,
-        });
     let actual = match crate::io::sha256_file(target) {
         Ok((d, _)) => Some(hex(&d)),
         Err(_) => None,
@@ -479,69 +448,38 @@ fn reencrypt(
     out: AtomicFile,
     expected: &str,
 ) -> Result<Copied> {
-    let file = fs::File::open(source).map_err(|e| Error::io("cannot open vault", source, e))?;
-    let mut drain = file
-        .try_clone()
-        .map_err(|e| Error::io("cannot open vault", source, e))?;
-    let state = crate::io::shared_hash();
-    let tee = crate::io::SourceReader(crate::io::TeeHash {
-        inner: file,
-        state: std::sync::Arc::clone(&state),
-    });
-    let mut plain =
-        crate::decrypt::age_reader(BufReader::with_capacity(BUF_SIZE, tee), &opts.identities)
-            .map_err(|e| crate::decrypt::map_error(source, e))?;
+    let (tee, ciphertext) = cipher::Ciphertext::open(source)?;
+    let mut plain = cipher::age_reader(BufReader::with_capacity(BUF_SIZE, tee), &opts.identities)
+        .map_err(|e| cipher::map_error(source, e))?;
 
     let target = out.target().to_path_buf();
     let werr = |e: io::Error| Error::io("cannot write vault", &target, e);
-    let encryptor = age::Encryptor::with_recipients(
-        opts.recipients
-            .iter()
-            .map(|r| r.as_ref() as &dyn age::Recipient),
-    )
-    .map_err(|e| Error::Refused(format!("cannot encrypt to these recipients: {e}")))?;
-    let fmt = if opts.armor {
-        age::armor::Format::AsciiArmor
-    } else {
-        age::armor::Format::Binary
-    };
+    let encryptor = cipher::encryptor(&opts.recipients)?;
     let hashing = HashingWriter::new(BufWriter::with_capacity(BUF_SIZE, out));
-    let armored = age::armor::ArmoredWriter::wrap_output(hashing, fmt).map_err(werr)?;
-    let mut w = encryptor.wrap_output(armored).map_err(werr)?;
+    let mut w = cipher::encrypt_writer(encryptor, opts.armor, hashing).map_err(werr)?;
 
     let mut buf = vec![0u8; BUF_SIZE];
     let mut ph = Sha256::new();
     let mut plen = 0u64;
     loop {
         signal::check()?;
-        let n = match plain.read(&mut buf) {
+        let n = match crate::io::retry(|| plain.read(&mut buf)) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(classify_stream_error(source, "decrypting the vault", e)),
         };
         ph.update(&buf[..n]);
         plen += n as u64;
         w.write_all(&buf[..n]).map_err(werr)?;
     }
-    let armored = w.finish().map_err(werr)?;
-    let hashing = armored.finish().map_err(werr)?;
+    let hashing = cipher::finish_writer(w).map_err(werr)?;
     let (bufw, digest, bytes) = hashing.finish();
     let file = bufw.into_inner().map_err(|e| werr(e.into_error()))?;
     drop(plain);
 
     // Whatever of the source the decryptor did not need (nothing, for a
     // well-formed vault) still counts toward its hash.
-    loop {
-        let n = match drain.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("cannot read vault", source, e)),
-        };
-        crate::io::update_shared(&state, &buf[..n]);
-    }
-    let (read_sha, _) = crate::io::shared_digest(&state);
+    let (read_sha, _) = ciphertext.finish(source)?;
     if read_sha != expected {
         return Err(Error::integrity(format!(
             "{} changed between verifying and re-encrypting it (SHA-256 {expected}, then \

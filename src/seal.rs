@@ -139,23 +139,13 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
     let vault_file = AtomicFile::create(&opts.output)?;
     vault_file.set_mode(opts.output_mode)?;
     let target = opts.output.clone();
-    let encryptor = age::Encryptor::with_recipients(
-        opts.recipients
-            .iter()
-            .map(|r| r.as_ref() as &dyn age::Recipient),
-    )
-    .map_err(|e| Error::Refused(format!("cannot encrypt to these recipients: {e}")))?;
+    let encryptor = crate::read::cipher::encryptor(&opts.recipients)?;
     let (compression, level, armor) = (opts.compression, opts.zstd_level, opts.armor);
     let mut pipe = PipeWriter::spawn(move |mut chunks| {
         let werr = |e: io::Error| Error::io("cannot write vault", &target, e);
         let hashing = HashingWriter::new(BufWriter::with_capacity(BUF_SIZE, vault_file));
-        let fmt = if armor {
-            age::armor::Format::AsciiArmor
-        } else {
-            age::armor::Format::Binary
-        };
-        let armored = age::armor::ArmoredWriter::wrap_output(hashing, fmt).map_err(werr)?;
-        let stream = encryptor.wrap_output(armored).map_err(werr)?;
+        let stream =
+            crate::read::cipher::encrypt_writer(encryptor, armor, hashing).map_err(werr)?;
         let mut comp = Compressor::new(stream, compression, level).map_err(werr)?;
         let complete = chunks.drain(&mut comp).map_err(werr)?;
         if !complete {
@@ -163,8 +153,7 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
             return Err(Error::Refused("sealing stopped".into()));
         }
         let stream = comp.finish().map_err(werr)?;
-        let armored = stream.finish().map_err(werr)?;
-        let hashing = armored.finish().map_err(werr)?;
+        let hashing = crate::read::cipher::finish_writer(stream).map_err(werr)?;
         let (buf, digest, count) = hashing.finish();
         let file = buf.into_inner().map_err(|e| werr(e.into_error()))?;
         Ok((file, digest, count))
@@ -255,16 +244,8 @@ struct Written {
 /// Write the sidecar (and `VAULT.sig`), then rename the vault and them
 /// into place and sync the directory.
 fn commit(opts: &SealOptions, vault_file: AtomicFile, mut w: Written) -> Result<Written> {
-    let vault_name = opts
-        .output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let sidecar = &w.sidecar;
-    let mut side = AtomicFile::create(sidecar)?;
+    let side = crate::sidecar::write(&w.sidecar, &opts.output, &w.vault_sha256)?;
     side.set_mode(opts.output_mode)?;
-    side.write_all(manifest::line(&w.vault_sha256, &vault_name).as_bytes())
-        .map_err(|e| Error::io("cannot write sidecar", sidecar, e))?;
     // The outer signature is computed from the ciphertext read back from
     // the temporary file, before anything is renamed into place.
     let sig = match &opts.sign {
@@ -701,14 +682,14 @@ impl Walk {
             // seal never writes a vault that unseal must refuse.
             entries_seen += 1;
             path_bytes += bag_path.len() as u64;
-            if entries_seen > crate::open::MAX_PAYLOAD_ENTRIES
-                || path_bytes > crate::open::MAX_PAYLOAD_PATH_BYTES
+            if entries_seen > crate::format::MAX_PAYLOAD_ENTRIES
+                || path_bytes > crate::format::MAX_PAYLOAD_PATH_BYTES
             {
                 return Err(Error::Refused(format!(
                     "{}: the case has more than {} entries or {} bytes of paths, the limits of the vault format (FORMAT.md §6.1); split it into several cases",
                     root.path.display(),
-                    crate::open::MAX_PAYLOAD_ENTRIES,
-                    crate::open::MAX_PAYLOAD_PATH_BYTES
+                    crate::format::MAX_PAYLOAD_ENTRIES,
+                    crate::format::MAX_PAYLOAD_PATH_BYTES
                 ))
                 .into());
             }
@@ -798,10 +779,9 @@ impl Walk {
         while left > 0 {
             signal::check()?;
             let want = (self.buf.len() as u64).min(left) as usize;
-            let n = match f.read(&mut self.buf[..want]) {
+            let n = match crate::io::retry(|| f.read(&mut self.buf[..want])) {
                 Ok(0) => return Err(changed(path).into()),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::io("cannot read", path, e).into()),
             };
             hasher.update(&self.buf[..n]);

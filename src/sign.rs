@@ -324,10 +324,9 @@ fn hash_file_at(file: &fs::File, path: &Path, alg: HashAlg) -> Result<Vec<u8>> {
     let mut off = 0u64;
     loop {
         crate::signal::check()?;
-        let n = match file.read_at(&mut buf, off) {
+        let n = match crate::io::retry(|| file.read_at(&mut buf, off)) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::io("cannot read", path, e)),
         };
         match &mut h {

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::format::{CaseJson, Entry, Kind};
 use crate::keys::BoxedIdentity;
-use crate::open::{open_vault, Extract, LinkStatus, Links};
+use crate::read::{open_vault, Extract, LinkStatus, Links};
 use crate::{Error, Result};
 
 /// Prefix of the staging directory created beside DEST_DIR.

@@ -2,41 +2,20 @@
 //! anything. With identities, every byte is decrypted and checked; without,
 //! only the sidecar and the age header are.
 
-use std::fs;
-use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::error::{Finding, Findings};
 use crate::format::{CaseJson, Kind};
-use crate::io::{hex, sha256_file, sidecar_path};
+use crate::io::{hex, sha256_file};
 use crate::keys::BoxedIdentity;
-use crate::open::{open_vault, Extract, LinkStatus, Links};
+use crate::read::{cipher, open_vault, Discard, LinkStatus, Links};
+use crate::sidecar;
 use crate::{Error, Result};
 
-struct Discard;
-
-impl Extract for Discard {
-    type File = io::Sink;
-    fn dir(&mut self, _rel: &str) -> Result<()> {
-        Ok(())
-    }
-    fn create_file(&mut self, _rel: &str) -> Result<io::Sink> {
-        Ok(io::sink())
-    }
-    fn write_error(&self, rel: &str, e: io::Error) -> Error {
-        Error::io("cannot discard", Path::new(rel), e)
-    }
-}
-
 /// State of the `.sha256` sidecar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sidecar {
-    Ok,
-    Missing,
-    Mismatch,
-}
+pub use crate::sidecar::State as Sidecar;
 
 /// The outcome of verify (`--json` object).
 #[derive(Debug, Serialize)]
@@ -65,8 +44,10 @@ pub struct VerifyReport {
     /// them as they are (FORMAT §6 step 5); with -i only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub looping_links: Option<u64>,
+    /// Every finding, each `{kind, message, path?, expected?, actual?}`
+    /// in JSON (docs/CLI.md).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub problems: Vec<String>,
+    pub problems: Vec<Finding>,
     /// Signature findings (issue #5); `checked: false` without `--signers`.
     pub signature: SignatureReport,
     /// The key of the inner signature, for the trust check.
@@ -116,48 +97,19 @@ pub struct SignatureReport {
     pub inner_fingerprint: Option<String>,
 }
 
-/// Read a sidecar: one `HEX  NAME` line naming this vault's file name;
-/// `None` if there is none, an integrity failure if it is anything else.
-pub(crate) fn read_sidecar(vault: &Path) -> Result<Option<String>> {
-    let side = sidecar_path(vault);
-    let text = match fs::read(&side) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("cannot read sidecar", &side, e)),
-        Ok(t) if t.len() > 64 * 1024 => {
-            return Err(Error::integrity(format!(
-                "{} is not a sidecar",
-                side.display()
-            )))
-        }
-        Ok(t) => t,
-    };
-    let text = String::from_utf8(text)
-        .map_err(|_| Error::integrity(format!("{} is not a sidecar", side.display())))?;
-    let lines = crate::manifest::parse("sidecar", &text)?;
-    let name = vault
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    match lines.as_slice() {
-        [(p, h)] if *p == name => Ok(Some(h.clone())),
-        _ => Err(Error::integrity(format!(
-            "{} does not hold exactly one line for {name}",
-            side.display()
-        ))),
-    }
-}
-
 /// The sidecar's state and the vault file's SHA-256 (one extra read of the
 /// ciphertext; used to complete a report after the contents failed).
 pub fn check_sidecar(vault: &Path) -> Result<(Sidecar, String)> {
-    let expected = read_sidecar(vault)?;
-    let actual = hex(&sha256_file(vault)?.0);
-    let state = match expected {
-        None => Sidecar::Missing,
-        Some(h) if h == actual => Sidecar::Ok,
-        Some(_) => Sidecar::Mismatch,
-    };
-    Ok((state, actual))
+    sidecar::check(vault)
+}
+
+/// The findings of a failed read, for `verify --json`'s `problems` (one
+/// finding in prose for an error that is not an integrity failure).
+pub fn problems_of(e: &Error) -> Vec<Finding> {
+    match e {
+        Error::Integrity(Findings(list)) => list.clone(),
+        other => vec![Finding::Other(other.to_string())],
+    }
 }
 
 /// Verify a vault. `identities` empty: sidecar and header only.
@@ -187,84 +139,28 @@ fn verify_inner(
     identities: &[BoxedIdentity],
     signatures: bool,
 ) -> Result<VerifyReport> {
-    let expected = read_sidecar(vault)?;
+    let expected = sidecar::read_checked(vault)?;
     if identities.is_empty() {
         if expected.is_none() && !signatures {
             return Err(Error::Refused(format!(
                 "{} is missing; without it and without -i IDENTITY nothing can be checked",
-                sidecar_path(vault).display()
+                sidecar::path(vault).display()
             )));
         }
-        let (digest, _) = sha256_file(vault)?;
-        let actual = hex(&digest);
-        let sidecar = match &expected {
-            None => Sidecar::Missing,
-            Some(e) if *e == actual => Sidecar::Ok,
-            Some(_) => Sidecar::Mismatch,
-        };
-        let mut problems = Vec::new();
-        if let (Sidecar::Mismatch, Some(expected)) = (sidecar, &expected) {
-            problems.push(format!(
-                "vault SHA-256 {actual} does not match the sidecar {expected}"
-            ));
-        }
-        let f = fs::File::open(vault).map_err(|e| Error::io("cannot open vault", vault, e))?;
-        let armored = age::armor::ArmoredReader::new(BufReader::new(crate::io::SourceReader(f)));
-        if let Err(e) = age::Decryptor::new_buffered(BufReader::new(armored)) {
-            problems.push(match e {
-                age::DecryptError::Io(io) if crate::io::is_source_error(&io) => {
-                    return Err(Error::io("cannot read vault", vault, io))
-                }
-                other => format!("the age header does not parse: {other}"),
-            });
-        }
-        return Ok(VerifyReport {
-            vault: vault.to_path_buf(),
-            ok: problems.is_empty(),
-            contents_checked: false,
-            sidecar,
-            vault_sha256: actual,
-            case_id: None,
-            files: None,
-            dirs: None,
-            symlinks: None,
-            bytes: None,
-            external_links: None,
-            looping_links: None,
-            problems,
-            signature: SignatureReport::default(),
-            inner_key: None,
-        });
+        return verify_outside(vault, expected);
     }
     let opened = open_vault(vault, identities, &mut Discard)?;
-    let sidecar = match expected {
-        None => Sidecar::Missing,
-        Some(h) if h == opened.vault_sha256 => Sidecar::Ok,
-        Some(_) => Sidecar::Mismatch,
-    };
+    let sidecar = Sidecar::of(expected.as_deref(), &opened.vault_sha256);
     let mut problems = Vec::new();
-    if sidecar == Sidecar::Mismatch {
-        problems.push(format!(
-            "the contents verify, but the vault's SHA-256 {} does not match its sidecar",
-            opened.vault_sha256
-        ));
+    if let (Sidecar::Mismatch, Some(expected)) = (sidecar, expected) {
+        problems.push(Finding::SidecarMismatch {
+            expected,
+            actual: opened.vault_sha256.clone(),
+            contents_verified: true,
+        });
     }
     let t = &opened.json.totals;
-    // One map of the links for all of them (issue #10 item 10).
-    let (mut external, mut looping) = (0u64, 0u64);
-    let mut links = Links::new(&opened.json);
-    for e in opened
-        .json
-        .entries
-        .iter()
-        .filter(|e| e.kind == Kind::Symlink)
-    {
-        match links.status(&e.path) {
-            LinkStatus::Inside => {}
-            LinkStatus::Outside(_) => external += 1,
-            LinkStatus::Loop => looping += 1,
-        }
-    }
+    let (external, looping) = count_links(&opened.json);
     Ok(VerifyReport {
         vault: vault.to_path_buf(),
         ok: problems.is_empty(),
@@ -289,10 +185,63 @@ fn verify_inner(
     })
 }
 
-/// The problem text of an integrity error; other errors stop verify.
-fn integrity_text(e: Error) -> Result<String> {
+/// Verify without identities: the sidecar and the age header only.
+fn verify_outside(vault: &Path, expected: Option<String>) -> Result<VerifyReport> {
+    let actual = hex(&sha256_file(vault)?.0);
+    let sidecar = Sidecar::of(expected.as_deref(), &actual);
+    let mut problems = Vec::new();
+    if let (Sidecar::Mismatch, Some(expected)) = (sidecar, expected) {
+        problems.push(Finding::SidecarMismatch {
+            expected,
+            actual: actual.clone(),
+            contents_verified: false,
+        });
+    }
+    if let Some(p) = cipher::check_header(vault)? {
+        problems.push(Finding::Other(p));
+    }
+    Ok(VerifyReport {
+        vault: vault.to_path_buf(),
+        ok: problems.is_empty(),
+        contents_checked: false,
+        sidecar,
+        vault_sha256: actual,
+        case_id: None,
+        files: None,
+        dirs: None,
+        symlinks: None,
+        bytes: None,
+        external_links: None,
+        looping_links: None,
+        problems,
+        signature: SignatureReport::default(),
+        inner_key: None,
+    })
+}
+
+/// Symlinks leading outside the case, and looping ones; one map of the
+/// links for all of them (issue #10 item 10).
+fn count_links(json: &CaseJson) -> (u64, u64) {
+    let (mut external, mut looping) = (0u64, 0u64);
+    let mut links = Links::new(json);
+    for e in json.entries.iter().filter(|e| e.kind == Kind::Symlink) {
+        match links.status(&e.path) {
+            LinkStatus::Inside => {}
+            LinkStatus::Outside(_) => external += 1,
+            LinkStatus::Loop => looping += 1,
+        }
+    }
+    (external, looping)
+}
+
+/// The findings of an integrity error, as signature findings; other
+/// errors stop verify.
+fn signature_findings(e: Error) -> Result<Vec<Finding>> {
     match e {
-        Error::Integrity(m) => Ok(m),
+        Error::Integrity(Findings(list)) => Ok(list
+            .into_iter()
+            .map(|f| Finding::Signature(f.to_string()))
+            .collect()),
         other => Err(other),
     }
 }
@@ -308,7 +257,7 @@ fn check_signatures(
     let sig_name = sign::sig_path(vault).display().to_string();
     let outer = match sign::read_vault_sig(vault) {
         Ok(s) => s.map(Ok),
-        Err(e) => Some(Err(integrity_text(e)?)),
+        Err(e) => Some(Err(signature_findings(e)?)),
     };
     r.signature.outer_present = outer.is_some();
     let Some(chk) = chk else {
@@ -320,16 +269,16 @@ fn check_signatures(
         None => "any principal".to_string(),
     };
     match outer {
-        None => r.problems.push(format!(
+        None => r.problems.push(Finding::Signature(format!(
             "{sig_name} is missing: the vault is not signed, so who sealed it cannot be checked"
-        )),
-        Some(Err(m)) => r.problems.push(m),
+        ))),
+        Some(Err(m)) => r.problems.extend(m),
         Some(Ok(sig)) => {
             // seal signs in casevault-vault, rekey in casevault-rekey
             // (issue #10 item 12); the namespace is part of the signed data.
             let ns = sign::outer_namespace(&sig);
             match sign::verify_file(&sig, ns, &sig_name, vault) {
-                Err(e) => r.problems.push(integrity_text(e)?),
+                Err(e) => r.problems.extend(signature_findings(e)?),
                 Ok(v) => {
                     r.signature.fingerprint = Some(v.fingerprint.clone());
                     match chk.signers.trusted(&v.key, ns, chk.principal.as_deref()) {
@@ -341,12 +290,12 @@ fn check_signatures(
                                 "sealed"
                             });
                         }
-                        None => r.problems.push(format!(
+                        None => r.problems.push(Finding::Signature(format!(
                             "{sig_name} was made by key {}, which {} does not trust for {} in namespace {ns}",
                             v.fingerprint,
                             chk.signers.path().display(),
                             who(&chk.principal),
-                        )),
+                        ))),
                     }
                 }
             }
@@ -357,18 +306,18 @@ fn check_signatures(
             (Some(key), Some(fp)) => {
                 match chk.signers.trusted(key, sign::NS_MANIFEST, chk.principal.as_deref()) {
                     Some(p) => r.signature.inner_principal = Some(p),
-                    None => r.problems.push(format!(
+                    None => r.problems.push(Finding::Signature(format!(
                         "casevault.sig (inside the vault) was made by key {fp}, which {} does not trust for {} in namespace {}",
                         chk.signers.path().display(),
                         who(&chk.principal),
                         sign::NS_MANIFEST
-                    )),
+                    ))),
                 }
             }
-            _ => r.problems.push(
+            _ => r.problems.push(Finding::Signature(
                 "the vault holds no inner signature (casevault.sig): it was sealed without --sign"
                     .into(),
-            ),
+            )),
         }
     }
     Ok(())

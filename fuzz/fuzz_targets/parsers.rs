@@ -6,7 +6,7 @@
 
 use casevault::format::{parse_bag_info, CaseJson};
 use casevault::manifest;
-use casevault::open::parse_pax;
+use casevault::read::parse_pax;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

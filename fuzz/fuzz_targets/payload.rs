@@ -8,7 +8,7 @@
 use std::io;
 use std::path::Path;
 
-use casevault::open::{check_plaintext, Extract};
+use casevault::read::{check_plaintext, Extract};
 use libfuzzer_sys::fuzz_target;
 
 /// Bytes one input may make the extractor write; more ends the run early

@@ -75,7 +75,7 @@ fn show(a: CustodyShowArgs) -> anyhow::Result<Exit> {
     let mut out = std::io::stdout().lock();
     for (i, (bytes, _)) in lines.iter().enumerate() {
         let rec = custody::parse_line(bytes).map_err(|why| {
-            Error::Integrity(format!("{} line {}: {why}", a.log.display(), i + 1))
+            Error::integrity(format!("{} line {}: {why}", a.log.display(), i + 1))
         })?;
         if a.json {
             out.write_all(bytes)?;

@@ -14,7 +14,7 @@ use super::Exit;
 /// prefix (that is about vaults; this is about the log).
 fn custody_problem(e: &Error) -> String {
     match e {
-        Error::Integrity(m) => m.clone(),
+        Error::Integrity(m) => m.to_string(),
         other => other.to_string(),
     }
 }

@@ -91,7 +91,7 @@ fn failed(a: &VerifyArgs, contents_checked: bool, e: casevault::Error) -> anyhow
             "contents_checked": contents_checked,
             "sidecar": sidecar,
             "vault_sha256": sha,
-            "problems": [e.to_string()],
+            "problems": verify::problems_of(&e),
         }))?;
     }
     if pending_rekey(&a.vault).is_some() {
@@ -121,7 +121,7 @@ fn record_outcome(vault: &Path, report: &verify::VerifyReport, custody: Option<&
             eprintln!(
                 "casevault: error: integrity failure: {}: {}",
                 sanitize(&vault.display().to_string()),
-                sanitize(p)
+                sanitize(&p.to_string())
             );
         }
         record::failure(custody, event);

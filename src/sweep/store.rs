@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::io::{hex, sidecar_path, BUF_SIZE, TEMP_PREFIX};
-use crate::{manifest, signal, Error, Result};
+use crate::io::{hex, open_regular, sidecar_path, BUF_SIZE, TEMP_PREFIX};
+use crate::{signal, Error, Result};
 
 /// Length of a generation stamp: `YYYYMMDDTHHMMSS.ffffffZ`.
 const STAMP_LEN: usize = 23;
@@ -164,49 +164,21 @@ impl VaultCheck {
 }
 
 /// The digest a sidecar records for `vault`, or why it has none.
+/// Whatever sits in the store under the sidecar's name (a FIFO, a
+/// symlink, a huge file) is read only as deep as the size cap and never
+/// blocks.
 fn sidecar_digest(vault: &Path) -> std::result::Result<String, String> {
-    let side = sidecar_path(vault);
-    // Whatever sits in the store under the sidecar's name (a FIFO, a
-    // symlink, a huge file) is read at most 4 KiB deep and never blocks.
-    let mut f = match open_regular(&side) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err("its sidecar is missing".into())
+    use crate::sidecar::Unusable as U;
+    crate::sidecar::read(vault).map_err(|why| match why {
+        U::Missing => "its sidecar is missing".into(),
+        U::Io(e) => format!("cannot read its sidecar: {e}"),
+        U::NotRegular => "its sidecar is not a regular file".into(),
+        U::TooLarge => "its sidecar is not a sidecar".into(),
+        U::NotText => "its sidecar is not text".into(),
+        U::Malformed(_) | U::WrongLines => {
+            "its sidecar does not hold exactly one line for it".into()
         }
-        Err(e) => return Err(format!("cannot read its sidecar: {e}")),
-        Ok(None) => return Err("its sidecar is not a regular file".into()),
-        Ok(Some(f)) => f,
-    };
-    let mut text = Vec::new();
-    if let Err(e) = f.by_ref().take(4097).read_to_end(&mut text) {
-        return Err(format!("cannot read its sidecar: {e}"));
-    }
-    if text.len() > 4096 {
-        return Err("its sidecar is not a sidecar".into());
-    }
-    let name = vault
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let text = String::from_utf8(text).map_err(|_| "its sidecar is not text".to_string())?;
-    match manifest::parse("sidecar", &text).as_deref() {
-        Ok([(p, h)]) if p == name => Ok(h.clone()),
-        _ => Err("its sidecar does not hold exactly one line for it".into()),
-    }
-}
-
-/// Open `path` for reading if it is a regular file (`None` if it is
-/// something else), without following a symlink or blocking on a FIFO.
-fn open_regular(path: &Path) -> io::Result<Option<fs::File>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path);
-    let f = match f {
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
-        r => r?,
-    };
-    Ok(f.metadata()?.is_file().then_some(f))
+    })
 }
 
 /// Re-read a vault from disk and compare its SHA-256 with its sidecar.
@@ -234,10 +206,9 @@ pub fn check_vault(path: &Path) -> Result<VaultCheck> {
     let mut buf = vec![0u8; BUF_SIZE];
     loop {
         signal::check()?;
-        let k = match f.read(&mut buf) {
+        let k = match crate::io::retry(|| f.read(&mut buf)) {
             Ok(0) => break,
             Ok(k) => k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::io("cannot read", path, e)),
         };
         h.update(&buf[..k]);

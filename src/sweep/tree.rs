@@ -192,10 +192,9 @@ fn hash_file(n: &Node, buf: &mut [u8]) -> Result<String> {
     let mut total = 0u64;
     loop {
         signal::check()?;
-        let k = match f.read(buf) {
+        let k = match crate::io::retry(|| f.read(buf)) {
             Ok(0) => break,
             Ok(k) => k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::io("cannot read", path, e)),
         };
         h.update(&buf[..k]);

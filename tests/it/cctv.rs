@@ -1,6 +1,6 @@
 //! C2SP CCTV age conformance vectors (`../shared/vectors/cctv-age`, see its
 //! README): every vector whose features casevault supports goes through
-//! casevault's own age layer (`casevault::decrypt::age_reader`, identities
+//! casevault's own age layer (`casevault::read::cipher::age_reader`, identities
 //! parsed by `casevault::keys::read_identity_file`), and the outcome must be
 //! the expected class: success with the payload's SHA-256, or header, HMAC,
 //! payload (with the SHA-256 of what was released before the error), armor
@@ -16,8 +16,8 @@ use std::fs;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use casevault::decrypt::{age_reader, map_error};
 use casevault::keys::read_identity_file;
+use casevault::read::cipher::{age_reader, map_error};
 use casevault::ErrorKind;
 use sha2::{Digest, Sha256};
 
@@ -271,7 +271,7 @@ fn cctv_age_vectors() {
         }
         // casevault's exit-code class must agree with the vector's class.
         // Not for scrypt vectors: casevault never opens a vault sealed to a
-        // passphrase, and its vault error mapping (like open.rs) reads age's
+        // passphrase, and its vault error mapping (like src/read/cipher.rs) reads age's
         // DecryptionFailed, which only scrypt gives for a wrong passphrase,
         // as tampering.
         let kind_ok = match (&v.expect, kind) {

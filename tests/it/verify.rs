@@ -140,7 +140,84 @@ fn verify_i_json_on_integrity_failure_prints_object() {
     assert_eq!(v["sidecar"], "mismatch");
     let problems = v["problems"].as_array().expect("problems list");
     assert!(!problems.is_empty());
-    assert!(problems.iter().all(|p| p.is_string()));
+    assert!(problems
+        .iter()
+        .all(|p| p["kind"].is_string() && p["message"].is_string()));
+}
+
+/// Issue #11: `verify --json` lists every finding as an object, not one
+/// joined string. Two payload files tampered inside an intact age layer
+/// give a hash mismatch each, in the manifest and in casevault.json, with
+/// the path, the recorded digest and the digest of what the vault holds.
+#[test]
+fn verify_i_json_lists_each_finding_as_an_object() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "VJ-3");
+    let vault = fx.vault("VJ-3.vault");
+    fx.seal(&case.root, &vault, &["--compress", "none"]);
+    let tar = decrypt_vault(&vault, &fx.key);
+    let (mut entries, _) = parse_tar(&tar);
+    let mut want = Vec::new();
+    for path in ["data/a.txt", "data/sub/b.txt"] {
+        let i = entries
+            .iter()
+            .position(|e| e.path() == format!("VJ-3/{path}"))
+            .unwrap();
+        let mut data = entries[i].data.clone();
+        let before = sha256_hex(&data);
+        data[0] ^= 0x20;
+        want.push((path, before, sha256_hex(&data)));
+        entries[i].set_data(data);
+    }
+    let bytes = encrypt_to(&fx.key.recipient, &build_tar(&entries), false);
+    fs::write(&vault, &bytes).unwrap();
+    fs::write(
+        fx.vault("VJ-3.vault.sha256"),
+        format!("{}  VJ-3.vault\n", sha256_hex(&bytes)),
+    )
+    .unwrap();
+    let v = json_of(&verify(&fx, &vault, true, true, 3));
+    assert_eq!(v["ok"], false);
+    let problems = v["problems"].as_array().expect("problems list");
+    let (manifest, json): (Vec<_>, Vec<_>) = problems
+        .iter()
+        .partition(|p| p["message"].as_str().unwrap().contains("(manifest "));
+    for (found, against) in [(manifest, "manifest"), (json, "casevault.json")] {
+        let got: Vec<_> = found
+            .iter()
+            .map(|p| {
+                assert_eq!(p["kind"], "hash_mismatch", "{p}");
+                (
+                    p["path"].as_str().unwrap(),
+                    p["expected"].as_str().unwrap().to_string(),
+                    p["actual"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "findings against {against}: {problems:?}");
+    }
+    assert_eq!(problems.len(), 4, "{problems:?}");
+    assert_eq!(
+        problems[0]["message"],
+        format!(
+            "data/a.txt: SHA-256 mismatch (manifest {}, payload {})",
+            want[0].1, want[0].2
+        )
+    );
+    assert_eq!(
+        problems[2]["message"],
+        "data/a.txt: SHA-256 in casevault.json does not match the payload"
+    );
+    // The human message is the findings joined, as before.
+    let err = stderr_of(&verify(&fx, &vault, true, false, 3));
+    assert!(
+        err.contains(&format!(
+            "integrity failure: data/a.txt: SHA-256 mismatch (manifest {}, payload {}); \
+             data/sub/b.txt: SHA-256 mismatch",
+            want[0].1, want[0].2
+        )),
+        "{err}"
+    );
 }
 
 /// Same, for a tampered bag inside an intact age layer (sidecar rewritten
@@ -222,6 +299,38 @@ fn verify_without_identity_missing_sidecar_is_exit_1() {
     let a = verify(&fx, &vault, false, false, 1);
     assert_error_message(&stderr_of(&a));
     verify(&fx, &vault, false, true, 1);
+}
+
+/// Issue #11: verify reads a sidecar as sweep does: a regular file of at
+/// most 4096 bytes, never through a symlink, never waiting on a FIFO.
+#[test]
+fn verify_reads_only_a_regular_sidecar() {
+    let fx = Fx::new();
+    let (_, vault) = sealed(&fx, "VR-1", &[]);
+    let side = fx.vault("VR-1.vault.sha256");
+    let real = fx.vault("elsewhere.sha256");
+    fs::rename(&side, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &side).unwrap();
+    let err = stderr_of(&verify(&fx, &vault, false, false, 3));
+    assert!(
+        err.contains("VR-1.vault.sha256 is not a regular file"),
+        "{err}"
+    );
+    fs::remove_file(&side).unwrap();
+    run_tool(std::process::Command::new("mkfifo").arg(&side));
+    let a = casevault()
+        .arg("verify")
+        .arg(&vault)
+        .timeout(std::time::Duration::from_secs(20))
+        .assert()
+        .code(3);
+    assert!(stderr_of(&a).contains("is not a regular file"));
+    fs::remove_file(&side).unwrap();
+    let mut big = fs::read_to_string(&real).unwrap();
+    big.push_str(&"\n".repeat(4097 - big.len()));
+    fs::write(&side, big).unwrap();
+    let err = stderr_of(&verify(&fx, &vault, false, false, 3));
+    assert!(err.contains("VR-1.vault.sha256 is not a sidecar"), "{err}");
 }
 
 #[test]
