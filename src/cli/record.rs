@@ -47,6 +47,26 @@ pub fn after_success(c: Option<&Custody>, ev: Event, done: &str, fine: &str) -> 
     }
 }
 
+/// Print a successful command's report (`--json` or `text`), then append
+/// its custody record ([`after_success`]): the result is never hidden by
+/// a custody-log problem.
+pub fn print_then_record<T: serde::Serialize>(
+    json: bool,
+    report: &T,
+    text: impl FnOnce(&T),
+    c: Option<&Custody>,
+    ev: Event,
+    done: &str,
+    fine: &str,
+) -> anyhow::Result<Exit> {
+    if json {
+        super::args::print_json(report)?;
+    } else {
+        text(report);
+    }
+    Ok(after_success(c, ev, done, fine))
+}
+
 /// Append the record of an operation that failed: a failure to record is
 /// printed, and the operation's own error decides the exit code.
 pub fn failure(c: Option<&Custody>, ev: Event) {

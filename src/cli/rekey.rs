@@ -11,8 +11,7 @@ use casevault::sanitize::sanitize;
 use casevault::verify;
 
 use super::args::{
-    file_len, identities, print_json, show_progress, CustodyArgs, OutputArgs, RecipientArgs,
-    SignArgs,
+    file_len, identities, show_progress, CustodyArgs, OutputArgs, RecipientArgs, SignArgs,
 };
 use super::{record, Exit};
 
@@ -112,12 +111,10 @@ pub fn run(a: RekeyArgs) -> anyhow::Result<Exit> {
             );
         }
     };
-    if a.output_args.json {
-        print_json(&report)?;
-    } else {
-        print_text(&report);
-    }
-    Ok(record::after_success(
+    record::print_then_record(
+        a.output_args.json,
+        &report,
+        print_text,
         custody.as_ref(),
         record::done_event(
             "re-encrypted",
@@ -132,7 +129,7 @@ pub fn run(a: RekeyArgs) -> anyhow::Result<Exit> {
             report.vault.display()
         ),
         "the new vault is fine",
-    ))
+    )
 }
 
 fn finish_interrupted(target: &Path) -> anyhow::Result<()> {

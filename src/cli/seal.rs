@@ -8,8 +8,7 @@ use casevault::sanitize::sanitize;
 use casevault::seal;
 
 use super::args::{
-    case_bytes, print_json, show_progress, CompressArg, CustodyArgs, OutputArgs, RecipientArgs,
-    SignArgs,
+    case_bytes, show_progress, CompressArg, CustodyArgs, OutputArgs, RecipientArgs, SignArgs,
 };
 use super::{record, Exit};
 
@@ -73,12 +72,10 @@ pub fn run(a: SealArgs) -> anyhow::Result<Exit> {
         sign: key,
         output_mode: seal::OUTPUT_MODE,
     })?;
-    if a.output_args.json {
-        print_json(&report)?;
-    } else {
-        print_text(&report);
-    }
-    Ok(record::after_success(
+    record::print_then_record(
+        a.output_args.json,
+        &report,
+        print_text,
         custody.as_ref(),
         record::done_event(
             "sealed",
@@ -89,7 +86,7 @@ pub fn run(a: SealArgs) -> anyhow::Result<Exit> {
         ),
         &format!("sealed {} -> {}", report.case_id, report.vault.display()),
         "the vault is fine",
-    ))
+    )
 }
 
 fn print_text(report: &seal::SealReport) {

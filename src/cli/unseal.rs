@@ -7,9 +7,7 @@ use clap::Args;
 use casevault::sanitize::sanitize;
 use casevault::unseal;
 
-use super::args::{
-    file_len, print_json, show_progress, CustodyArgs, IdentityArgs, OutputArgs, SignArgs,
-};
+use super::args::{file_len, show_progress, CustodyArgs, IdentityArgs, OutputArgs, SignArgs};
 use super::{record, Exit};
 
 #[derive(Args)]
@@ -60,18 +58,18 @@ pub fn run(a: UnsealArgs) -> anyhow::Result<Exit> {
     // The result first: a custody log that cannot take the record
     // does not hide what was restored (issue #10 item 5).
     warn_mtimes_not_stored(&report.mtimes_not_stored);
-    if a.output_args.json {
-        print_json(&report)?;
-    } else {
-        println!(
-            "unsealed {}: {} files, {} bytes verified -> {}",
-            report.case_id,
-            report.files,
-            report.bytes,
-            sanitize(&report.dest.display().to_string())
-        );
-    }
-    Ok(record::after_success(
+    record::print_then_record(
+        a.output_args.json,
+        &report,
+        |r| {
+            println!(
+                "unsealed {}: {} files, {} bytes verified -> {}",
+                r.case_id,
+                r.files,
+                r.bytes,
+                sanitize(&r.dest.display().to_string())
+            )
+        },
         custody.as_ref(),
         record::done_event(
             "unsealed",
@@ -88,7 +86,7 @@ pub fn run(a: UnsealArgs) -> anyhow::Result<Exit> {
             report.dest.display()
         ),
         "the vault and the restored case are fine",
-    ))
+    )
 }
 
 /// How many entries whose mtime was not stored unseal names one per line;
