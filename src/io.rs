@@ -319,9 +319,6 @@ pub fn open_regular(path: &Path) -> io::Result<Option<fs::File>> {
     Ok(f.metadata()?.is_file().then_some(f))
 }
 
-/// Path of the sidecar of a vault (kept here for callers of the old path).
-pub use crate::sidecar::path as sidecar_path;
-
 #[cfg(test)]
 mod tests {
     use super::*;

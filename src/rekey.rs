@@ -39,9 +39,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::io::{classify_stream_error, hex, sidecar_path, AtomicFile, HashingWriter, BUF_SIZE};
+use crate::io::{classify_stream_error, hex, AtomicFile, HashingWriter, BUF_SIZE};
 use crate::keys::{BoxedIdentity, BoxedRecipient};
 use crate::read::{cipher, open_vault, Discard};
+use crate::sidecar::path as sidecar_path;
 use crate::{signal, Error, Result};
 
 /// What to re-encrypt, to whom.

@@ -131,7 +131,7 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
     let _progress = crate::progress::Guard;
     let case_dir = &opts.case_dir;
     let case_id = case_id_for(case_dir, opts.case_id.as_deref())?;
-    let sidecar = crate::io::sidecar_path(&opts.output);
+    let sidecar = crate::sidecar::path(&opts.output);
     refuse_output(&opts, root)?;
     let time = SealTime::now();
 

@@ -208,7 +208,7 @@ fn pending_rekey_hint(vault: &Path) {
 
 /// `VAULT.sha256.pending`, when it exists.
 fn pending_rekey(vault: &Path) -> Option<PathBuf> {
-    let mut p = casevault::io::sidecar_path(vault).into_os_string();
+    let mut p = casevault::sidecar::path(vault).into_os_string();
     p.push(casevault::rekey::PENDING_SUFFIX);
     let p = PathBuf::from(p);
     p.exists().then_some(p)

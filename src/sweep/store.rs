@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::io::{hex, open_regular, sidecar_path, BUF_SIZE, TEMP_PREFIX};
+use crate::io::{hex, open_regular, BUF_SIZE, TEMP_PREFIX};
+use crate::sidecar::path as sidecar_path;
 use crate::{signal, Error, Result};
 
 /// Length of a generation stamp: `YYYYMMDDTHHMMSS.ffffffZ`.
