@@ -43,8 +43,15 @@ pub struct CustodyVerifyArgs {
     #[arg(long, value_name = "ALLOWED_SIGNERS_FILE")]
     signers: Option<PathBuf>,
     /// Accept only this principal.
-    #[arg(long, value_name = "PRINCIPAL", requires = "signers")]
-    signer: Option<String>,
+    // Named as on verify (issue #11); `--signer` stays a hidden alias for
+    // a release.
+    #[arg(
+        long = "accept-signer",
+        alias = "signer",
+        value_name = "PRINCIPAL",
+        requires = "signers"
+    )]
+    accept_signer: Option<String>,
     /// A head hash kept earlier (64 hex digits): it must still be the
     /// SHA-256 of one of the log's intact lines, else exit 3.
     #[arg(long, value_name = "HASH", value_parser = parse_head)]
@@ -118,7 +125,7 @@ fn verify(a: CustodyVerifyArgs) -> anyhow::Result<Exit> {
     };
     let report = custody::verify_log_expecting(
         &a.log,
-        signers.as_ref().map(|s| (s, a.signer.as_deref())),
+        signers.as_ref().map(|s| (s, a.accept_signer.as_deref())),
         a.expect_head.as_deref(),
     )?;
     if a.json {

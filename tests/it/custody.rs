@@ -481,18 +481,26 @@ fn signed_records_and_signers() {
         err.contains("line 3:") && err.contains("does not trust"),
         "{err}"
     );
-    // --signer restricts the principal.
+    // --accept-signer restricts the principal; --signer is its hidden
+    // alias for a release (issue #11).
     write_lines(&log, &saved);
-    let (code, _, _) = custody_verify(
-        &log,
-        &[
-            "--signers",
-            allowed.to_str().unwrap(),
-            "--signer",
-            "bob@lab",
-        ],
+    for flag in ["--accept-signer", "--signer"] {
+        let args = ["--signers", allowed.to_str().unwrap(), flag];
+        let (code, _, _) = custody_verify(&log, &[&args[..], &["bob@lab"]].concat());
+        assert_eq!(code, 3, "{flag} bob@lab");
+        let (code, _, err) = custody_verify(&log, &[&args[..], &["alice@lab"]].concat());
+        assert_eq!(code, 0, "{flag} alice@lab: {err}");
+    }
+    let help = stdout_of(
+        &casevault()
+            .args(["custody", "verify", "--help"])
+            .assert()
+            .code(0),
     );
-    assert_eq!(code, 3);
+    assert!(
+        help.contains("--accept-signer") && !help.contains("--signer "),
+        "{help}"
+    );
 }
 
 #[test]
