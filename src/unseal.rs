@@ -444,8 +444,12 @@ fn restore_entry(
 ) -> Result<()> {
     let rel = case_rel(&e.path);
     let p = || root.join(rel);
-    rustix::fs::utimensat(dir, rel, &timestamps(e), AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(|err| Error::io("cannot set mtime of", &p(), err.into()))?;
+    match rustix::fs::utimensat(dir, rel, &timestamps(e), AtFlags::SYMLINK_NOFOLLOW) {
+        // A time the kernel cannot take at all is one the filesystem did
+        // not store: reported by the read-back below, like a clamped one.
+        Ok(()) | Err(rustix::io::Errno::INVAL | rustix::io::Errno::OVERFLOW) => {}
+        Err(err) => return Err(Error::io("cannot set mtime of", &p(), err.into())),
+    }
     let st = rustix::fs::statx(
         dir,
         rel,

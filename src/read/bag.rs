@@ -263,12 +263,11 @@ fn entry_well_formed(e: &Entry, problems: &mut Problems) -> bool {
     };
     let detail = if !fields_ok || e.mtime_nsec >= 1_000_000_000 || e.mode > 0o7777 {
         format!("casevault.json: malformed entry {:?}", e.path)
-    } else if !format::mtime_in_range(e.mtime) {
-        format!(
-            "casevault.json: entry {:?} has mtime {}, outside the years 0000 to 9999 (FORMAT.md §5.4)",
-            e.path, e.mtime
-        )
     } else {
+        // An mtime outside the years 0000 to 9999 is not written by seal
+        // (FORMAT §5.4) but is not damage either: a vault an older
+        // casevault sealed from a filesystem that held one must still
+        // open. unseal reports what the filesystem could not store.
         return true;
     };
     problems.tag(format::CASEVAULT_JSON, detail);
