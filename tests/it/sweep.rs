@@ -75,6 +75,34 @@ impl Env {
         records(&stdout_of(&a))
     }
 
+    /// [`Env::sweep_json`] run as nobody (the non-root tier).
+    fn sweep_json_as(
+        &self,
+        nobody: &crate::unpriv::Unprivileged,
+        extra: &[&str],
+        code: i32,
+    ) -> (BTreeMap<String, Value>, Value) {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "sweep".into(),
+            self.inbox().into(),
+            "-o".into(),
+            self.store().into(),
+            "-r".into(),
+            self.key.recipient.clone().into(),
+            "--json".into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        let out = nobody.run(args);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        records(&stdout)
+    }
+
     /// The vault file names of a case in the store, oldest first.
     fn vaults(&self, case: &str) -> Vec<String> {
         let dir = self.store().join(case);
@@ -456,23 +484,7 @@ fn an_unreadable_file_fails_its_case_when_run_unprivileged() {
     std::os::unix::fs::chown(env.case("B2/locked.bin"), Some(0), Some(0)).unwrap();
     fs::set_permissions(env.case("B2/locked.bin"), fs::Permissions::from_mode(0o000)).unwrap();
 
-    let out = nobody.run([
-        "sweep".as_ref(),
-        env.inbox().as_os_str(),
-        "-o".as_ref(),
-        env.store().as_os_str(),
-        "-r".as_ref(),
-        env.key.recipient.as_ref(),
-        "--json".as_ref(),
-    ]);
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (recs, _) = records(&stdout);
+    let (recs, _) = env.sweep_json_as(&nobody, &[], 1);
     assert_eq!(statuses(&recs), map(&[("A1", "sealed"), ("B2", "failed")]));
     let why = recs["B2"]["error"].as_str().unwrap();
     assert!(
@@ -1133,24 +1145,7 @@ fn remove_source_when_run_unprivileged_keeps_what_it_may_not_remove() {
     std::os::unix::fs::chown(&raw, Some(0), Some(0)).unwrap();
     fs::set_permissions(&raw, fs::Permissions::from_mode(0o755)).unwrap();
 
-    let out = nobody.run([
-        "sweep".as_ref(),
-        env.inbox().as_os_str(),
-        "-o".as_ref(),
-        env.store().as_os_str(),
-        "-r".as_ref(),
-        env.key.recipient.as_ref(),
-        "--json".as_ref(),
-        "--remove-source".as_ref(),
-    ]);
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (recs, _) = records(&stdout);
+    let (recs, _) = env.sweep_json_as(&nobody, &["--remove-source"], 1);
     assert_eq!(statuses(&recs), map(&[("C1", "sealed"), ("C2", "failed")]));
     assert!(!env.case("C1").exists(), "C1 removed whole");
     let why = recs["C2"]["error"].as_str().unwrap();
