@@ -359,15 +359,19 @@ fn a_sweep_that_cannot_start_says_so_in_its_log() {
     fs::create_dir_all(&inbox).unwrap();
     let log = fx.root().join("sweep.jsonl");
     let missing = fx.root().join("store");
-    let a = casevault()
-        .arg("sweep")
-        .arg(&inbox)
-        .arg("-o")
-        .arg(&missing)
-        .args(["-r", &fx.key.recipient, "-q", "--log"])
-        .arg(&log)
-        .assert()
-        .code(1);
+    // `sweep INBOX -o STORE -r KEY FLAG --log LOG`, asserting its exit code.
+    let sweep = |flag: &str, log: &std::path::Path, code: i32| {
+        casevault()
+            .arg("sweep")
+            .arg(&inbox)
+            .arg("-o")
+            .arg(&missing)
+            .args(["-r", &fx.key.recipient, flag, "--log"])
+            .arg(log)
+            .assert()
+            .code(code)
+    };
+    let a = sweep("-q", &log, 1);
     assert!(stderr_of(&a).contains("does not exist"));
     let text = fs::read_to_string(&log).unwrap();
     assert_eq!(text.lines().count(), 1, "{text}");
@@ -383,28 +387,12 @@ fn a_sweep_that_cannot_start_says_so_in_its_log() {
 
     // A dry run writes no log, also when it cannot start.
     let dry_log = fx.root().join("dry.jsonl");
-    casevault()
-        .arg("sweep")
-        .arg(&inbox)
-        .arg("-o")
-        .arg(&missing)
-        .args(["-r", &fx.key.recipient, "--dry-run", "--log"])
-        .arg(&dry_log)
-        .assert()
-        .code(1);
+    sweep("--dry-run", &dry_log, 1);
     assert!(!dry_log.exists());
 
     // A normal run's summary carries its exit code too.
     fs::create_dir(&missing).unwrap();
-    casevault()
-        .arg("sweep")
-        .arg(&inbox)
-        .arg("-o")
-        .arg(&missing)
-        .args(["-r", &fx.key.recipient, "-q", "--log"])
-        .arg(&log)
-        .assert()
-        .code(0);
+    sweep("-q", &log, 0);
     let text = fs::read_to_string(&log).unwrap();
     let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(
