@@ -51,12 +51,7 @@ fn custody_actor_is_the_os_account_not_the_environment() {
         .env("LOGNAME", "root")
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let text = fs::read_to_string(&log).unwrap();
     let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(last["actor"], format!("nobody@{host}"));
@@ -201,12 +196,7 @@ fn store_files_follow_the_store_directory_group_bits() {
             .env(PANIC_LOG_ENV, panic_log())
             .output()
             .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_exit(&out, 0);
         let case_dir = store.join("C-1");
         let mode = |p: &std::path::Path| fs::metadata(p).unwrap().mode() & 0o7777;
         assert_eq!(
@@ -340,7 +330,7 @@ fn a_vault_the_state_cannot_record_is_rolled_back() {
 
     fs::set_permissions(&meta, fs::Permissions::from_mode(0o700)).unwrap();
     let out = sweep(&[]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_exit(&out, 0);
     let vaults: Vec<_> = fs::read_dir(store.join("C-1"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -881,6 +881,22 @@ fn man_pages_list_every_command_and_show_value_placeholders() {
     assert!(sweep.contains("/usr/local/share/doc/casevault/"));
 }
 
+/// Start `sweep --json --compress none`, and once its first temporary
+/// vault holds 1 MiB replace the inbox case `case` by a symlink to
+/// `outside` (the original moved aside). Returns whether the swap happened
+/// while the sweep was still sealing, the sweep's exit code and stdout.
+fn swap_for_a_link_mid_seal(env: &Env, case: &str, outside: &Path) -> (bool, Option<i32>, String) {
+    let mut child = spawn_sweep(env, &["--json", "--compress", "none"]);
+    let caught = wait_for_temp(&mut child, &env.store(), 1 << 20).is_some();
+    if caught {
+        fs::rename(env.case(case), env.root().join(format!("{case}-moved"))).unwrap();
+        std::os::unix::fs::symlink(outside, env.case(case)).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    (caught, out.status.code(), stdout)
+}
+
 /// Issue #10 item 3: a case directory swapped for a symlink after the inbox
 /// was listed (here, while the case before it is being sealed) is skipped:
 /// nothing from outside the inbox is sealed, recorded or logged.
@@ -894,14 +910,7 @@ fn a_case_swapped_for_a_symlink_after_listing_is_skipped() {
         let outside = env.root().join("outside");
         small_case(&outside, 3);
         fs::write(outside.join("secret.txt"), b"outside the inbox\n").unwrap();
-        let mut child = spawn_sweep(&env, &["--json", "--compress", "none"]);
-        let caught = wait_for_temp(&mut child, &env.store(), 1 << 20).is_some();
-        if caught {
-            fs::rename(env.case("B2"), env.root().join("B2-moved")).unwrap();
-            std::os::unix::fs::symlink(&outside, env.case("B2")).unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8(out.stdout).unwrap();
+        let (caught, code, stdout) = swap_for_a_link_mid_seal(&env, "B2", &outside);
         let (recs, _) = records(&stdout);
         let b2_vaults = env.vaults("B2");
         if let Some(v) = b2_vaults.first() {
@@ -920,7 +929,7 @@ fn a_case_swapped_for_a_symlink_after_listing_is_skipped() {
             len *= 4;
             continue;
         }
-        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        assert_eq!(code, Some(0), "{stdout}");
         assert_eq!(statuses(&recs), map(&[("A1", "sealed"), ("B2", "skipped")]));
         let why = recs["B2"]["reason"].as_str().unwrap();
         assert!(why.contains("no longer a directory"), "{why}");
@@ -950,20 +959,13 @@ fn a_case_swapped_during_its_own_seal_is_sealed_from_the_directory_opened() {
         let outside = env.root().join("outside");
         fs::create_dir_all(outside.join("z-sub")).unwrap();
         fs::write(outside.join("z-sub/secret.txt"), b"outside\n").unwrap();
-        let mut child = spawn_sweep(&env, &["--json", "--compress", "none"]);
-        let caught = wait_for_temp(&mut child, &env.store(), 1 << 20).is_some();
-        if caught {
-            fs::rename(env.case("C1"), env.root().join("C1-moved")).unwrap();
-            std::os::unix::fs::symlink(&outside, env.case("C1")).unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8(out.stdout).unwrap();
+        let (caught, code, stdout) = swap_for_a_link_mid_seal(&env, "C1", &outside);
         if !caught {
             assert!(len < 512 << 20, "could not catch a sweep mid-seal");
             len *= 4;
             continue;
         }
-        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        assert_eq!(code, Some(0), "{stdout}");
         let dest = env.root().join("restored");
         env.unseal(&env.store().join("C1").join(&env.vaults("C1")[0]), &dest);
         assert!(!dest.join("z-sub/secret.txt").exists(), "{stdout}");

@@ -206,6 +206,26 @@ fn case_root_0311_unseals_as_nobody() {
     assert_eq!(fs::read_dir(fx.restore()).unwrap().count(), 1);
 }
 
+/// Seal a slow case holding read-only directories as root, start its unseal
+/// as nobody into `RESTORE/case`, and stop it (SIGSTOP) as soon as its
+/// staging directory appears. `None` where the non-root tier cannot run.
+fn paused_unseal_as_nobody(fx: &Fx, name: &str) -> Option<(PathBuf, Child, PathBuf)> {
+    let case = slow_readonly_case(fx, name);
+    let vault = fx.vault(&format!("{name}.vault"));
+    fx.seal(&case.root, &vault, &[]);
+    let nobody = Unprivileged::new(fx.root())?;
+    let dest = fx.dest("case");
+    let mut child = nobody
+        .cmd()
+        .args(unseal_args(fx, &vault, &dest))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let staging = stop_at_staging(&mut child, &fx.restore());
+    Some((dest, child, staging))
+}
+
 /// Issue #10 item 1, as reported: a second unseal to the same DEST fails
 /// with "destination is not empty" once the first has put the case there.
 /// It must leave nothing beside DEST, although the case holds 0555
@@ -214,21 +234,9 @@ fn case_root_0311_unseals_as_nobody() {
 #[test]
 fn dest_filled_meanwhile_leaves_nothing_as_nobody() {
     let fx = Fx::new();
-    let case = slow_readonly_case(&fx, "BUSY-1");
-    let vault = fx.vault("busy.vault");
-    fx.seal(&case.root, &vault, &[]);
-    let Some(nobody) = Unprivileged::new(fx.root()) else {
+    let Some((dest, child, staging)) = paused_unseal_as_nobody(&fx, "BUSY-1") else {
         return;
     };
-    let dest = fx.dest("case");
-    let mut child = nobody
-        .cmd()
-        .args(unseal_args(&fx, &vault, &dest))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let staging = stop_at_staging(&mut child, &fx.restore());
     // Another unseal finished first: DEST now holds a case.
     fs::create_dir(&dest).unwrap();
     fs::write(dest.join("other.txt"), b"the first unseal's case\n").unwrap();
@@ -256,21 +264,9 @@ fn dest_filled_meanwhile_leaves_nothing_as_nobody() {
 #[test]
 fn failed_rename_removes_the_plaintext_and_names_what_is_left() {
     let fx = Fx::new();
-    let case = slow_readonly_case(&fx, "RO-PARENT-1");
-    let vault = fx.vault("ro.vault");
-    fx.seal(&case.root, &vault, &[]);
-    let Some(nobody) = Unprivileged::new(fx.root()) else {
+    let Some((dest, child, staging)) = paused_unseal_as_nobody(&fx, "RO-PARENT-1") else {
         return;
     };
-    let dest = fx.dest("case");
-    let mut child = nobody
-        .cmd()
-        .args(unseal_args(&fx, &vault, &dest))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let staging = stop_at_staging(&mut child, &fx.restore());
     fs::set_permissions(fx.restore(), fs::Permissions::from_mode(0o555)).unwrap();
     signal(&child, "CONT");
     let out = child.wait_with_output().unwrap();
