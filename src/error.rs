@@ -95,7 +95,7 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(op: &'static str, path: &Path, source: io::Error) -> Self {
+    pub fn io(op: &'static str, path: &Path, source: io::Error) -> Self {
         if let Some(sig) = crate::signal::pending() {
             return Error::Interrupted(sig);
         }

@@ -4,11 +4,12 @@
 use serde::{Deserialize, Serialize};
 
 /// The newest format version this casevault reads, and the one it writes
-/// for signed vaults (FORMAT §9): version 2 adds `signer` and the
-/// `casevault.sig` tag file.
-pub const FORMAT_VERSION: u32 = 2;
-/// The version written for unsigned vaults, so that casevault 0.1 can
-/// still open them.
+/// (FORMAT §9, §13): version 3 adds entry offsets, the locator and, for
+/// zstd, independent frames with a seek table.
+pub const FORMAT_VERSION: u32 = 3;
+/// Version 2: signed vaults before version 3 (`signer`, `casevault.sig`).
+pub const FORMAT_VERSION_SIGNED: u32 = 2;
+/// Version 1: unsigned vaults of casevault 0.1.
 pub const FORMAT_VERSION_UNSIGNED: u32 = 1;
 /// Value of the `format` field of `casevault.json`.
 pub const FORMAT_NAME: &str = "casevault";
@@ -27,6 +28,9 @@ pub const CASEVAULT_JSON: &str = "casevault.json";
 pub const CASEVAULT_SIG: &str = "casevault.sig";
 pub const MANIFEST: &str = "manifest-sha256.txt";
 pub const TAGMANIFEST: &str = "tagmanifest-sha256.txt";
+/// Version 3: where each tag file is in the tar stream (FORMAT §13.1),
+/// between the manifest and the tag manifest.
+pub const LOCATOR: &str = "casevault-locator.txt";
 pub const TAG_FILES: [&str; 5] = [
     BAGIT_TXT,
     BAG_INFO_TXT,
@@ -160,6 +164,10 @@ pub struct Entry {
     pub mode: u32,
     pub mtime: i64,
     pub mtime_nsec: u32,
+    /// Version 3, directories and files: where the entry's first header
+    /// block is in the tar stream (FORMAT §13.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 /// Totals of `casevault.json`.
@@ -242,8 +250,21 @@ impl CaseJson {
         limits: Option<&JsonLimits>,
         io_err: impl Fn(std::io::Error) -> crate::Error,
     ) -> crate::Result<crate::Result<Self>> {
+        Self::parse_stream_visit(r, limits, io_err, None)
+    }
+
+    /// [`CaseJson::parse_stream`], handing each entry to `visit` (if
+    /// given) instead of keeping it: the result's `entries` is then empty,
+    /// and memory does not grow with the entries.
+    pub fn parse_stream_visit<'l, R: std::io::Read>(
+        r: R,
+        limits: Option<&'l JsonLimits>,
+        io_err: impl Fn(std::io::Error) -> crate::Error,
+        visit: Option<&'l mut EntryVisitor<'l>>,
+    ) -> crate::Result<crate::Result<Self>> {
         let state = std::cell::RefCell::new(ParseState {
             limits,
+            visit,
             ..ParseState::default()
         });
         let reader = std::io::BufReader::new(TokenGuard {
@@ -309,6 +330,9 @@ impl CaseJson {
             return Ok(Err(crate::Error::integrity(format!(
                 "{CASEVAULT_JSON} says version 1 but has a version 2 field `signer`"
             ))));
+        }
+        if let Some(why) = state.offset_problem(json.version) {
+            return Ok(Err(why));
         }
         Ok(Ok(json))
     }
@@ -428,9 +452,14 @@ impl<R: std::io::Read> std::io::Read for TokenGuard<R> {
     }
 }
 
+/// Called with each entry of a streamed `casevault.json`, instead of
+/// keeping it (a partial read, FORMAT §13.3); `Err` stops the parse.
+pub type EntryVisitor<'v> = dyn FnMut(&Entry) -> crate::Result<()> + 'v;
+
 #[derive(Default)]
 struct ParseState<'l> {
     limits: Option<&'l JsonLimits>,
+    visit: Option<&'l mut EntryVisitor<'l>>,
     version: Option<u64>,
     /// Why the document was refused, when it was refused by a rule rather
     /// than by the JSON parser.
@@ -441,11 +470,34 @@ struct ParseState<'l> {
     path_bytes: u64,
     links: u64,
     link_bytes: u64,
+    /// Version 3 offsets seen (FORMAT §13.1): on any entry, missing on a
+    /// directory or file, present on a symlink.
+    offsets: bool,
+    offset_missing: bool,
+    offset_on_link: bool,
 }
 
 impl ParseState<'_> {
+    /// Version 3's `offset` rule (FORMAT §13.1): on every directory and
+    /// file entry, on no symlink; in earlier versions an unknown field.
+    fn offset_problem(&self, version: u32) -> Option<crate::Error> {
+        let why = if version < 3 && self.offsets {
+            format!("{CASEVAULT_JSON} says version {version} but has a version 3 field `offset`")
+        } else if version >= 3 && self.offset_missing {
+            format!("{CASEVAULT_JSON}: a directory or file entry has no `offset` (version 3)")
+        } else if self.offset_on_link {
+            format!("{CASEVAULT_JSON}: a symlink entry has an `offset`")
+        } else {
+            return None;
+        };
+        Some(crate::Error::integrity(why))
+    }
+
     /// Count `e` against the limits; `Err` refuses the document.
     fn admit(&mut self, e: &Entry) -> Result<(), crate::Error> {
+        self.offsets |= e.offset.is_some();
+        self.offset_missing |= e.kind != Kind::Symlink && e.offset.is_none();
+        self.offset_on_link |= e.kind == Kind::Symlink && e.offset.is_some();
         let Some(l) = self.limits else {
             return Ok(());
         };
@@ -662,12 +714,19 @@ impl<'de> serde::de::Visitor<'de> for EntriesSeed<'_, '_> {
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Entry>, A::Error> {
         let mut out = Vec::new();
         while let Some(e) = seq.next_element::<Entry>()? {
-            let admitted = self.0.borrow_mut().admit(&e);
-            if let Err(why) = admitted {
-                self.0.borrow_mut().limit = Some(why);
-                return Err(serde::de::Error::custom("refused"));
+            let mut state = self.0.borrow_mut();
+            let admitted = state.admit(&e).and_then(|()| match state.visit.as_mut() {
+                Some(v) => v(&e).map(|()| false),
+                None => Ok(true),
+            });
+            match admitted {
+                Ok(true) => out.push(e),
+                Ok(false) => {}
+                Err(why) => {
+                    state.limit = Some(why);
+                    return Err(serde::de::Error::custom("refused"));
+                }
             }
-            out.push(e);
         }
         Ok(out)
     }
@@ -682,8 +741,8 @@ pub fn json_parts(
     json_parts_signed(case_id, sealed_at, compression, totals, None)
 }
 
-/// [`json_parts`] for a vault that may be signed: version 2 with `signer`
-/// last when signed, version 1 without (FORMAT §9).
+/// [`json_parts`] for a vault that may be signed: version 3, with
+/// `signer` last when signed (FORMAT §5.4, §13.1).
 pub fn json_parts_signed(
     case_id: &str,
     sealed_at: &str,
@@ -692,11 +751,7 @@ pub fn json_parts_signed(
     signer: Option<&Signer>,
 ) -> (Vec<u8>, Vec<u8>) {
     let s = |v: &str| serde_json::to_string(v).expect("serialising a string cannot fail");
-    let version = if signer.is_some() {
-        FORMAT_VERSION
-    } else {
-        FORMAT_VERSION_UNSIGNED
-    };
+    let version = FORMAT_VERSION;
     let prefix = format!(
         "{{\"format\":{},\"version\":{version},\"case_id\":{},\"sealed_at\":{},\"tool\":{},\"compression\":{},\"entries\":[",
         s(FORMAT_NAME),
@@ -862,6 +917,7 @@ mod tests {
             mode: 0o755,
             mtime: -3,
             mtime_nsec: 7,
+            offset: (k != Kind::Symlink).then_some(512),
         };
         let mut f = e("data/\"q\"\nü", Kind::File);
         f.size = Some(3);
@@ -875,7 +931,7 @@ mod tests {
         };
         let whole = CaseJson {
             format: FORMAT_NAME.into(),
-            version: FORMAT_VERSION_UNSIGNED,
+            version: FORMAT_VERSION,
             case_id: "C-1".into(),
             sealed_at: "2026-11-28T00:00:00Z".into(),
             tool: TOOL.into(),
@@ -901,7 +957,7 @@ mod tests {
     }
 
     #[test]
-    fn streamed_signed_json_is_version_2() {
+    fn streamed_signed_json_is_version_3() {
         let totals = Totals::default();
         let signer = Signer {
             principal: Some("alice@lab".into()),
@@ -911,20 +967,32 @@ mod tests {
             json_parts_signed("C-1", "t", Compression::None, &totals, Some(&signer));
         j.extend_from_slice(&suffix);
         let parsed = CaseJson::parse(&j).unwrap();
-        assert_eq!(parsed.version, 2);
+        assert_eq!(parsed.version, 3);
         assert_eq!(parsed.signer, Some(signer));
         assert_eq!(parsed.to_bytes(), j);
         // `signer` in a version 1 file is refused.
-        let v1 = String::from_utf8(j)
+        let v1 = String::from_utf8(j.clone())
             .unwrap()
-            .replace("\"version\":2", "\"version\":1");
+            .replace("\"version\":3", "\"version\":1");
         assert!(CaseJson::parse(v1.as_bytes()).is_err());
+        // So is `offset` in a version 2 file, and its absence in version 3.
+        let entry = r#"{"path":"data","kind":"dir","mode":493,"mtime":0,"mtime_nsec":0"#;
+        let with = |version: u32, tail: &str| {
+            String::from_utf8(j.clone())
+                .unwrap()
+                .replace("\"version\":3", &format!("\"version\":{version}"))
+                .replace("\"entries\":[]", &format!("\"entries\":[{entry}{tail}}}]"))
+        };
+        assert!(CaseJson::parse(with(3, ",\"offset\":512").as_bytes()).is_ok());
+        assert!(CaseJson::parse(with(2, "").as_bytes()).is_ok());
+        assert!(CaseJson::parse(with(2, ",\"offset\":512").as_bytes()).is_err());
+        assert!(CaseJson::parse(with(3, "").as_bytes()).is_err());
     }
 
     #[test]
     fn json_versions() {
         assert!(matches!(
-            CaseJson::parse(br#"{"format":"casevault","version":3}"#),
+            CaseJson::parse(br#"{"format":"casevault","version":4}"#),
             Err(crate::Error::Unsupported(_))
         ));
         assert!(matches!(
@@ -986,3 +1054,133 @@ mod tests {
         );
     }
 }
+
+/// First line of `casevault-locator.txt` (FORMAT §13.1 item 4).
+pub const LOCATOR_FIRST_LINE: &str = "casevault-locator 1";
+/// Largest locator and tag manifest in a version 3 vault: one tar block,
+/// so that both sit at fixed distances from the end (FORMAT §13.1 item 3).
+pub const MAX_TAIL_TAG: u64 = 512;
+/// Bytes from the locator's header to the end of the tar stream.
+pub const TAIL_BYTES: u64 = 3072;
+
+/// Where one tag file is in the tar stream (a line of the locator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagPlace {
+    pub name: &'static str,
+    /// Offset of its ustar header.
+    pub offset: u64,
+    /// Length of its content.
+    pub size: u64,
+}
+
+impl TagPlace {
+    /// Where the next tar entry starts: header, content, padding.
+    pub fn end(&self) -> u64 {
+        self.offset + 512 + self.size.div_ceil(512) * 512
+    }
+}
+
+/// `casevault-locator.txt` (FORMAT §13.1 item 4): the tag files before it,
+/// in tar order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locator {
+    pub tags: Vec<TagPlace>,
+}
+
+impl Locator {
+    /// The file's exact bytes.
+    pub fn to_text(&self) -> String {
+        let mut s = format!("{LOCATOR_FIRST_LINE}\n");
+        for t in &self.tags {
+            s.push_str(&format!("{} {} {}\n", t.name, t.offset, t.size));
+        }
+        s
+    }
+
+    /// Parse and check a locator: the first line, then exactly the tag
+    /// files of a version 3 bag before it, in order (`casevault.sig` where
+    /// it may be), with decimal numbers without leading zeros, each tag file
+    /// right after the previous one.
+    pub fn parse(text: &[u8]) -> crate::Result<Locator> {
+        let bad = |why: &str| crate::Error::integrity(format!("{LOCATOR}: {why}"));
+        let text = std::str::from_utf8(text).map_err(|_| bad("not UTF-8"))?;
+        let body = text
+            .strip_prefix(LOCATOR_FIRST_LINE)
+            .and_then(|r| r.strip_prefix('\n'))
+            .ok_or_else(|| bad(&format!("does not start with {LOCATOR_FIRST_LINE:?}")))?;
+        let mut tags = Vec::new();
+        for line in body.split_terminator('\n') {
+            let mut it = line.split(' ');
+            let (Some(name), Some(off), Some(size), None) =
+                (it.next(), it.next(), it.next(), it.next())
+            else {
+                return Err(bad("a line is not `NAME OFFSET SIZE`"));
+            };
+            let num = |v: &str| {
+                let ok = !v.is_empty()
+                    && v.len() <= 20
+                    && v.bytes().all(|c| c.is_ascii_digit())
+                    && (v == "0" || !v.starts_with('0'));
+                ok.then(|| v.parse::<u64>().ok()).flatten()
+            };
+            let (Some(offset), Some(size)) = (num(off), num(size)) else {
+                return Err(bad(&format!("bad number in the line for {name:?}")));
+            };
+            let name = [
+                BAGIT_TXT,
+                BAG_INFO_TXT,
+                CASEVAULT_JSON,
+                CASEVAULT_SIG,
+                MANIFEST,
+            ]
+            .into_iter()
+            .find(|n| *n == name)
+            .ok_or_else(|| bad(&format!("unknown tag file {name:?}")))?;
+            tags.push(TagPlace { name, offset, size });
+        }
+        if !body.is_empty() && !body.ends_with('\n') {
+            return Err(bad("the last line has no line feed"));
+        }
+        let names: Vec<&str> = tags.iter().map(|t| t.name).collect();
+        let unsigned = [BAGIT_TXT, BAG_INFO_TXT, CASEVAULT_JSON, MANIFEST];
+        let signed = [
+            BAGIT_TXT,
+            BAG_INFO_TXT,
+            CASEVAULT_JSON,
+            CASEVAULT_SIG,
+            MANIFEST,
+        ];
+        if names != unsigned && names != signed {
+            return Err(bad(
+                "does not list exactly the tag files before it, in order",
+            ));
+        }
+        for w in tags.windows(2) {
+            if w[0].offset.checked_add(512 + w[0].size.div_ceil(512) * 512) != Some(w[1].offset) {
+                return Err(bad(&format!(
+                    "{} does not follow {} directly",
+                    w[1].name, w[0].name
+                )));
+            }
+        }
+        Ok(Locator { tags })
+    }
+
+    /// The place of tag file `name`.
+    pub fn get(&self, name: &str) -> Option<&TagPlace> {
+        self.tags.iter().find(|t| t.name == name)
+    }
+
+    /// Where the tag files end (the locator's own header).
+    pub fn end(&self) -> u64 {
+        self.tags.last().map_or(0, TagPlace::end)
+    }
+}
+
+/// Absolute cap on `casevault.json` when the payload's counts are not known
+/// (a partial read, FORMAT §13.3 step 4): the cap of §6.1 at the limits.
+pub const MAX_JSON_ABSOLUTE: u64 =
+    (64 << 20) + MAX_PAYLOAD_ENTRIES * 256 + MAX_PAYLOAD_PATH_BYTES * 6;
+/// The same for `manifest-sha256.txt`.
+pub const MAX_MANIFEST_ABSOLUTE: u64 =
+    64 * 1024 + MAX_PAYLOAD_ENTRIES * 80 + MAX_PAYLOAD_PATH_BYTES * 3;

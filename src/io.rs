@@ -194,6 +194,14 @@ impl<R: Read> Read for SourceReader<R> {
     }
 }
 
+impl<R: io::Seek> io::Seek for SourceReader<R> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.0
+            .seek(pos)
+            .map_err(|e| io::Error::new(e.kind(), SourceError(e)))
+    }
+}
+
 /// Whether an error returned through the decryption stack came from reading
 /// the vault file (as opposed to the stream failing authentication, ending
 /// early or not parsing).

@@ -11,6 +11,7 @@ pub mod allowed_signers;
 pub mod custody;
 pub mod error;
 pub mod format;
+pub mod frames;
 pub mod io;
 pub mod keys;
 pub mod manifest;

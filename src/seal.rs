@@ -312,35 +312,17 @@ fn refuse_output_inside_case(
     Ok(())
 }
 
-/// Input per zstd worker job.
-const ZSTD_JOB_SIZE: u32 = 2 << 20;
-
-/// Worker threads for zstd: one per core, at most 4 (memory grows with
-/// each worker's job buffer).
-fn zstd_workers() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(4) as u32)
-}
-
-/// zstd or pass-through, with an explicit `finish`.
+/// zstd (format version 3: independent frames and a seek table,
+/// `src/frames.rs`) or pass-through, with an explicit `finish`.
 enum Compressor<W: Write> {
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Zstd(crate::frames::FrameWriter<W>),
     None(W),
 }
 
 impl<W: Write> Compressor<W> {
     fn new(w: W, c: Compression, level: i32) -> io::Result<Self> {
         Ok(match c {
-            Compression::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(w, level)?;
-                enc.include_checksum(true)?;
-                // zstd's own worker threads compress while this pipeline
-                // hashes and encrypts; the frame format is unchanged.
-                enc.multithread(zstd_workers())?;
-                // Bounded job size keeps zstd's buffers (and so peak RSS)
-                // small; see docs/PERFORMANCE.md.
-                enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))?;
-                Compressor::Zstd(enc)
-            }
+            Compression::Zstd => Compressor::Zstd(crate::frames::FrameWriter::new(w, level)?),
             Compression::None => Compressor::None(w),
         })
     }
@@ -396,6 +378,9 @@ struct Bag {
     /// Bytes of the symlinks' paths and targets so far, against the
     /// readers' limit ([`format::MAX_LINK_BYTES`]).
     link_bytes: u64,
+    /// Where the next entry starts in the tar stream: each directory and
+    /// file records its offset in `casevault.json` (FORMAT §13.1).
+    pos: u64,
 }
 
 fn rel_str(rel: &Path, path: &Path) -> Result<String> {
@@ -446,6 +431,7 @@ impl Stamp {
             mode: self.mode,
             mtime: self.mtime,
             mtime_nsec: self.mtime_nsec,
+            offset: None,
         }
     }
 }
@@ -462,20 +448,22 @@ impl Bag {
             sealed_entries: Vec::new(),
             signer,
             link_bytes: 0,
+            pos: 0,
         }
     }
 
     /// The bag's top directory `CASE/`, first in the stream.
-    fn write_root<W: Write>(&self, out: &mut W, time: &SealTime) -> io::Result<()> {
+    fn write_root<W: Write>(&mut self, out: &mut W, time: &SealTime) -> io::Result<()> {
         let id = &self.case_id;
-        tarfmt::write_header(
+        self.pos += tarfmt::write_header(
             out,
             &format!("{id}/"),
             tar::EntryType::Directory,
             0,
             0o755,
             time.unix,
-        )
+        )?;
+        Ok(())
     }
 
     /// The bag path (`data/REL`) and tar path (`CASE/data/REL`) of the case
@@ -516,7 +504,8 @@ impl Bag {
         tar_path: &str,
         stamp: Stamp,
     ) -> io::Result<()> {
-        tarfmt::write_header(
+        let offset = self.pos;
+        self.pos += tarfmt::write_header(
             out,
             &format!("{tar_path}/"),
             tar::EntryType::Directory,
@@ -525,7 +514,10 @@ impl Bag {
             stamp.mtime,
         )?;
         self.totals.dirs += 1;
-        self.push_entry(stamp.entry(bag_path, Kind::Dir));
+        self.push_entry(Entry {
+            offset: Some(offset),
+            ..stamp.entry(bag_path, Kind::Dir)
+        });
         Ok(())
     }
 
@@ -557,9 +549,18 @@ impl Bag {
         Ok(())
     }
 
-    /// A regular file, already written to the stream: its manifest line
-    /// and entry.
-    fn add_file(&mut self, bag_path: String, size: u64, digest: &[u8; 32], stamp: Stamp) {
+    /// A regular file, already written to the stream (`written` bytes of
+    /// header(s), data and padding): its manifest line and entry.
+    fn add_file(
+        &mut self,
+        bag_path: String,
+        size: u64,
+        digest: &[u8; 32],
+        stamp: Stamp,
+        written: u64,
+    ) {
+        let offset = self.pos;
+        self.pos += written;
         let digest = hex(digest);
         self.manifest.push_str(&manifest::line(&digest, &bag_path));
         self.totals.files += 1;
@@ -567,6 +568,7 @@ impl Bag {
         self.push_entry(Entry {
             size: Some(size),
             sha256: Some(digest),
+            offset: Some(offset),
             ..stamp.entry(bag_path, Kind::File)
         });
     }
@@ -608,7 +610,7 @@ impl Bag {
         let info: [&[u8]; 1] = [info.as_bytes()];
         let sig: [&[u8]; 1] = [json_sig.as_deref().unwrap_or("").as_bytes()];
         let manifest: [&[u8]; 1] = [manifest_text.as_bytes()];
-        let mut tags: Vec<(&str, &[&[u8]])> = vec![
+        let mut tags: Vec<(&'static str, &[&[u8]])> = vec![
             (format::BAGIT_TXT, &bagit),
             (format::BAG_INFO_TXT, &info),
             (format::CASEVAULT_JSON, &json),
@@ -617,20 +619,33 @@ impl Bag {
             tags.push((format::CASEVAULT_SIG, &sig)); // only signed vaults have it
         }
         tags.push((format::MANIFEST, &manifest));
-        write_tags(out, &id, &tags, time.unix).map_err(WalkError::Write)
+        write_tags(out, &id, &tags, time.unix, self.pos).map_err(WalkError::Write)
     }
 }
 
-/// Write each tag file (`name`, its content in parts), then
-/// `tagmanifest-sha256.txt` over them and the end of the tar stream.
+/// Write each tag file (`name`, its content in parts) from tar offset
+/// `pos`, then the locator (FORMAT §13.1: where each of them is), then
+/// `tagmanifest-sha256.txt` over all of them and exactly the two
+/// end-of-archive blocks, so that the locator and the tag manifest sit at
+/// fixed distances from the end.
 fn write_tags<W: Write>(
     out: &mut W,
     id: &str,
-    tags: &[(&str, &[&[u8]])],
+    tags: &[(&'static str, &[&[u8]])],
     mtime: i64,
+    mut pos: u64,
 ) -> io::Result<()> {
     let mut tagmanifest = String::new();
+    let mut places = Vec::with_capacity(tags.len());
     for (name, parts) in tags {
+        let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let place = format::TagPlace {
+            name,
+            offset: pos,
+            size,
+        };
+        pos = place.end();
+        places.push(place);
         tarfmt::write_parts(out, &format!("{id}/{name}"), parts, mtime)?;
         let mut h = Sha256::new();
         for p in *parts {
@@ -638,6 +653,21 @@ fn write_tags<W: Write>(
         }
         tagmanifest.push_str(&manifest::line(&hex(&h.finalize()), name));
     }
+    let locator = format::Locator { tags: places }.to_text();
+    tagmanifest.push_str(&manifest::line(
+        &hex(&Sha256::digest(locator.as_bytes())),
+        format::LOCATOR,
+    ));
+    // Both fit one block whatever the case (fixed names, 64-digit hashes,
+    // 20-digit numbers at most), and their names fit a ustar header.
+    debug_assert!(locator.len() as u64 <= format::MAX_TAIL_TAG);
+    debug_assert!(tagmanifest.len() as u64 <= format::MAX_TAIL_TAG);
+    tarfmt::write_small_file(
+        out,
+        &format!("{id}/{}", format::LOCATOR),
+        locator.as_bytes(),
+        mtime,
+    )?;
     tarfmt::write_small_file(
         out,
         &format!("{id}/{}", format::TAGMANIFEST),
@@ -728,8 +758,8 @@ impl Walk {
             })?;
             Ok(self.bag.add_symlink(case_dir, bag_path, target, stamp)?)
         } else if meta.is_file() {
-            let (size, digest) = self.archive_file(ent, &meta, tar_path, out)?;
-            self.bag.add_file(bag_path, size, &digest, stamp);
+            let (size, digest, written) = self.archive_file(ent, &meta, tar_path, out)?;
+            self.bag.add_file(bag_path, size, &digest, stamp, written);
             Ok(())
         } else {
             Err(Error::Refused(format!(
@@ -750,7 +780,7 @@ impl Walk {
         lmeta: &crate::walk::Meta,
         tar_path: &str,
         out: &mut W,
-    ) -> std::result::Result<(u64, [u8; 32]), WalkError> {
+    ) -> std::result::Result<(u64, [u8; 32], u64), WalkError> {
         let path = ent.path.as_path();
         // Opened from its parent's handle with O_NOFOLLOW (a file swapped
         // for a symlink fails instead of being followed) and O_NONBLOCK (a
@@ -765,7 +795,7 @@ impl Walk {
             return Err(changed(path).into());
         }
         let size = before.len();
-        tarfmt::write_header(
+        let header = tarfmt::write_header(
             out,
             tar_path,
             tar::EntryType::Regular,
@@ -810,7 +840,8 @@ impl Walk {
         }
         out.write_all(&[0u8; 512][..tarfmt::padding(size)])
             .map_err(WalkError::Write)?;
-        Ok((size, hasher.finalize().into()))
+        let written = header + size + tarfmt::padding(size) as u64;
+        Ok((size, hasher.finalize().into(), written))
     }
 }
 

@@ -45,7 +45,9 @@ fn ustar_split(path: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// Write the header(s) of one entry: a pax extended header first if the
-/// path, size or mtime does not fit a ustar field.
+/// path, size or mtime does not fit a ustar field. Returns how many bytes
+/// that was (512, or more with a pax header), so that the writer can keep
+/// its place in the tar stream (FORMAT §13.1: entry offsets).
 pub fn write_header<W: Write>(
     out: &mut W,
     path: &str,
@@ -53,7 +55,8 @@ pub fn write_header<W: Write>(
     size: u64,
     mode: u32,
     mtime: i64,
-) -> io::Result<()> {
+) -> io::Result<u64> {
+    let mut written = 512;
     let mut pax = Vec::new();
     let split = ustar_split(path.as_bytes());
     if split.is_none() {
@@ -88,6 +91,7 @@ pub fn write_header<W: Write>(
         out.write_all(h.as_bytes())?;
         out.write_all(&pax)?;
         out.write_all(&[0u8; 512][..padding(pax.len() as u64)])?;
+        written += 512 + pax.len() as u64 + padding(pax.len() as u64) as u64;
     }
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(kind);
@@ -112,7 +116,8 @@ pub fn write_header<W: Write>(
     // above is the portable value.
     h.set_size(size);
     h.set_cksum();
-    out.write_all(h.as_bytes())
+    out.write_all(h.as_bytes())?;
+    Ok(written)
 }
 
 fn set_name(h: &mut tar::Header, name: &[u8], prefix: &[u8]) {

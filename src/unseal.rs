@@ -35,6 +35,9 @@ pub struct UnsealOptions {
     pub dest: PathBuf,
     pub identities: Vec<BoxedIdentity>,
     pub allow_external_links: bool,
+    /// `--path`: restore only these (case-relative) files and directory
+    /// subtrees; empty for the whole case.
+    pub paths: Vec<String>,
 }
 
 /// The outcome of a successful unseal (`--json` object).
@@ -47,7 +50,14 @@ pub struct UnsealReport {
     pub dirs: u64,
     pub symlinks: u64,
     pub bytes: u64,
-    pub vault_sha256: String,
+    /// SHA-256 of the vault file; absent after `--path` from a version 3
+    /// vault, which reads only part of the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vault_sha256: Option<String>,
+    /// `--path`: the paths asked for (the counts above are then of what
+    /// was restored).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
     /// Entries whose recorded mtime the destination filesystem did not
     /// store exactly (it clamped or rounded it); empty when every time was
     /// restored (docs/CLI.md).
@@ -392,6 +402,9 @@ fn open_subdir(dir: &OwnedFd, name: &CStr) -> rustix::io::Result<OwnedFd> {
 pub fn unseal(opts: UnsealOptions) -> Result<UnsealReport> {
     let _progress = crate::progress::Guard;
     check_dest(&opts.dest)?;
+    if !opts.paths.is_empty() {
+        return unseal_paths(&opts);
+    }
     let parent = crate::io::parent_dir(&opts.dest);
     let staging = StagingDir::create(&parent)?;
     match restore(&opts, &staging) {
@@ -492,8 +505,28 @@ fn restore(opts: &UnsealOptions, staging: &StagingDir) -> Result<UnsealReport> {
     let root = staging.path.clone();
     let mut x = Staging { root: root.clone() };
     let opened = open_vault(&opts.vault, &opts.identities, &mut x)?;
-    let json = &opened.json;
-    check_links(opts, json)?;
+    check_links(opts, &opened.json, None)?;
+    finish(
+        opts,
+        staging,
+        &opened.json,
+        &opened.case_id,
+        Some(opened.vault_sha256.clone()),
+        &[],
+    )
+}
+
+/// After every entry of `json` was extracted into `staging` and checked:
+/// restore links, times and modes, make it durable, move it into place.
+fn finish(
+    opts: &UnsealOptions,
+    staging: &StagingDir,
+    json: &CaseJson,
+    case_id: &str,
+    vault_sha256: Option<String>,
+    paths: &[String],
+) -> Result<UnsealReport> {
+    let root = staging.path.clone();
     // Every check that does not depend on the disk comes before the first
     // recorded mode is applied (issue #10 item 1); the cleanup copes with
     // any mode anyway.
@@ -517,27 +550,176 @@ fn restore(opts: &UnsealOptions, staging: &StagingDir) -> Result<UnsealReport> {
     staging.moved.set(true);
     restore_root(dir, &opts.dest, json, &mut not_stored)?;
 
+    let (mut files, mut dirs, mut links, mut bytes) = (0, 0, 0, 0);
+    if paths.is_empty() {
+        let t = &json.totals;
+        (files, dirs, links, bytes) = (t.files, t.dirs, t.symlinks, t.bytes);
+    } else {
+        for e in &json.entries {
+            match e.kind {
+                Kind::File => {
+                    files += 1;
+                    bytes += e.size.unwrap_or(0);
+                }
+                Kind::Dir => dirs += 1,
+                Kind::Symlink => links += 1,
+            }
+        }
+    }
     Ok(UnsealReport {
         vault: opts.vault.clone(),
         dest: opts.dest.clone(),
-        case_id: opened.case_id.clone(),
-        files: json.totals.files,
-        dirs: json.totals.dirs,
-        symlinks: json.totals.symlinks,
-        bytes: json.totals.bytes,
-        vault_sha256: opened.vault_sha256.clone(),
+        case_id: case_id.to_string(),
+        files,
+        dirs,
+        symlinks: links,
+        bytes,
+        vault_sha256,
+        paths: paths.to_vec(),
         mtimes_not_stored: not_stored,
     })
+}
+
+/// An extractor that keeps only what a [`Selection`] selects (`--path`
+/// from a vault read by streaming); the rest is read, checked, dropped.
+///
+/// [`Selection`]: crate::read::select::Selection
+struct Selecting<'s> {
+    inner: Staging,
+    sel: &'s mut crate::read::select::Selection,
+}
+
+/// A selected file, or one read and dropped.
+enum Kept {
+    File(fs::File),
+    Dropped(io::Sink),
+}
+
+impl io::Write for Kept {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Kept::File(f) => f.write(buf),
+            Kept::Dropped(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Kept::File(f) => f.flush(),
+            Kept::Dropped(s) => s.flush(),
+        }
+    }
+}
+
+impl Extract for Selecting<'_> {
+    type File = Kept;
+    fn dir(&mut self, rel: &str) -> Result<()> {
+        if self.sel.admit(&format!("data/{rel}")) {
+            self.inner.dir(rel)?;
+        }
+        Ok(())
+    }
+    fn create_file(&mut self, rel: &str) -> Result<Kept> {
+        if self.sel.admit(&format!("data/{rel}")) {
+            return Ok(Kept::File(self.inner.create_file(rel)?));
+        }
+        Ok(Kept::Dropped(io::sink()))
+    }
+    fn write_error(&self, rel: &str, e: io::Error) -> Error {
+        self.inner.write_error(rel, e)
+    }
+    fn reserve(&mut self, rel: &str, size: u64) -> Result<()> {
+        if self.sel.admit(&format!("data/{rel}")) {
+            return self.inner.reserve(rel, size);
+        }
+        Ok(())
+    }
+}
+
+/// `unseal --path`: from a binary version 3 vault, read the metadata from
+/// the end (every check of FORMAT §13.3) and refuse a path the vault does
+/// not hold before anything is written; then read only the selected
+/// entries into the staging directory, check each, and finish as a full
+/// unseal does. Other vaults are read fully, and only the selection is
+/// kept.
+fn unseal_paths(opts: &UnsealOptions) -> Result<UnsealReport> {
+    use crate::read::{random, select};
+    let mut sel = select::Selection::new(&opts.paths)?;
+    let partial = match random::RandomVault::open(&opts.vault, &opts.identities)? {
+        Some(mut rv) => random::read_tail(&mut rv)?.map(|tail| (std::cell::RefCell::new(rv), tail)),
+        None => None,
+    };
+    let Some((rv, tail)) = partial else {
+        return unseal_paths_streaming(opts, sel);
+    };
+    let (head, picked) = select::select(&rv, &tail, &mut sel)?;
+    let mut json = CaseJson {
+        entries: picked,
+        ..head
+    };
+    check_links(opts, &json, Some(&mut sel))?;
+    let parent = crate::io::parent_dir(&opts.dest);
+    let staging = StagingDir::create(&parent)?;
+    let res = (|| {
+        let mut x = Staging {
+            root: staging.path.clone(),
+        };
+        select::extract(&rv, &tail.case_id, &json.entries, &mut sel, &mut x)?;
+        json.entries.retain(|e| sel.admit(&e.path));
+        finish(opts, &staging, &json, &tail.case_id, None, sel.wanted())
+    })();
+    res.map_err(|e| staging.discard(e))
+}
+
+/// `--path` from a vault that cannot be read from its end: everything is
+/// read and checked, only the selection is kept.
+fn unseal_paths_streaming(
+    opts: &UnsealOptions,
+    mut sel: crate::read::select::Selection,
+) -> Result<UnsealReport> {
+    let parent = crate::io::parent_dir(&opts.dest);
+    let staging = StagingDir::create(&parent)?;
+    let res = (|| {
+        let mut x = Selecting {
+            inner: Staging {
+                root: staging.path.clone(),
+            },
+            sel: &mut sel,
+        };
+        let opened = open_vault(&opts.vault, &opts.identities, &mut x)?;
+        let mut json = opened.json.clone();
+        json.entries
+            .retain(|e| sel.admit(&e.path) || e.kind == Kind::Symlink);
+        sel.check_found()?;
+        check_links(opts, &json, Some(&mut sel))?;
+        json.entries.retain(|e| sel.admit(&e.path));
+        finish(
+            opts,
+            &staging,
+            &json,
+            &opened.case_id,
+            Some(opened.vault_sha256.clone()),
+            sel.wanted(),
+        )
+    })();
+    res.map_err(|e| staging.discard(e))
 }
 
 /// Links are checked before anything else is created, against one map
 /// of them all; loops stay inside the case and are recreated (FORMAT §6
 /// step 5, issue #10 items 8 and 10).
-fn check_links(opts: &UnsealOptions, json: &CaseJson) -> Result<()> {
+/// With `only`, just the links it selects are checked (`--path`).
+fn check_links(
+    opts: &UnsealOptions,
+    json: &CaseJson,
+    mut only: Option<&mut crate::read::select::Selection>,
+) -> Result<()> {
     let mut links = Links::new(json);
     for e in json.entries.iter().filter(|e| e.kind == Kind::Symlink) {
         if opts.allow_external_links {
             break;
+        }
+        if only.as_mut().is_some_and(|s| !s.admit(&e.path)) {
+            continue;
         }
         if let LinkStatus::Outside(why) = links.status(&e.path) {
             return Err(Error::UnsafeEntry(format!(

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Finding, Findings};
-use crate::format::{CaseJson, Kind};
+use crate::format::{CaseJson, Entry, Kind};
 use crate::io::{hex, sha256_file};
 use crate::keys::BoxedIdentity;
-use crate::read::{cipher, open_vault, Discard, LinkStatus, Links};
+use crate::read::{cipher, open_vault, random, Discard, LinkStatus, Links};
 use crate::sidecar;
 use crate::{Error, Result};
 
@@ -346,6 +346,69 @@ pub struct ListReport {
     pub symlinks: u64,
     pub bytes: u64,
     pub entries: Vec<ListEntry>,
+}
+
+/// Where [`list_to`] hands what it lists: first the report without its
+/// entries, then each entry in payload order.
+pub trait ListSink {
+    fn head(&mut self, head: &ListReport) -> Result<()>;
+    fn entry(&mut self, entry: ListEntry) -> Result<()>;
+}
+
+impl ListEntry {
+    /// The listed form of a `casevault.json` entry (`data` itself is not
+    /// listed).
+    fn of(e: &Entry) -> Option<ListEntry> {
+        Some(ListEntry {
+            path: e.path.strip_prefix("data/")?.to_string(),
+            kind: e.kind,
+            size: e.size,
+            sha256: e.sha256.clone(),
+            mode: e.mode,
+            mtime: e.mtime,
+            target: e.target.clone(),
+        })
+    }
+}
+
+/// List a vault into `sink`. A binary version 3 vault is listed from its
+/// end (FORMAT §13.3): `casevault.json` and the manifest are checked in a
+/// first pass and streamed to `sink` in a second, and nothing else of the
+/// payload is read; memory does not grow with the entries. Other vaults
+/// are read and checked fully first ([`list`]).
+pub fn list_to(vault: &Path, identities: &[BoxedIdentity], sink: &mut dyn ListSink) -> Result<()> {
+    let _progress = crate::progress::Guard;
+    if let Some(mut rv) = random::RandomVault::open(vault, identities)? {
+        if let Some(tail) = random::read_tail(&mut rv)? {
+            let rv = std::cell::RefCell::new(rv);
+            let (json, _) = random::check_meta(&rv, &tail, &mut |_| Ok(()))?;
+            sink.head(&ListReport {
+                vault: vault.to_path_buf(),
+                case_id: json.case_id,
+                sealed_at: json.sealed_at,
+                files: json.totals.files,
+                dirs: json.totals.dirs,
+                symlinks: json.totals.symlinks,
+                bytes: json.totals.bytes,
+                entries: Vec::new(),
+            })?;
+            // The second pass checks everything again, so that a vault
+            // file changed in between fails rather than lists something
+            // else.
+            random::check_meta(&rv, &tail, &mut |e| match ListEntry::of(e) {
+                Some(l) => sink.entry(l),
+                None => Ok(()),
+            })?;
+            return Ok(());
+        }
+    }
+    let mut report = list(vault, identities)?;
+    let entries = std::mem::take(&mut report.entries);
+    sink.head(&report)?;
+    for e in entries {
+        sink.entry(e)?;
+    }
+    Ok(())
 }
 
 /// Decrypt and check a vault fully, then list its entries.

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
 
 use casevault::sanitize::sanitize;
@@ -25,6 +26,11 @@ pub struct UnsealArgs {
     /// written through).
     #[arg(long)]
     allow_external_links: bool,
+    /// Restore only this file or directory subtree (a path as `list`
+    /// prints it). Repeatable. A version 3 vault is read only where the
+    /// paths are; other vaults are read fully.
+    #[arg(long = "path", value_name = "PATH")]
+    paths: Vec<String>,
     #[command(flatten)]
     sign: SignArgs,
     #[command(flatten)]
@@ -43,6 +49,7 @@ pub fn run(a: UnsealArgs) -> anyhow::Result<Exit> {
         dest: a.output,
         identities: a.identity.load()?,
         allow_external_links: a.allow_external_links,
+        paths: a.paths,
     });
     let report = match res {
         Ok(r) => r,
@@ -58,6 +65,15 @@ pub fn run(a: UnsealArgs) -> anyhow::Result<Exit> {
     // The result first: a custody log that cannot take the record
     // does not hide what was restored (issue #10 item 5).
     warn_mtimes_not_stored(&report.mtimes_not_stored);
+    // A partial read did not hash the whole vault; the custody record
+    // names the vault by its hash all the same.
+    let vault_sha256 = match (&report.vault_sha256, &custody) {
+        (Some(h), _) => h.clone(),
+        (None, Some(_)) => casevault::io::sha256_file(&vault)
+            .map(|(h, _)| casevault::io::hex(&h))
+            .with_context(|| format!("cannot hash {}", vault.display()))?,
+        (None, None) => String::new(),
+    };
     record::print_then_record(
         a.output_args.json,
         &report,
@@ -75,7 +91,7 @@ pub fn run(a: UnsealArgs) -> anyhow::Result<Exit> {
             "unsealed",
             Some(report.case_id.clone()),
             vault,
-            report.vault_sha256.clone(),
+            vault_sha256,
             true,
         ),
         &format!(

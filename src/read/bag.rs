@@ -53,6 +53,8 @@ pub(super) struct Tags<'a> {
     pub(super) info: &'a [u8],
     pub(super) tagmanifest: &'a [u8],
     pub(super) inner_sig: Option<&'a [u8]>,
+    /// Version 3's `casevault-locator.txt`, if the bag holds one.
+    pub(super) locator: Option<&'a [u8]>,
 }
 
 /// Collected findings, at most [`MAX_PROBLEMS`] of them kept.
@@ -129,6 +131,9 @@ fn check_tagmanifest(tags: &Tags, streamed: &Streamed, problems: &mut Problems) 
         expected_tags.push((format::CASEVAULT_SIG, hex(&Sha256::digest(sig))));
     }
     expected_tags.push((format::MANIFEST, streamed.manifest_sha256.clone()));
+    if let Some(locator) = tags.locator {
+        expected_tags.push((format::LOCATOR, hex(&Sha256::digest(locator))));
+    }
     if tm.len() != expected_tags.len() {
         problems.tag(
             format::TAGMANIFEST,

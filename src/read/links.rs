@@ -347,6 +347,7 @@ mod tests {
                 mode: 0o755,
                 mtime: 0,
                 mtime_nsec: 0,
+                offset: None,
             });
         }
         for (p, t) in links {
@@ -359,6 +360,7 @@ mod tests {
                 mode: 0o777,
                 mtime: 0,
                 mtime_nsec: 0,
+                offset: None,
             });
         }
         CaseJson {

@@ -18,8 +18,11 @@ use crate::{Error, Result};
 
 mod bag;
 pub mod cipher;
+mod index;
 pub mod links;
 mod payload;
+pub mod random;
+pub mod select;
 pub mod tar;
 
 pub use links::{Escape, LinkStatus, Links};

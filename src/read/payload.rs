@@ -12,9 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sha2::{Digest, Sha256, Sha512};
 
 use crate::error::Finding;
-use crate::format::{
-    self, CaseJson, Compression, MAX_PAYLOAD_ENTRIES, MAX_PAYLOAD_PATH_BYTES, ZSTD_WINDOW_LOG_MAX,
-};
+use crate::format::{self, CaseJson, Compression, MAX_PAYLOAD_ENTRIES, MAX_PAYLOAD_PATH_BYTES};
 use crate::io::{classify_stream_error, hex, retry, BUF_SIZE};
 use crate::pipe::PumpReader;
 use crate::{Error, Result};
@@ -99,6 +97,17 @@ struct Reader<'a, X> {
     n_entries: u64,
     path_bytes: u64,
     file_path_bytes: u64,
+    /// Version 3 (FORMAT §13.2): where the pending pax header began; the
+    /// first header offset of every directory and file, `data` first, in
+    /// payload order; each tag file's name, header offset, size and
+    /// whether a pax header came with it; the locator; the zero bytes
+    /// after the last entry; the zstd frames read.
+    pending_pos: Option<u64>,
+    offsets: Vec<u64>,
+    tag_places: Vec<(&'static str, u64, u64, bool)>,
+    locator: Option<Vec<u8>>,
+    trailing: u64,
+    frames: Option<crate::frames::SharedLog>,
 }
 
 /// Detect compression by the first four bytes (FORMAT §2 item 2) and
@@ -140,12 +149,13 @@ pub(super) fn read_plaintext<R: Read + Send + 'static, X: Extract>(
     let (compression, joined) = detect(vault, plain)?;
     // Decryption and decompression run on a second thread, parsing and
     // hashing on this one.
+    let mut frames = None;
     let body = match compression {
         Compression::Zstd => {
-            let mut d = zstd::stream::read::Decoder::new(joined)
+            // Records every frame, for the version 3 seek table check.
+            let (d, log) = crate::frames::FramedDecoder::new(joined)
                 .map_err(|e| stream_err("starting zstd", e))?;
-            d.window_log_max(ZSTD_WINDOW_LOG_MAX)
-                .map_err(|e| stream_err("configuring zstd", e))?;
+            frames = Some(log);
             PumpReader::spawn(d)
         }
         Compression::None => PumpReader::spawn(joined),
@@ -155,6 +165,7 @@ pub(super) fn read_plaintext<R: Read + Send + 'static, X: Extract>(
         count: 0,
     });
     let mut r = Reader::new(vault, x);
+    r.frames = frames;
     let entries = archive
         .entries()
         .map_err(|e| stream_err("reading the tar stream", e))?
@@ -190,6 +201,12 @@ impl<'a, X: Extract> Reader<'a, X> {
             n_entries: 0,
             path_bytes: 0,
             file_path_bytes: 0,
+            pending_pos: None,
+            offsets: Vec::new(),
+            tag_places: Vec::new(),
+            locator: None,
+            trailing: 0,
+            frames: None,
         }
     }
 
@@ -208,22 +225,37 @@ impl<'a, X: Extract> Reader<'a, X> {
                 self.err("reading the tar stream", e)
             })?;
             self.pending = Some(pax);
+            self.pending_pos = Some(entry.raw_header_position());
             return Ok(());
         }
+        let had_pax = self.pending.is_some();
+        let first_header = self
+            .pending_pos
+            .take()
+            .unwrap_or(entry.raw_header_position());
         let pax = self.pending.take().unwrap_or((None, None));
         let path = tarr::entry_path(&header, size, pax)?;
         let is_dir = header.entry_type().is_dir();
         match self.stage {
             Stage::Root => self.root(path, is_dir)?,
-            Stage::DataDir => self.data_dir(path, is_dir)?,
+            Stage::DataDir => {
+                self.data_dir(path, is_dir)?;
+                self.offsets.push(first_header);
+            }
             _ => {
                 let bag_path = self.bag_path(&path)?;
                 if matches!(self.stage, Stage::Payload) && !bag_path.starts_with("data/") {
                     self.stage = Stage::Tags(0);
                 }
                 match self.stage {
-                    Stage::Payload => self.payload_entry(entry, bag_path, size, is_dir)?,
-                    Stage::Tags(i) => self.tag_entry(entry, i, bag_path, size, is_dir)?,
+                    Stage::Payload => {
+                        self.payload_entry(entry, bag_path, size, is_dir)?;
+                        self.offsets.push(first_header);
+                    }
+                    Stage::Tags(i) => {
+                        let name = self.tag_entry(entry, i, bag_path, size, is_dir)?;
+                        self.tag_places.push((name, first_header, size, had_pax));
+                    }
                     _ => {
                         return Err(Error::integrity(format!(
                             "unexpected entry {bag_path:?} after the tag manifest"
@@ -338,7 +370,9 @@ impl<'a, X: Extract> Reader<'a, X> {
     }
 
     /// Tag file `TAG_FILES[i]` (or the optional `casevault.sig`, right
-    /// before the manifest, at most once: FORMAT §3), within its size cap.
+    /// before the manifest, at most once: FORMAT §3; or version 3's
+    /// `casevault-locator.txt`, right before the tag manifest, §13.1),
+    /// within its size cap. Returns its name.
     fn tag_entry<E: Read>(
         &mut self,
         entry: &mut E,
@@ -346,18 +380,23 @@ impl<'a, X: Extract> Reader<'a, X> {
         bag_path: String,
         size: u64,
         is_dir: bool,
-    ) -> Result<()> {
+    ) -> Result<&'static str> {
         let expected = format::TAG_FILES[i];
         let is_sig = expected == format::MANIFEST
             && bag_path == format::CASEVAULT_SIG
             && self.inner_sig.is_none();
-        if is_dir || (bag_path != expected && !is_sig) {
+        let is_locator = expected == format::TAGMANIFEST
+            && bag_path == format::LOCATOR
+            && self.locator.is_none();
+        if is_dir || (bag_path != expected && !is_sig && !is_locator) {
             return Err(Error::integrity(format!(
                 "unexpected entry {bag_path:?} where {expected} was expected"
             )));
         }
         let cap = if is_sig {
             format::MAX_SMALL_TAG_FILE
+        } else if is_locator {
+            format::MAX_TAIL_TAG
         } else {
             self.tag_cap(i)
         };
@@ -368,12 +407,15 @@ impl<'a, X: Extract> Reader<'a, X> {
         }
         let name = if is_sig {
             format::CASEVAULT_SIG
+        } else if is_locator {
+            format::LOCATOR
         } else {
             expected
         };
         let (data, tee) = self.stream_tag(entry, name, size)?;
         match name {
             format::CASEVAULT_SIG => self.inner_sig = Some(data),
+            format::LOCATOR => self.locator = Some(data),
             _ => {
                 if name == format::CASEVAULT_JSON {
                     let sha512 = tee.sha512.map(|h| h.finalize().to_vec());
@@ -390,7 +432,7 @@ impl<'a, X: Extract> Reader<'a, X> {
                 };
             }
         }
-        Ok(())
+        Ok(name)
     }
 
     /// Read tag file `name` of `size` bytes, hashing it. `casevault.json`
@@ -484,6 +526,7 @@ impl<'a, X: Extract> Reader<'a, X> {
                 ));
             }
         }
+        self.trailing = trailing;
         if trailing < 1024 {
             return Err(Error::integrity(
                 "the tar archive has no end-of-archive marker (truncated)",
@@ -516,6 +559,7 @@ impl<'a, X: Extract> Reader<'a, X> {
             info,
             tagmanifest,
             inner_sig: self.inner_sig.as_deref(),
+            locator: self.locator.as_deref(),
         };
         let streamed = Streamed {
             json: json_tag,
@@ -524,6 +568,14 @@ impl<'a, X: Extract> Reader<'a, X> {
             manifest_sha256: self.manifest_sha256,
         };
         let json = bag::check_bag(&payload, &tags, streamed)?;
+        let layout = super::index::Layout {
+            offsets: &self.offsets,
+            tag_places: &self.tag_places,
+            locator: self.locator.as_deref(),
+            trailing: self.trailing,
+            frames: self.frames.as_ref(),
+        };
+        layout.check(&json)?;
         let signature = crate::sign::check_inner_digests(
             &json,
             &json_sha256,

@@ -460,6 +460,7 @@ mod tests {
             mode: 0o644,
             mtime: 0,
             mtime_nsec: 0,
+            offset: None,
         };
         let entries = [
             entry("data", Kind::Dir, None),

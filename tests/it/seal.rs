@@ -199,7 +199,7 @@ fn seal_armor_writes_armored_vault() {
 /// FORMAT.md §2.1, §3, §5: entry order, header fields, tag files, manifests
 /// and casevault.json of a freshly sealed vault.
 #[test]
-fn seal_writes_format_v1_layout() {
+fn seal_writes_format_v3_layout() {
     let fx = Fx::new();
     let case = rich_case_light(&fx.cases(), "LAYOUT-1");
     case.symlink(ABS_LINK.0, ABS_LINK.1);
@@ -212,13 +212,9 @@ fn seal_writes_format_v1_layout() {
     let tar = decrypt_vault(&vault, &fx.key);
     let (entries, trailing) = parse_tar(&tar);
 
-    // Trailer: only zeros, at least the two end blocks, at most 20480 bytes.
+    // Trailer: exactly the two zero end blocks (version 3, FORMAT §13.1).
     assert!(trailing.iter().all(|&b| b == 0), "non-zero bytes after end");
-    assert!(
-        trailing.len() >= 1024 && trailing.len() <= 20480,
-        "{}",
-        trailing.len()
-    );
+    assert_eq!(trailing.len(), 1024);
     assert_eq!(tar.len() % 512, 0);
 
     // Expected order: CASE/, CASE/data/, payload pre-order, tag files.
@@ -314,10 +310,35 @@ fn seal_writes_format_v1_layout() {
     assert_eq!(tag("manifest-sha256.txt"), manifest);
 
     let mut tagmanifest = String::new();
-    for t in &TAG_FILES[..4] {
+    for t in &TAG_FILES[..5] {
         tagmanifest.push_str(&format!("{}  {t}\n", sha256_hex(tag(t).as_bytes())));
     }
     assert_eq!(tag("tagmanifest-sha256.txt"), tagmanifest);
+
+    // The locator: where each tag file before it is (FORMAT §13.1 item 4),
+    // at a fixed distance from the end of the tar stream.
+    let mut pos = 0u64;
+    let mut locator = String::from("casevault-locator 1\n");
+    for e in &entries {
+        let p = e.path();
+        if TAG_FILES[..4].iter().any(|t| p == format!("LAYOUT-1/{t}")) {
+            locator.push_str(&format!(
+                "{} {pos} {}\n",
+                &p["LAYOUT-1/".len()..],
+                e.data.len()
+            ));
+        }
+        let pax = e
+            .pax
+            .as_ref()
+            .map_or(0, |(_, d)| 512 + d.len().div_ceil(512) * 512);
+        pos += (pax + 512 + e.data.len().div_ceil(512) * 512) as u64;
+    }
+    assert_eq!(tag("casevault-locator.txt"), locator);
+    assert_eq!(
+        &tar[tar.len() - 3072..tar.len() - 3072 + 21],
+        b"LAYOUT-1/casevault-lo"
+    );
 
     // casevault.json
     let json_text = tag("casevault.json");
@@ -338,7 +359,7 @@ fn seal_writes_format_v1_layout() {
         ],
     );
     assert_eq!(j["format"], "casevault");
-    assert_eq!(j["version"], 1);
+    assert_eq!(j["version"], 3);
     assert_eq!(j["case_id"], "LAYOUT-1");
     assert_eq!(j["compression"], "none");
     assert!(is_rfc3339_utc(j["sealed_at"].as_str().unwrap()));
@@ -349,6 +370,28 @@ fn seal_writes_format_v1_layout() {
     assert_eq!(j["totals"]["bytes"], bytes);
 
     let je = j["entries"].as_array().unwrap();
+    let mut at = std::collections::HashMap::new();
+    let mut pos = 0u64;
+    for e in &entries {
+        at.insert(e.path(), pos);
+        let pax = e
+            .pax
+            .as_ref()
+            .map_or(0, |(_, d)| 512 + d.len().div_ceil(512) * 512);
+        pos += (pax + 512 + e.data.len().div_ceil(512) * 512) as u64;
+    }
+    for e in je {
+        let p = e["path"].as_str().unwrap();
+        let key = match e["kind"].as_str().unwrap() {
+            "dir" => format!("LAYOUT-1/{p}/"),
+            "file" => format!("LAYOUT-1/{p}"),
+            _ => {
+                assert!(e.get("offset").is_none(), "{p}: a symlink has no offset");
+                continue;
+            }
+        };
+        assert_eq!(e["offset"], at[&key], "{p}: offset");
+    }
     assert_eq!(je.len(), walk.len() + 1, "every entry plus data itself");
     let root_md = fs::metadata(&case.root).unwrap();
     assert_eq!(je[0]["path"], "data");
@@ -392,11 +435,12 @@ fn seal_writes_format_v1_layout() {
     }
 }
 
-pub const TAG_FILES: [&str; 5] = [
+pub const TAG_FILES: [&str; 6] = [
     "bagit.txt",
     "bag-info.txt",
     "casevault.json",
     "manifest-sha256.txt",
+    "casevault-locator.txt",
     "tagmanifest-sha256.txt",
 ];
 

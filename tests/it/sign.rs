@@ -147,7 +147,7 @@ fn sign_and_verify_round_trip() {
 }
 
 #[test]
-fn signed_vault_is_format_version_2_with_signer_and_tag_file() {
+fn signed_vault_is_format_version_3_with_signer_and_tag_file() {
     let Some(s) = sx() else { return };
     let vault = s.fx.vault("v2.vault");
     s.fx.seal(
@@ -163,7 +163,7 @@ fn signed_vault_is_format_version_2_with_signer_and_tag_file() {
     let tar = plaintext_tar(&decrypt_vault(&vault, &s.fx.key));
     let (entries, _) = parse_tar(&tar);
     let names: Vec<String> = entries.iter().map(|e| e.path()).collect();
-    let tail: Vec<&str> = names[names.len() - 6..]
+    let tail: Vec<&str> = names[names.len() - 7..]
         .iter()
         .map(|s| s.as_str())
         .collect();
@@ -175,6 +175,7 @@ fn signed_vault_is_format_version_2_with_signer_and_tag_file() {
             "SIG-1/casevault.json",
             "SIG-1/casevault.sig",
             "SIG-1/manifest-sha256.txt",
+            "SIG-1/casevault-locator.txt",
             "SIG-1/tagmanifest-sha256.txt"
         ]
     );
@@ -187,7 +188,7 @@ fn signed_vault_is_format_version_2_with_signer_and_tag_file() {
             .clone()
     };
     let json: serde_json::Value = serde_json::from_slice(&find("casevault.json")).unwrap();
-    assert_eq!(json["version"], 2);
+    assert_eq!(json["version"], 3);
     assert_eq!(json["signer"]["principal"], "alice@example");
     let tm = String::from_utf8(find("tagmanifest-sha256.txt")).unwrap();
     assert!(

@@ -659,6 +659,7 @@ fn craft_json(
         "bag-info.txt",
         "casevault.json",
         "manifest-sha256.txt",
+        "casevault-locator.txt",
     ] {
         let data = &entries[idx(&entries, tag)].data;
         tm.push_str(&format!("{}  {tag}\n", sha256_hex(data)));

@@ -98,6 +98,52 @@ impl Bag {
         bag
     }
 
+    /// [`Bag::from_recipe`] as format version 3 (FORMAT §13): entry
+    /// offsets, the locator, exact end, seekable zstd frames. Settled: the
+    /// offsets and locator are right.
+    pub fn from_recipe_v3(r: &Recipe, compression: Compression) -> Bag {
+        let mut bag = Bag::from_recipe(r, compression);
+        bag.edit_json(|j| {
+            j["version"] = 3.into();
+            for e in j["entries"].as_array_mut().unwrap() {
+                if e["kind"] != "symlink" {
+                    e["offset"] = 0.into();
+                }
+            }
+        });
+        let at = bag.idx(&format!("{}/tagmanifest-sha256.txt", bag.case));
+        bag.entries.insert(
+            at,
+            tar_entry(&format!("{}/casevault-locator.txt", bag.case), b'0', vec![]),
+        );
+        bag.settle_v3();
+        bag
+    }
+
+    /// Make a version 3 bag consistent again after an edit: offsets,
+    /// locator, tag manifest.
+    pub fn settle_v3(&mut self) {
+        self.fix_tagmanifest();
+        crate::util::v3_fixup(&mut self.entries);
+        self.fix_tagmanifest();
+        crate::util::v3_fixup(&mut self.entries);
+    }
+
+    /// The age plaintext of the entries exactly as they are (no version 3
+    /// fixup: offsets, locator and tag manifest may lie).
+    pub fn plaintext_as_is(&self) -> Vec<u8> {
+        let v3 = self
+            .entries
+            .iter()
+            .any(|e| e.path().ends_with("/casevault-locator.txt"));
+        let tar = crate::util::build_tar_as_is(&self.entries, v3);
+        match self.zstd {
+            Some(level) if v3 => seekable_zstd(&tar, level),
+            Some(level) => zstd::encode_all(&tar[..], level).unwrap(),
+            None => tar,
+        }
+    }
+
     /// Index of the entry whose path is `path` (the full archive path).
     pub fn idx(&self, path: &str) -> usize {
         self.entries
@@ -147,8 +193,23 @@ impl Bag {
     /// Recompute tagmanifest-sha256.txt from the current tag files.
     pub fn fix_tagmanifest(&mut self) {
         let mut tm = String::new();
+        let has = |name: &str| {
+            self.entries
+                .iter()
+                .any(|e| e.path() == format!("{}/{name}", self.case))
+        };
         for t in TAGGED {
+            if t == "manifest-sha256.txt" && has("casevault.sig") {
+                let sig = "casevault.sig";
+                tm.push_str(&manifest::line(&sha256_hex(&self.tag(sig)), sig));
+            }
             tm.push_str(&manifest::line(&sha256_hex(&self.tag(t)), t));
+        }
+        // Version 3: the locator's line (its hash is set when the tar is
+        // built, crate::util::v3_fixup).
+        if has("casevault-locator.txt") {
+            let l = "casevault-locator.txt";
+            tm.push_str(&manifest::line(&sha256_hex(&self.tag(l)), l));
         }
         self.set_tag("tagmanifest-sha256.txt", tm.into_bytes());
     }
@@ -199,7 +260,12 @@ impl Bag {
 
     /// The age plaintext for `tar` (zstd-compressed if the bag is).
     pub fn plaintext_of(&self, tar: Vec<u8>) -> Vec<u8> {
+        let v3 = self
+            .entries
+            .iter()
+            .any(|e| e.path().ends_with("/casevault-locator.txt"));
         match self.zstd {
+            Some(level) if v3 => seekable_zstd(&tar, level),
             Some(level) => zstd::encode_all(&tar[..], level).unwrap(),
             None => tar,
         }
@@ -274,6 +340,7 @@ fn recipe_tags(r: &Recipe, compression: Compression) -> (Vec<u8>, Vec<u8>, Vec<u
         mode,
         mtime: RECIPE_MTIME as i64,
         mtime_nsec: 0,
+        offset: None,
     };
     let mut entries = vec![entry("data", Kind::Dir, 0o755)];
     let (mut files, mut dirs, mut bytes) = (0, 1, 0);
@@ -456,5 +523,31 @@ pub fn headers_only(members: &[(&str, u8, u64)]) -> Vec<u8> {
         e.header.set_cksum();
         out.extend_from_slice(e.header.as_bytes());
     }
+    out
+}
+
+/// `data` as version 3 writes it (FORMAT §13.1 item 5), made here from the
+/// zstd seekable format's description: independent 1 MiB frames that
+/// declare their size, then the seek table (skippable frame, no checksums).
+pub fn seekable_zstd(data: &[u8], level: i32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut table = Vec::new();
+    let mut n = 0u32;
+    for chunk in data.chunks(1 << 20) {
+        let mut c = zstd::bulk::Compressor::new(level).unwrap();
+        c.include_contentsize(true).unwrap();
+        c.include_checksum(true).unwrap();
+        let z = c.compress(chunk).unwrap();
+        table.extend_from_slice(&(z.len() as u32).to_le_bytes());
+        table.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+        out.extend_from_slice(&z);
+        n += 1;
+    }
+    out.extend_from_slice(&0x184D_2A5Eu32.to_le_bytes());
+    out.extend_from_slice(&(table.len() as u32 + 9).to_le_bytes());
+    out.extend_from_slice(&table);
+    out.extend_from_slice(&n.to_le_bytes());
+    out.push(0);
+    out.extend_from_slice(&0x8F92_EAB1u32.to_le_bytes());
     out
 }
