@@ -73,8 +73,8 @@ impl RandomVault {
             cache: Vec::new(),
             cbuf: Vec::new(),
         };
-        if plain_len < 4096 {
-            return Ok(None);
+        if plain_len < 8 {
+            return Ok(None); // far too short: the full read says why
         }
         let mut magic = [0u8; 4];
         rv.plain_at(0, &mut magic)?;
@@ -98,6 +98,11 @@ impl RandomVault {
                 Err(Error::Integrity(_)) => return Ok(None),
                 Err(e) => return Err(e),
             }
+        }
+        // Every version 3 tar stream is longer than this (FORMAT §13.3
+        // step 3); a shorter one is left to the full read.
+        if rv.tar_len < 4096 {
+            return Ok(None);
         }
         Ok(Some(rv))
     }
@@ -406,13 +411,13 @@ impl<R: Read> Read for Hashing<R> {
 /// content, siblings strictly increasing by the bytes of their names
 /// (FORMAT §3), keeping only the open directories.
 #[derive(Default)]
-struct Order {
+pub(super) struct Order {
     /// Open directories: path, last child's name.
     stack: Vec<(String, Option<String>)>,
 }
 
 impl Order {
-    fn admit(&mut self, path: &str, is_dir: bool) -> Result<()> {
+    pub(super) fn admit(&mut self, path: &str, is_dir: bool) -> Result<()> {
         let bad = || {
             Error::integrity(format!(
                 "{}: entry {path:?} is out of order or has no directory before it",

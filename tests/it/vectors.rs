@@ -73,6 +73,8 @@ struct Vector {
     name: &'static str,
     unseal: &'static str,
     verify: &'static str,
+    /// Version 3: `list`'s class when it is not verify's.
+    list: Option<&'static str>,
     comment: &'static str,
     body: Body,
 }
@@ -82,8 +84,16 @@ fn v(name: &'static str, class: &'static str, comment: &'static str, plain: Vec<
         name,
         unseal: class,
         verify: class,
+        list: None,
         comment,
         body: Body::Plain(plain),
+    }
+}
+
+impl Vector {
+    fn list(mut self, class: &'static str) -> Vector {
+        self.list = Some(class);
+        self
     }
 }
 
@@ -143,6 +153,7 @@ fn recipes(recipient: &str) -> Vec<Vector> {
                 name: "long-component",
                 unseal: "error",
                 verify: "success",
+                list: None,
                 comment: "a consistent bag with a 300-byte file name: longer than NAME_MAX, so \
                           unseal fails creating it (exit 1, nothing left); verify passes",
                 body: Body::Plain(Bag::from_recipe(&r, Compression::Zstd).plaintext()),
@@ -450,6 +461,7 @@ fn recipes(recipient: &str) -> Vec<Vector> {
                 name: "symlink-chain-escape",
                 unseal: "unsafe",
                 verify: "success",
+                list: None,
                 comment: "links l1 -> l2 -> sub/l3 -> ../../../etc: each hop looks harmless, \
                           the chain leaves the case; verify reports it, unseal refuses",
                 body: Body::Plain(Bag::from_recipe(&r, Compression::Zstd).plaintext()),
@@ -465,6 +477,7 @@ fn recipes(recipient: &str) -> Vec<Vector> {
                 name: "symlink-chain-41-hops",
                 unseal: "success",
                 verify: "success",
+                list: None,
                 comment: "a chain of 42 links that ends inside the case, past the 40-hop limit: \
                           the OS cannot follow h00 (ELOOP) and nothing leaves the case, so unseal \
                           recreates it (was unsafe before issue #10 item 8)",
@@ -573,6 +586,7 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             name: "zstd-bomb",
             unseal: "error",
             verify: "integrity",
+            list: None,
             comment: "a zstd bomb: 16 KiB of RLE blocks expand to 512 MiB of zeros in a file \
                       declaring 1 PiB; unseal refuses before writing (free space, exit 1), \
                       verify hashes 512 MiB and finds the stream ends early",
@@ -593,6 +607,7 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             name: "age-header-only",
             unseal: "integrity",
             verify: "integrity",
+            list: None,
             comment: "an age header (with a valid MAC) and no payload at all",
             body: Body::Age(full[..=mac_end].to_vec()),
         });
@@ -600,6 +615,7 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             name: "age-header-and-nonce",
             unseal: "integrity",
             verify: "integrity",
+            list: None,
             comment: "an age header and the 16-byte payload nonce, but no chunk",
             body: Body::Age(full[..=mac_end + 16].to_vec()),
         });
@@ -607,10 +623,139 @@ fn recipes(recipient: &str) -> Vec<Vector> {
             name: "age-truncated-chunk",
             unseal: "integrity",
             verify: "integrity",
+            list: None,
             comment: "an age file cut in the middle of its last chunk",
             body: Body::Age(full[..full.len() - 7].to_vec()),
         });
     }
+    out.extend(v3_recipes());
+    out
+}
+
+/// Format version 3 (FORMAT §13): a hostile index, locator or seek table
+/// is refused (exit 3) by the full read and by every partial read that
+/// relies on it; `list` does not follow payload offsets, so an offset that
+/// lies but keeps its order lists (and fails `verify -i`, §13.2).
+fn v3_recipes() -> Vec<Vector> {
+    let base = Bag::from_recipe_v3(&base_recipe(), Compression::Zstd);
+    let raw = Bag::from_recipe_v3(&base_recipe(), Compression::None);
+    let offset = |b: &Bag, path: &str| -> u64 {
+        let mut j = b.json();
+        Bag::json_entry(&mut j, path)["offset"].as_u64().unwrap()
+    };
+    // casevault.json edited, the tag manifest fixed, nothing else.
+    let lie = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut b = base.clone();
+        b.edit_json(|j| edit(j));
+        b.plaintext_as_is()
+    };
+    let a_at = offset(&base, "data/a.txt");
+    let b_at = offset(&base, "data/sub/b.txt");
+    let mut out = vec![
+        v(
+            "v3-ok-control",
+            "success",
+            "a valid version 3 vault built by the test toolkit (seek table made from the zstd seekable format's description)",
+            base.plaintext_as_is(),
+        ),
+        v(
+            "v3-ok-control-raw-tar",
+            "success",
+            "the same, uncompressed",
+            raw.plaintext_as_is(),
+        ),
+        v(
+            "v3-offset-into-another-entry",
+            "integrity",
+            "the offset of data/sub/b.txt is that of data/a.txt (out of order)",
+            lie(&|j| Bag::json_entry(j, "data/sub/b.txt")["offset"] = a_at.into()),
+        ),
+        v(
+            "v3-offset-past-end",
+            "integrity",
+            "the offset of data/sub/empty.txt lies past the end of the tar stream",
+            lie(&|j| Bag::json_entry(j, "data/sub/empty.txt")["offset"] = (1u64 << 40).into()),
+        ),
+        v(
+            "v3-offset-in-order-but-wrong",
+            "integrity",
+            "the offset of data/sub/b.txt points into its own data: in order, so list passes; verify -i and unseal --path sub refuse",
+            lie(&|j| Bag::json_entry(j, "data/sub/b.txt")["offset"] = (b_at + 512).into()),
+        )
+        .list("success"),
+        v(
+            "v3-index-disagrees-with-manifest",
+            "integrity",
+            "casevault.json gives data/a.txt another SHA-256 than the manifest",
+            lie(&|j| Bag::json_entry(j, "data/a.txt")["sha256"] = "0".repeat(64).into()),
+        ),
+    ];
+    // The locator says casevault.json is somewhere else.
+    let mut b = base.clone();
+    b.edit_tag("casevault-locator.txt", |t| {
+        let (json_line, _) = t
+            .lines()
+            .enumerate()
+            .find(|(_, l)| l.starts_with("casevault.json "))
+            .unwrap();
+        t.lines()
+            .enumerate()
+            .map(|(i, l)| {
+                if i == json_line {
+                    let mut f = l.split(' ');
+                    let (n, o, z) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+                    format!("{n} {} {z}\n", o.parse::<u64>().unwrap() + 512)
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect()
+    });
+    out.push(v(
+        "v3-locator-lies",
+        "integrity",
+        "the locator puts casevault.json 512 bytes later (listed in the tag manifest with its own hash)",
+        b.plaintext_as_is(),
+    ));
+    // Seek tables that lie (one frame: entry at len - 17 .. len - 9).
+    let patch = |f: &dyn Fn(&mut [u8])| {
+        let mut p = base.plaintext_as_is();
+        let n = p.len();
+        f(&mut p[n - 17..n - 9]);
+        p
+    };
+    out.push(v(
+        "v3-frame-larger-than-declared",
+        "integrity",
+        "the seek table declares a frame 512 bytes shorter than it decompresses to",
+        patch(&|e| {
+            let d = u32::from_le_bytes(e[4..8].try_into().unwrap()) - 512;
+            e[4..8].copy_from_slice(&d.to_le_bytes());
+        }),
+    ));
+    out.push(v(
+        "v3-seek-table-compressed-sizes-lie",
+        "integrity",
+        "the seek table's compressed size is one byte too many (does not add up)",
+        patch(&|e| {
+            let c = u32::from_le_bytes(e[0..4].try_into().unwrap()) + 1;
+            e[0..4].copy_from_slice(&c.to_le_bytes());
+        }),
+    ));
+    out.push(v(
+        "v3-no-seek-table",
+        "integrity",
+        "a version 3 bag in one zstd frame without a seek table",
+        zstd::encode_all(&base.tar()[..], 19).unwrap(),
+    ));
+    let mut padded = build_tar_as_is(&base.entries, false);
+    padded = seekable_zstd(&padded, 19);
+    out.push(v(
+        "v3-record-padding",
+        "integrity",
+        "a version 3 tar padded to a 10240-byte record after the end blocks",
+        padded,
+    ));
     out
 }
 
@@ -658,7 +803,13 @@ fn regenerate_vectors() {
         .unwrap();
     }
     let key = test_key();
+    // CASEVAULT_VECTORS=PREFIX writes only the vectors whose name starts
+    // so (age output is random: rewriting the rest only churns the files).
+    let only = std::env::var("CASEVAULT_VECTORS").unwrap_or_default();
     for vec in recipes(&key.recipient) {
+        if !vec.name.starts_with(&only) {
+            continue;
+        }
         let bytes = match vec.body {
             Body::Plain(p) => encrypt_to(&key.recipient, &p, false),
             Body::Age(a) => a,
@@ -669,6 +820,9 @@ fn regenerate_vectors() {
         if vec.verify != vec.unseal {
             txt.push_str(&format!("verify: {}\n", vec.verify));
         }
+        if let Some(list) = vec.list {
+            txt.push_str(&format!("list: {list}\n"));
+        }
         txt.push_str(&format!("comment: {}\n", vec.comment));
         fs::write(base.with_extension("txt"), txt).unwrap();
         eprintln!("{:>8} bytes  {}", bytes.len(), vec.name);
@@ -678,7 +832,48 @@ fn regenerate_vectors() {
 struct Expect {
     unseal: String,
     verify: String,
+    /// Version 3 vectors: `list`, and `unseal --path sub`.
+    list: String,
     comment: String,
+}
+
+/// A version 3 vector read from its end: `list` and `unseal --path sub`
+/// end as the vector says, and a failing one writes nothing.
+fn check_v3_partial_reads(vault: &Path, key: &Path, parent: &Path, stem: &str, ex: &Expect) {
+    let a = list_cmd(vault, key).assert();
+    assert_eq!(
+        a.get_output().status.code(),
+        Some(code(&ex.list)),
+        "{stem}: list should end in {}: {}",
+        ex.list,
+        stderr_of(&a)
+    );
+    let dest = parent.join("partial");
+    let a = unseal_cmd(vault, &dest, key)
+        .args(["--path", "sub"])
+        .assert();
+    assert_eq!(
+        a.get_output().status.code(),
+        Some(code(&ex.unseal)),
+        "{stem}: unseal --path should end in {}: {}",
+        ex.unseal,
+        stderr_of(&a)
+    );
+    if ex.unseal == "success" {
+        assert_eq!(fs::read(dest.join("sub/b.txt")).unwrap(), b"bravo\n");
+        assert!(
+            !dest.join("a.txt").exists(),
+            "{stem}: --path sub restored a.txt"
+        );
+        fs::remove_dir_all(&dest).unwrap();
+    } else {
+        assert!(dest.symlink_metadata().is_err(), "{stem}: DEST was created");
+    }
+    let left = snapshot(parent);
+    assert!(
+        left.is_empty() || left.iter().all(|p| p.starts_with("dest")),
+        "{stem}: left {left:?}"
+    );
 }
 
 fn parse_expect(text: &str) -> Expect {
@@ -688,8 +883,10 @@ fn parse_expect(text: &str) -> Expect {
             .map(str::to_string)
     };
     let unseal = field("expect").expect("an `expect:` line");
+    let verify = field("verify").unwrap_or_else(|| unseal.clone());
     Expect {
-        verify: field("verify").unwrap_or_else(|| unseal.clone()),
+        list: field("list").unwrap_or_else(|| verify.clone()),
+        verify,
         comment: field("comment").unwrap_or_default(),
         unseal,
     }
@@ -784,6 +981,10 @@ fn hostile_corpus() {
             took < Duration::from_secs(120),
             "{stem}: unseal took {took:?}"
         );
+
+        if stem.starts_with("v3-") {
+            check_v3_partial_reads(&vault, &key, &parent, stem, &ex);
+        }
 
         let before = snapshot(tmp.path());
         let start = Instant::now();

@@ -105,11 +105,20 @@ impl Bag {
         let mut bag = Bag::from_recipe(r, compression);
         bag.edit_json(|j| {
             j["version"] = 3.into();
-            for e in j["entries"].as_array_mut().unwrap() {
+            let list = j["entries"].as_array_mut().unwrap();
+            for e in list.iter_mut() {
                 if e["kind"] != "symlink" {
                     e["offset"] = 0.into();
                 }
             }
+            // Symlink records in their sorted place (FORMAT §3, §13.3).
+            let key = |e: &serde_json::Value| {
+                let p = e["path"].as_str().unwrap().to_string();
+                p.split('/')
+                    .map(|c| c.as_bytes().to_vec())
+                    .collect::<Vec<_>>()
+            };
+            list.sort_by_key(key);
         });
         let at = bag.idx(&format!("{}/tagmanifest-sha256.txt", bag.case));
         bag.entries.insert(
@@ -135,7 +144,7 @@ impl Bag {
         let v3 = self
             .entries
             .iter()
-            .any(|e| e.path().ends_with("/casevault-locator.txt"));
+            .any(|e| e.header.path_bytes().ends_with(b"/casevault-locator.txt"));
         let tar = crate::util::build_tar_as_is(&self.entries, v3);
         match self.zstd {
             Some(level) if v3 => seekable_zstd(&tar, level),
@@ -263,7 +272,7 @@ impl Bag {
         let v3 = self
             .entries
             .iter()
-            .any(|e| e.path().ends_with("/casevault-locator.txt"));
+            .any(|e| e.header.path_bytes().ends_with(b"/casevault-locator.txt"));
         match self.zstd {
             Some(level) if v3 => seekable_zstd(&tar, level),
             Some(level) => zstd::encode_all(&tar[..], level).unwrap(),

@@ -146,7 +146,7 @@ fn entry_len(e: &RawEntry) -> u64 {
 pub fn v3_fixup(entries: &mut [RawEntry]) -> bool {
     let Some(loc) = entries
         .iter()
-        .position(|e| e.path().ends_with("/casevault-locator.txt"))
+        .position(|e| e.header.path_bytes().ends_with(b"/casevault-locator.txt"))
     else {
         return false;
     };
