@@ -18,6 +18,7 @@ mod key_hygiene;
 mod keygen;
 mod list;
 mod ops;
+mod partial;
 mod passphrase;
 mod plugin;
 mod pq;
