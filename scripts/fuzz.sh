@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzz casevault's hostile-input readers with cargo-fuzz (libFuzzer).
 #
-#   scripts/fuzz.sh TARGET SECONDS   run TARGET (payload | parsers) for SECONDS
+#   scripts/fuzz.sh TARGET SECONDS   run TARGET (payload | parsers | index) for SECONDS
 #   scripts/fuzz.sh seed             rebuild fuzz/seeds/ from freshly sealed vaults
 #
 # The toolchain is stable Rust: cargo-fuzz needs nightly flags, so this sets
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 usage() {
-    echo "usage: $0 (payload|parsers) SECONDS | $0 seed" >&2
+    echo "usage: $0 (payload|parsers|index) SECONDS | $0 seed" >&2
     exit 2
 }
 
@@ -47,13 +47,19 @@ seed() {
     { printf '\x02'; cat "$bag/bag-info.txt"; } >fuzz/seeds/parsers/bag-info
     printf '\x0330 path=SEED-1/data/a/b/c.txt\n12 size=123\n20 mtime=1.500000000\n' \
         >fuzz/seeds/parsers/pax
+    mkdir -p fuzz/seeds/index
+    { printf '\x00'; cat "$bag/casevault-locator.txt"; } >fuzz/seeds/index/locator
+    { printf '\x01'; cat fuzz/seeds/payload/zstd.bin; } >fuzz/seeds/index/seek-table
+    { printf '\x02\x02\x00'; head -c 128 /dev/zero | zstd -q -c --content-size; } \
+        >fuzz/seeds/index/frame
+    { printf '\x03'; cat fuzz/seeds/payload/zstd.bin; } >fuzz/seeds/index/frames
     ls -l fuzz/seeds/*
 }
 
 [ $# -ge 1 ] || usage
 case "$1" in
 seed) seed ;;
-payload | parsers)
+payload | parsers | index)
     [ $# -eq 2 ] || usage
     target=$1 secs=$2
     command -v cargo-fuzz >/dev/null 2>&1 || {

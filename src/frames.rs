@@ -341,6 +341,14 @@ impl SeekTable {
     }
 }
 
+/// A zstd decompression context, for [`decompress_frame`].
+pub type Dctx = zstd::zstd_safe::DCtx<'static>;
+
+/// A new [`Dctx`].
+pub fn new_dctx() -> Dctx {
+    zstd::zstd_safe::DCtx::create()
+}
+
 /// Decompress one frame of a seek table (FORMAT §13.3 step 2): `src` must
 /// be exactly one zstd frame declaring `size` bytes, and decompress to
 /// exactly that many, with a window of at most 8 MiB. `dctx` is reused.
