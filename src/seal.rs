@@ -366,10 +366,11 @@ impl From<Error> for WalkError {
 /// they come, the payload manifest, and the tag files after the payload.
 struct Bag {
     case_id: String,
-    /// The `entries` array of casevault.json, serialised as we go.
-    json_entries: Vec<u8>,
+    /// The `entries` array of casevault.json and the manifest, serialised
+    /// as we go and kept compressed until the tag files are written.
+    json_entries: Spool,
     collect: bool,
-    manifest: String,
+    manifest: Spool,
     totals: Totals,
     manifest_sha256: String,
     sealed_entries: Vec<Entry>,
@@ -440,9 +441,9 @@ impl Bag {
     fn new(case_id: String, collect: bool, signer: Option<crate::sign::SigningKey>) -> Self {
         Bag {
             case_id,
-            json_entries: Vec::new(),
+            json_entries: Spool::new(),
             collect,
-            manifest: String::new(),
+            manifest: Spool::new(),
             totals: Totals::default(),
             manifest_sha256: String::new(),
             sealed_entries: Vec::new(),
@@ -487,11 +488,13 @@ impl Bag {
     }
 
     fn push_entry(&mut self, e: Entry) {
-        if !self.json_entries.is_empty() {
-            self.json_entries.push(b',');
-        }
-        serde_json::to_writer(&mut self.json_entries, &e)
-            .expect("serialising an entry into memory cannot fail");
+        let mut text = if self.json_entries.len() > 0 {
+            vec![b',']
+        } else {
+            Vec::new()
+        };
+        serde_json::to_writer(&mut text, &e).expect("serialising an entry into memory cannot fail");
+        self.json_entries.push(&text);
         if self.collect {
             self.sealed_entries.push(e);
         }
@@ -562,7 +565,8 @@ impl Bag {
         let offset = self.pos;
         self.pos += written;
         let digest = hex(digest);
-        self.manifest.push_str(&manifest::line(&digest, &bag_path));
+        self.manifest
+            .push(manifest::line(&digest, &bag_path).as_bytes());
         self.totals.files += 1;
         self.totals.bytes += size;
         self.push_entry(Entry {
@@ -591,11 +595,23 @@ impl Bag {
             &self.totals,
             signer.as_ref(),
         );
-        let json_entries = std::mem::take(&mut self.json_entries);
-        let json: [&[u8]; 3] = [&json_prefix, &json_entries, &json_suffix];
+        let json_entries = std::mem::take(&mut self.json_entries).finish();
+        let json = [
+            Part::Bytes(&json_prefix),
+            Part::Spooled(&json_entries),
+            Part::Bytes(&json_suffix),
+        ];
         // Inner signature over the exact casevault.json bytes (FORMAT §5.5).
         let json_sig = match &self.signer {
-            Some(k) => Some(crate::sign::sign_parts(k, crate::sign::NS_MANIFEST, &json)?),
+            Some(k) => {
+                let mut h = sha2::Sha512::new();
+                each_chunk(&json, &mut |c| {
+                    h.update(c);
+                    Ok(())
+                })
+                .map_err(WalkError::Write)?;
+                Some(k.sign_sha512(crate::sign::NS_MANIFEST, &h.finalize().into())?)
+            }
             None => None,
         };
         let info = format::bag_info(
@@ -604,13 +620,13 @@ impl Bag {
             self.totals.files,
             &id,
         );
-        let manifest_text = std::mem::take(&mut self.manifest);
-        self.manifest_sha256 = hex(&Sha256::digest(manifest_text.as_bytes()));
-        let bagit: [&[u8]; 1] = [format::BAGIT_TXT_CONTENT.as_bytes()];
-        let info: [&[u8]; 1] = [info.as_bytes()];
-        let sig: [&[u8]; 1] = [json_sig.as_deref().unwrap_or("").as_bytes()];
-        let manifest: [&[u8]; 1] = [manifest_text.as_bytes()];
-        let mut tags: Vec<(&'static str, &[&[u8]])> = vec![
+        let manifest = std::mem::take(&mut self.manifest).finish();
+        let manifest = [Part::Spooled(&manifest)];
+        self.manifest_sha256 = hex(&digest_of(&manifest).map_err(WalkError::Write)?);
+        let bagit = [Part::Bytes(format::BAGIT_TXT_CONTENT.as_bytes())];
+        let info = [Part::Bytes(info.as_bytes())];
+        let sig = [Part::Bytes(json_sig.as_deref().unwrap_or("").as_bytes())];
+        let mut tags: Vec<(&'static str, &[Part])> = vec![
             (format::BAGIT_TXT, &bagit),
             (format::BAG_INFO_TXT, &info),
             (format::CASEVAULT_JSON, &json),
@@ -623,6 +639,98 @@ impl Bag {
     }
 }
 
+/// Text that grows with the case (`casevault.json`'s entries, the
+/// manifest), kept zstd-compressed in memory until the tag files are
+/// written: never on disk, where it would reveal names and digests, and
+/// several times smaller than the text (issue #12: seal memory).
+#[derive(Default)]
+struct Spool {
+    enc: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
+    len: u64,
+}
+
+/// A finished [`Spool`]: the compressed bytes and the text's length.
+struct Spooled {
+    z: Vec<u8>,
+    len: u64,
+}
+
+impl Spool {
+    fn new() -> Spool {
+        Spool::default()
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn push(&mut self, text: &[u8]) {
+        let enc = self.enc.get_or_insert_with(|| {
+            zstd::stream::write::Encoder::new(Vec::new(), 3)
+                .expect("a zstd encoder into memory can be made")
+        });
+        enc.write_all(text)
+            .expect("compressing into memory cannot fail");
+        self.len += text.len() as u64;
+    }
+
+    fn finish(self) -> Spooled {
+        let z = match self.enc {
+            Some(e) => e.finish().expect("compressing into memory cannot fail"),
+            None => Vec::new(),
+        };
+        Spooled { z, len: self.len }
+    }
+}
+
+/// A piece of a tag file's content.
+enum Part<'a> {
+    Bytes(&'a [u8]),
+    Spooled(&'a Spooled),
+}
+
+impl Part<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Part::Bytes(b) => b.len() as u64,
+            Part::Spooled(s) => s.len,
+        }
+    }
+}
+
+/// Hand the content of `parts` to `f`, in pieces of at most 64 KiB.
+fn each_chunk(parts: &[Part], f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    for p in parts {
+        match p {
+            Part::Bytes(b) => f(b)?,
+            Part::Spooled(s) if s.len == 0 => {}
+            Part::Spooled(s) => {
+                let mut d = zstd::stream::read::Decoder::new(&s.z[..])?;
+                let mut left = s.len;
+                while left > 0 {
+                    let n = d.read(&mut buf)?;
+                    if n == 0 {
+                        return Err(io::Error::other("spooled text ended early"));
+                    }
+                    f(&buf[..n])?;
+                    left -= n as u64;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn digest_of(parts: &[Part]) -> io::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    each_chunk(parts, &mut |c| {
+        h.update(c);
+        Ok(())
+    })?;
+    Ok(h.finalize().into())
+}
+
 /// Write each tag file (`name`, its content in parts) from tar offset
 /// `pos`, then the locator (FORMAT §13.1: where each of them is), then
 /// `tagmanifest-sha256.txt` over all of them and exactly the two
@@ -631,14 +739,14 @@ impl Bag {
 fn write_tags<W: Write>(
     out: &mut W,
     id: &str,
-    tags: &[(&'static str, &[&[u8]])],
+    tags: &[(&'static str, &[Part])],
     mtime: i64,
     mut pos: u64,
 ) -> io::Result<()> {
     let mut tagmanifest = String::new();
     let mut places = Vec::with_capacity(tags.len());
     for (name, parts) in tags {
-        let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let size: u64 = parts.iter().map(Part::len).sum();
         let place = format::TagPlace {
             name,
             offset: pos,
@@ -646,11 +754,20 @@ fn write_tags<W: Write>(
         };
         pos = place.end();
         places.push(place);
-        tarfmt::write_parts(out, &format!("{id}/{name}"), parts, mtime)?;
+        tarfmt::write_header(
+            out,
+            &format!("{id}/{name}"),
+            tar::EntryType::Regular,
+            size,
+            0o644,
+            mtime,
+        )?;
         let mut h = Sha256::new();
-        for p in *parts {
-            h.update(p);
-        }
+        each_chunk(parts, &mut |c| {
+            h.update(c);
+            out.write_all(c)
+        })?;
+        out.write_all(&[0u8; 512][..tarfmt::padding(size)])?;
         tagmanifest.push_str(&manifest::line(&hex(&h.finalize()), name));
     }
     let locator = format::Locator { tags: places }.to_text();

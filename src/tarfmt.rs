@@ -147,21 +147,6 @@ pub fn write_small_file<W: Write>(
     out.write_all(&[0u8; 512][..padding(data.len() as u64)])
 }
 
-/// Write one complete entry whose content is the concatenation of `parts`.
-pub fn write_parts<W: Write>(
-    out: &mut W,
-    path: &str,
-    parts: &[&[u8]],
-    mtime: i64,
-) -> io::Result<()> {
-    let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
-    write_header(out, path, tar::EntryType::Regular, size, 0o644, mtime)?;
-    for p in parts {
-        out.write_all(p)?;
-    }
-    out.write_all(&[0u8; 512][..padding(size)])
-}
-
 /// The end-of-archive marker: two zero blocks.
 pub fn write_end<W: Write>(out: &mut W) -> io::Result<()> {
     out.write_all(&[0u8; 1024])
