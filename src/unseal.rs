@@ -644,12 +644,15 @@ impl Extract for Selecting<'_> {
 fn unseal_paths(opts: &UnsealOptions) -> Result<UnsealReport> {
     use crate::read::{random, select};
     let mut sel = select::Selection::new(&opts.paths)?;
-    let partial = match random::RandomVault::open(&opts.vault, &opts.identities)? {
+    // One unwrap of the file key for both reads (the end, then all).
+    let remember = crate::keys::Remembering::new(&opts.identities);
+    let ids: [&dyn age::Identity; 1] = [&remember];
+    let partial = match random::RandomVault::open(&opts.vault, &ids)? {
         Some(mut rv) => random::read_tail(&mut rv)?.map(|tail| (std::cell::RefCell::new(rv), tail)),
         None => None,
     };
     let Some((rv, tail)) = partial else {
-        return unseal_paths_streaming(opts, sel);
+        return unseal_paths_streaming(opts, sel, &ids);
     };
     let (head, picked) = select::select(&rv, &tail, &mut sel)?;
     let mut json = CaseJson {
@@ -675,6 +678,7 @@ fn unseal_paths(opts: &UnsealOptions) -> Result<UnsealReport> {
 fn unseal_paths_streaming(
     opts: &UnsealOptions,
     mut sel: crate::read::select::Selection,
+    ids: &[&dyn age::Identity],
 ) -> Result<UnsealReport> {
     let parent = crate::io::parent_dir(&opts.dest);
     let staging = StagingDir::create(&parent)?;
@@ -685,7 +689,7 @@ fn unseal_paths_streaming(
             },
             sel: &mut sel,
         };
-        let opened = open_vault(&opts.vault, &opts.identities, &mut x)?;
+        let opened = crate::read::open_vault_with(&opts.vault, ids, &mut x)?;
         let mut json = opened.json.clone();
         json.entries
             .retain(|e| sel.admit(&e.path) || e.kind == Kind::Symlink);

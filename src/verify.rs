@@ -378,7 +378,10 @@ impl ListEntry {
 /// are read and checked fully first ([`list`]).
 pub fn list_to(vault: &Path, identities: &[BoxedIdentity], sink: &mut dyn ListSink) -> Result<()> {
     let _progress = crate::progress::Guard;
-    if let Some(mut rv) = random::RandomVault::open(vault, identities)? {
+    // One unwrap of the file key for both reads (the end, then all).
+    let remember = crate::keys::Remembering::new(identities);
+    let ids: [&dyn age::Identity; 1] = [&remember];
+    if let Some(mut rv) = random::RandomVault::open(vault, &ids)? {
         if let Some(tail) = random::read_tail(&mut rv)? {
             let rv = std::cell::RefCell::new(rv);
             let (json, _) = random::check_meta(&rv, &tail, &mut |_| Ok(()))?;
@@ -402,7 +405,7 @@ pub fn list_to(vault: &Path, identities: &[BoxedIdentity], sink: &mut dyn ListSi
             return Ok(());
         }
     }
-    let mut report = list(vault, identities)?;
+    let mut report = list_with(vault, &ids)?;
     let entries = std::mem::take(&mut report.entries);
     sink.head(&report)?;
     for e in entries {
@@ -413,8 +416,16 @@ pub fn list_to(vault: &Path, identities: &[BoxedIdentity], sink: &mut dyn ListSi
 
 /// Decrypt and check a vault fully, then list its entries.
 pub fn list(vault: &Path, identities: &[BoxedIdentity]) -> Result<ListReport> {
+    let ids: Vec<&dyn age::Identity> = identities
+        .iter()
+        .map(|i| i.as_ref() as &dyn age::Identity)
+        .collect();
+    list_with(vault, &ids)
+}
+
+fn list_with(vault: &Path, identities: &[&dyn age::Identity]) -> Result<ListReport> {
     let _progress = crate::progress::Guard;
-    let opened = open_vault(vault, identities, &mut Discard)?;
+    let opened = crate::read::open_vault_with(vault, identities, &mut Discard)?;
     let CaseJson {
         case_id,
         sealed_at,

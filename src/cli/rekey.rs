@@ -45,7 +45,8 @@ pub struct RekeyArgs {
     allow_insecure_identity: bool,
     #[command(flatten)]
     recipients: RecipientArgs,
-    /// Write age's ASCII armor instead of binary.
+    /// Write age's ASCII armor instead of binary. An armored vault cannot
+    /// be read from its end: list and unseal --path then read all of it.
     #[arg(long)]
     armor: bool,
     /// Replace an existing NEW_VAULT.

@@ -35,7 +35,8 @@ pub struct SealArgs {
     /// Compression of the tar stream inside the vault.
     #[arg(long, value_enum, default_value = "zstd", value_name = "zstd|none")]
     compress: CompressArg,
-    /// Write age's ASCII armor instead of binary.
+    /// Write age's ASCII armor instead of binary. An armored vault cannot
+    /// be read from its end: list and unseal --path then read all of it.
     #[arg(long)]
     armor: bool,
     /// Replace an existing vault and sidecar.

@@ -381,3 +381,136 @@ pub fn write_identity_file(path: &Path, id: &NewIdentity) -> Result<()> {
     }
     crate::io::sync_parent_dir(path)
 }
+
+/// The identities of one command, remembering the file key they unwrap
+/// for a header, so that reading a vault twice (its end, then all of it:
+/// `list` and `unseal --path` of an older vault, FORMAT §13) asks a
+/// passphrase-protected or hardware key once. The key is returned again
+/// only for exactly the same recipient stanzas (the same vault header);
+/// it lives in memory only, wiped when the command ends.
+pub struct Remembering<'a> {
+    inner: &'a [BoxedIdentity],
+    cache: std::sync::Mutex<Option<Remembered>>,
+}
+
+/// A header's digest and the file key unwrapped for it.
+type Remembered = ([u8; 32], zeroize::Zeroizing<[u8; 16]>);
+
+impl<'a> Remembering<'a> {
+    pub fn new(inner: &'a [BoxedIdentity]) -> Self {
+        Remembering {
+            inner,
+            cache: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// A digest of a header's stanzas: which header a remembered key is for.
+fn stanzas_digest(stanzas: &[age_core::format::Stanza]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for s in stanzas {
+        for part in std::iter::once(&s.tag).chain(&s.args) {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        h.update((s.body.len() as u64).to_le_bytes());
+        h.update(&s.body);
+    }
+    h.finalize().into()
+}
+
+impl age::Identity for Remembering<'_> {
+    fn unwrap_stanza(
+        &self,
+        stanza: &age_core::format::Stanza,
+    ) -> Option<std::result::Result<age_core::format::FileKey, age::DecryptError>> {
+        self.unwrap_stanzas(std::slice::from_ref(stanza))
+    }
+
+    fn unwrap_stanzas(
+        &self,
+        stanzas: &[age_core::format::Stanza],
+    ) -> Option<std::result::Result<age_core::format::FileKey, age::DecryptError>> {
+        use age::secrecy::ExposeSecret;
+        let digest = stanzas_digest(stanzas);
+        let mut cache = self.cache.lock().expect("key cache lock is never poisoned");
+        if let Some((d, key)) = cache.as_ref() {
+            if *d == digest {
+                let key: &[u8; 16] = key;
+                return Some(Ok(age_core::format::FileKey::new(Box::new(*key))));
+            }
+        }
+        for id in self.inner {
+            if let Some(res) = id.unwrap_stanzas(stanzas) {
+                if let Ok(k) = &res {
+                    *cache = Some((digest, zeroize::Zeroizing::new(*k.expose_secret())));
+                }
+                return Some(res);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod remembering_tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// An identity that counts how often it is asked.
+    struct Counting(age::x25519::Identity, Arc<AtomicUsize>);
+
+    impl age::Identity for Counting {
+        fn unwrap_stanza(
+            &self,
+            s: &age_core::format::Stanza,
+        ) -> Option<std::result::Result<age_core::format::FileKey, age::DecryptError>> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0.unwrap_stanza(s)
+        }
+    }
+
+    fn encrypt(to: &age::x25519::Identity, msg: &[u8]) -> Vec<u8> {
+        let r = to.to_public();
+        let enc =
+            age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient)).unwrap();
+        let mut out = Vec::new();
+        let mut w = enc.wrap_output(&mut out).unwrap();
+        w.write_all(msg).unwrap();
+        w.finish().unwrap();
+        out
+    }
+
+    fn open(ids: &Remembering, file: &[u8]) -> std::result::Result<Vec<u8>, age::DecryptError> {
+        let d = age::Decryptor::new(file)?;
+        let mut r = d.decrypt(std::iter::once(ids as &dyn age::Identity))?;
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).unwrap();
+        Ok(v)
+    }
+
+    #[test]
+    fn a_key_is_unwrapped_once_per_header_and_only_reused_for_it() {
+        let id = age::x25519::Identity::generate();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let boxed: Vec<BoxedIdentity> = vec![Box::new(Counting(id.clone(), Arc::clone(&calls)))];
+        let rem = Remembering::new(&boxed);
+        let a = encrypt(&id, b"first vault");
+        assert_eq!(open(&rem, &a).unwrap(), b"first vault");
+        assert_eq!(open(&rem, &a).unwrap(), b"first vault");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "asked once for one header");
+        // Another header (another vault): asked again, and right.
+        let b = encrypt(&id, b"second vault");
+        assert_eq!(open(&rem, &b).unwrap(), b"second vault");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // A header for someone else: nothing remembered is handed out.
+        let other = encrypt(&age::x25519::Identity::generate(), b"x");
+        assert!(matches!(
+            open(&rem, &other),
+            Err(age::DecryptError::NoMatchingKeys)
+        ));
+    }
+}

@@ -27,9 +27,22 @@ pub fn age_reader<R: Read>(
     input: R,
     identities: &[BoxedIdentity],
 ) -> std::result::Result<PlainReader<R>, age::DecryptError> {
+    let ids: Vec<&dyn age::Identity> = identities
+        .iter()
+        .map(|i| i.as_ref() as &dyn age::Identity)
+        .collect();
+    age_reader_with(input, &ids)
+}
+
+/// [`age_reader`] with identities given as trait objects (e.g. a
+/// [`crate::keys::Remembering`]).
+pub fn age_reader_with<R: Read>(
+    input: R,
+    identities: &[&dyn age::Identity],
+) -> std::result::Result<PlainReader<R>, age::DecryptError> {
     let armored = age::armor::ArmoredReader::new(input);
     let dec = age::Decryptor::new_buffered(BufReader::new(armored))?;
-    dec.decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
+    dec.decrypt(identities.iter().copied())
 }
 
 /// casevault's reading of an age error (STYLE "classify at the boundary"):
@@ -132,11 +145,11 @@ impl<R: Read> Read for EofReader<R> {
 /// Reading and hashing the ciphertext runs on its own thread.
 pub(super) fn decrypt(
     vault: &Path,
-    identities: &[BoxedIdentity],
+    identities: &[&dyn age::Identity],
 ) -> Result<(impl Read + Send + 'static, Arc<AtomicBool>, Ciphertext)> {
     let (tee, cipher) = Ciphertext::open(vault)?;
     let pumped = PumpReader::spawn(tee);
-    let plain = age_reader(BufReader::with_capacity(BUF_SIZE, pumped), identities)
+    let plain = age_reader_with(BufReader::with_capacity(BUF_SIZE, pumped), identities)
         .map_err(|e| map_error(vault, e))?;
     let (plain, eof) = EofReader::new(plain);
     Ok((plain, eof, cipher))

@@ -94,6 +94,20 @@ pub fn open_vault<X: Extract>(
     identities: &[BoxedIdentity],
     x: &mut X,
 ) -> Result<Opened> {
+    let ids: Vec<&dyn age::Identity> = identities
+        .iter()
+        .map(|i| i.as_ref() as &dyn age::Identity)
+        .collect();
+    open_vault_with(vault, &ids, x)
+}
+
+/// [`open_vault`] with identities given as trait objects (e.g. a
+/// [`crate::keys::Remembering`] that already unwrapped this vault's key).
+pub fn open_vault_with<X: Extract>(
+    vault: &Path,
+    identities: &[&dyn age::Identity],
+    x: &mut X,
+) -> Result<Opened> {
     let (plain, eof, cipher) = cipher::decrypt(vault, identities)?;
     let checked = payload::read_plaintext(vault, plain, &eof, x)?;
     // Hash whatever of the vault file the decryptor did not need to read.

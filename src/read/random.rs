@@ -20,7 +20,6 @@ use super::cipher;
 use crate::format::{self, CaseJson, Compression, Entry, JsonLimits, Kind, Locator};
 use crate::frames::{self, SeekTable};
 use crate::io::{classify_stream_error, hex, SourceReader};
-use crate::keys::BoxedIdentity;
 use crate::{Error, Result};
 
 /// Decompressed frames kept: the manifest and `casevault.json` are read
@@ -44,7 +43,7 @@ impl RandomVault {
     /// authenticated length of the plaintext (FORMAT §13.3 step 1) and,
     /// for zstd, the seek table (step 2). `Ok(None)`: not a binary version
     /// 3 vault; read it by streaming.
-    pub fn open(vault: &Path, identities: &[BoxedIdentity]) -> Result<Option<RandomVault>> {
+    pub fn open(vault: &Path, identities: &[&dyn age::Identity]) -> Result<Option<RandomVault>> {
         let mut f = File::open(vault).map_err(|e| Error::io("cannot open vault", vault, e))?;
         let mut head = [0u8; 5];
         let n = crate::io::retry(|| f.read(&mut head))
@@ -56,7 +55,7 @@ impl RandomVault {
             .map_err(|e| Error::io("cannot read vault", vault, e))?;
         let dec = age::Decryptor::new(SourceReader(f)).map_err(|e| cipher::map_error(vault, e))?;
         let mut plain = dec
-            .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
+            .decrypt(identities.iter().copied())
             .map_err(|e| cipher::map_error(vault, e))?;
         // Seeking to the end authenticates the last chunk: a truncated or
         // extended vault fails here, however little else is read.
