@@ -504,12 +504,14 @@ fn restore_entry(
 fn restore(opts: &UnsealOptions, staging: &StagingDir) -> Result<UnsealReport> {
     let root = staging.path.clone();
     let mut x = Staging { root: root.clone() };
-    let opened = open_vault(&opts.vault, &opts.identities, &mut x)?;
+    let mut opened = open_vault(&opts.vault, &opts.identities, &mut x)?;
     check_links(opts, &opened.json, None)?;
+    let index = opened.index.take();
     finish(
         opts,
         staging,
         &opened.json,
+        index,
         &opened.case_id,
         Some(opened.vault_sha256.clone()),
         &[],
@@ -522,6 +524,7 @@ fn finish(
     opts: &UnsealOptions,
     staging: &StagingDir,
     json: &CaseJson,
+    index: Option<(crate::read::random::RandomVault, crate::read::random::Tail)>,
     case_id: &str,
     vault_sha256: Option<String>,
     paths: &[String],
@@ -535,7 +538,13 @@ fn finish(
 
     let dir = staging.fd.as_fd();
     let mut not_stored = Vec::new();
-    restore_tree(dir, &root, json, &mut not_stored)?;
+    let data = match index {
+        Some((rv, tail)) => restore_tree_streaming(dir, &root, json, rv, tail, &mut not_stored)?,
+        None => {
+            restore_tree(dir, &root, json, &mut not_stored)?;
+            json.entries.iter().find(|e| e.path == "data").cloned()
+        }
+    };
     crate::signal::check()?;
 
     // Durable before visible: one syncfs for the whole tree instead of an
@@ -548,7 +557,7 @@ fn finish(
         return Err(Error::io("cannot move the unsealed case to", &opts.dest, e));
     }
     staging.moved.set(true);
-    restore_root(dir, &opts.dest, json, &mut not_stored)?;
+    restore_root(dir, &opts.dest, data.as_ref(), &mut not_stored)?;
 
     let (mut files, mut dirs, mut links, mut bytes) = (0, 0, 0, 0);
     if paths.is_empty() {
@@ -668,7 +677,15 @@ fn unseal_paths(opts: &UnsealOptions) -> Result<UnsealReport> {
         };
         select::extract(&rv, &tail.case_id, &json.entries, &mut sel, &mut x)?;
         json.entries.retain(|e| sel.admit(&e.path));
-        finish(opts, &staging, &json, &tail.case_id, None, sel.wanted())
+        finish(
+            opts,
+            &staging,
+            &json,
+            None,
+            &tail.case_id,
+            None,
+            sel.wanted(),
+        )
     })();
     res.map_err(|e| staging.discard(e))
 }
@@ -700,6 +717,7 @@ fn unseal_paths_streaming(
             opts,
             &staging,
             &json,
+            None,
             &opened.case_id,
             Some(opened.vault_sha256.clone()),
             sel.wanted(),
@@ -772,17 +790,64 @@ fn restore_tree(
     Ok(())
 }
 
+/// [`restore_tree`] for a version 3 vault read in lockstep, whose `json`
+/// holds only the symlink records: the links first, then one more pass
+/// over `casevault.json` from the vault's end restores each file's and
+/// link's time and mode as it comes and each directory's once everything
+/// below it is done (a stack of open directories, not every entry).
+/// Returns the case root's entry (`data`).
+fn restore_tree_streaming(
+    dir: BorrowedFd<'_>,
+    root: &Path,
+    json: &CaseJson,
+    rv: crate::read::random::RandomVault,
+    tail: crate::read::random::Tail,
+    not_stored: &mut Vec<MtimeNotStored>,
+) -> Result<Option<Entry>> {
+    for e in json.entries.iter().filter(|e| e.kind == Kind::Symlink) {
+        let rel = case_rel(&e.path);
+        rustix::fs::symlinkat(e.target.as_deref().unwrap_or(""), dir, rel)
+            .map_err(|err| Error::io("cannot create symlink", &root.join(rel), err.into()))?;
+    }
+    let cell = std::cell::RefCell::new(rv);
+    let mut open: Vec<Entry> = Vec::new();
+    let mut data = None;
+    crate::read::random::check_meta(&cell, &tail, &mut |e| {
+        while let Some(top) = open.last() {
+            let inside = e
+                .path
+                .strip_prefix(top.path.as_str())
+                .is_some_and(|r| r.starts_with('/'));
+            if inside {
+                break;
+            }
+            let done = open.pop().expect("not empty");
+            restore_entry(dir, root, &done, not_stored)?;
+        }
+        match e.kind {
+            Kind::Dir if e.path == "data" => data = Some(e.clone()),
+            Kind::Dir => open.push(e.clone()),
+            _ => restore_entry(dir, root, e, not_stored)?,
+        }
+        crate::signal::check()
+    })?;
+    while let Some(done) = open.pop() {
+        restore_entry(dir, root, &done, not_stored)?;
+    }
+    Ok(data)
+}
+
 /// The case root's own mode and mtime, now that the tree is `dest`: until
 /// here it stayed 0700, whatever the case records (issue #10 item 4).
 /// Through the descriptor `dir`, so no path can be swapped underneath.
 fn restore_root(
     dir: BorrowedFd<'_>,
     dest: &Path,
-    json: &CaseJson,
+    data: Option<&Entry>,
     not_stored: &mut Vec<MtimeNotStored>,
 ) -> Result<()> {
     let after_move = |what: &'static str, e: rustix::io::Errno| Error::io(what, dest, e.into());
-    if let Some(e) = json.entries.iter().find(|e| e.path == "data") {
+    if let Some(e) = data {
         rustix::fs::futimens(dir, &timestamps(e))
             .map_err(|err| after_move("the case is complete, but cannot set the mtime of", err))?;
         let st = rustix::fs::statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::MTIME)

@@ -389,7 +389,7 @@ pub fn write_identity_file(path: &Path, id: &NewIdentity) -> Result<()> {
 /// only for exactly the same recipient stanzas (the same vault header);
 /// it lives in memory only, wiped when the command ends.
 pub struct Remembering<'a> {
-    inner: &'a [BoxedIdentity],
+    inner: Vec<&'a dyn age::Identity>,
     cache: std::sync::Mutex<Option<Remembered>>,
 }
 
@@ -398,6 +398,15 @@ type Remembered = ([u8; 32], zeroize::Zeroizing<[u8; 16]>);
 
 impl<'a> Remembering<'a> {
     pub fn new(inner: &'a [BoxedIdentity]) -> Self {
+        Self::of(
+            inner
+                .iter()
+                .map(|i| i.as_ref() as &dyn age::Identity)
+                .collect(),
+        )
+    }
+
+    pub fn of(inner: Vec<&'a dyn age::Identity>) -> Self {
         Remembering {
             inner,
             cache: std::sync::Mutex::new(None),
@@ -441,7 +450,7 @@ impl age::Identity for Remembering<'_> {
                 return Some(Ok(age_core::format::FileKey::new(Box::new(*key))));
             }
         }
-        for id in self.inner {
+        for id in &self.inner {
             if let Some(res) = id.unwrap_stanzas(stanzas) {
                 if let Ok(k) = &res {
                     *cache = Some((digest, zeroize::Zeroizing::new(*k.expose_secret())));

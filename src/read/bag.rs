@@ -560,6 +560,71 @@ fn skip_line<R: io::BufRead>(r: &mut R, mut last: Option<u8>) -> io::Result<Opti
     Ok(last)
 }
 
+/// The bag checks of a version 3 vault read in lockstep (FORMAT §6 step 4,
+/// `src/read/lockstep.rs`): `casevault.json` and the manifest were checked
+/// against each other from the end of the vault; here the tag files as
+/// streamed must be those the tag manifest lists, and the payload's case
+/// id, compression and counts must match. `findings` are the payload's
+/// disagreements found on the way.
+pub(super) fn check_streamed_v3(
+    tags: &Tags,
+    streamed: &Streamed,
+    json: &CaseJson,
+    case_id: &str,
+    compression: Compression,
+    (files, bytes): (u64, u64),
+    findings: Vec<Finding>,
+) -> Result<()> {
+    let mut problems = Problems::default();
+    check_tagmanifest(tags, streamed, &mut problems)?;
+    problems.result()?;
+    for f in findings {
+        problems.push(f);
+    }
+    let info_text = std::str::from_utf8(tags.info)
+        .map_err(|_| Error::integrity("bag-info.txt is not UTF-8"))?;
+    let info = format::parse_bag_info(info_text)?;
+    let j = format::CASEVAULT_JSON;
+    if json.case_id != case_id {
+        problems.tag(
+            j,
+            format!(
+                "casevault.json names case {:?}, the bag is {:?}",
+                json.case_id, case_id
+            ),
+        );
+    }
+    if json.compression != compression {
+        problems.tag(
+            j,
+            format!(
+                "casevault.json says compression {}, the payload is {}",
+                json.compression.as_str(),
+                compression.as_str()
+            ),
+        );
+    }
+    if (info.oxum_bytes, info.oxum_files) != (bytes, files) {
+        problems.tag(
+            format::BAG_INFO_TXT,
+            format!(
+                "bag-info.txt Payload-Oxum {}.{} does not match the payload {bytes}.{files}",
+                info.oxum_bytes, info.oxum_files
+            ),
+        );
+    }
+    if info.external_identifier != case_id {
+        problems.tag(
+            format::BAG_INFO_TXT,
+            format!(
+                "bag-info.txt External-Identifier {:?} is not the case id",
+                info.external_identifier
+            ),
+        );
+    }
+    problems.result()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

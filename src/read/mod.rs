@@ -20,6 +20,7 @@ mod bag;
 pub mod cipher;
 mod index;
 pub mod links;
+mod lockstep;
 mod payload;
 pub mod random;
 pub mod select;
@@ -74,6 +75,10 @@ pub struct Opened {
     /// The key that made `casevault.sig` (signed vaults; checked against
     /// the key `casevault.json` names, not yet against any trust list).
     pub signature: Option<crate::sign::Verified>,
+    /// A version 3 vault read in lockstep: `json` holds only its symlink
+    /// records, and this reads the other entries again (unseal's modes and
+    /// times).
+    pub index: Option<(random::RandomVault, random::Tail)>,
 }
 
 /// A decrypted payload that passed every check of FORMAT §6 steps 2 to 4.
@@ -108,8 +113,12 @@ pub fn open_vault_with<X: Extract>(
     identities: &[&dyn age::Identity],
     x: &mut X,
 ) -> Result<Opened> {
-    let (plain, eof, cipher) = cipher::decrypt(vault, identities)?;
-    let checked = payload::read_plaintext(vault, plain, &eof, x)?;
+    // One unwrap of the file key for the end and the whole (FORMAT §13).
+    let remember = crate::keys::Remembering::of(identities.to_vec());
+    let ids: [&dyn age::Identity; 1] = [&remember];
+    let mut lock = lockstep_for(vault, &ids)?;
+    let (plain, eof, cipher) = cipher::decrypt(vault, &ids)?;
+    let checked = payload::read_plaintext(vault, plain, &eof, x, lock.as_mut())?;
     // Hash whatever of the vault file the decryptor did not need to read.
     let (vault_sha256, vault_bytes) = cipher.finish(vault)?;
     Ok(Opened {
@@ -118,7 +127,33 @@ pub fn open_vault_with<X: Extract>(
         vault_sha256,
         vault_bytes,
         signature: checked.signature,
+        index: lock.and_then(lockstep::Lockstep::into_vault),
     })
+}
+
+/// A binary version 3 vault whose metadata checks from its end is read in
+/// lockstep with its `casevault.json` (memory that does not grow with the
+/// case). Anything else, and a vault whose end does not check, is read
+/// with every entry held, which gives the full read's own findings.
+fn lockstep_for(vault: &Path, ids: &[&dyn age::Identity]) -> Result<Option<lockstep::Lockstep>> {
+    let fallback = |e: Error| match e {
+        Error::Integrity(_) => Ok(None),
+        other => Err(other),
+    };
+    let mut rv = match random::RandomVault::open(vault, ids) {
+        Ok(Some(rv)) => rv,
+        Ok(None) => return Ok(None),
+        Err(e) => return fallback(e),
+    };
+    let tail = match random::read_tail(&mut rv) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Ok(None),
+        Err(e) => return fallback(e),
+    };
+    match lockstep::Lockstep::start(rv, tail) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) => fallback(e),
+    }
 }
 
 /// Run every check [`open_vault`] makes after decryption on an age
@@ -131,7 +166,7 @@ pub fn check_plaintext<X: Extract>(
     x: &mut X,
 ) -> Result<CheckedPayload> {
     let (plain, eof) = cipher::EofReader::new(io::Cursor::new(plaintext));
-    payload::read_plaintext(label, plain, &eof, x)
+    payload::read_plaintext(label, plain, &eof, x, None)
 }
 
 /// A staging path for a relative case path.

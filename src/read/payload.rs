@@ -108,6 +108,12 @@ struct Reader<'a, X> {
     locator: Option<Vec<u8>>,
     trailing: u64,
     frames: Option<crate::frames::SharedLog>,
+    /// A version 3 vault read in lockstep with its `casevault.json`
+    /// (`src/read/lockstep.rs`): no per-entry maps; the payload's files
+    /// and bytes counted for `bag-info.txt`.
+    lock: Option<&'a mut super::lockstep::Lockstep>,
+    payload_files: u64,
+    payload_bytes: u64,
 }
 
 /// Detect compression by the first four bytes (FORMAT §2 item 2) and
@@ -139,11 +145,12 @@ fn detect<R: Read + Send + 'static>(
 
 /// The post-decryption part of [`super::open_vault`]: read `plain` (which
 /// sets `eof` at its authenticated end) to its end, extract into `x`, check.
-pub(super) fn read_plaintext<R: Read + Send + 'static, X: Extract>(
-    vault: &Path,
+pub(super) fn read_plaintext<'a, R: Read + Send + 'static, X: Extract>(
+    vault: &'a Path,
     plain: R,
     eof: &AtomicBool,
-    x: &mut X,
+    x: &'a mut X,
+    lock: Option<&'a mut super::lockstep::Lockstep>,
 ) -> Result<CheckedPayload> {
     let stream_err = |what: &str, e: io::Error| classify_stream_error(vault, what, e);
     let (compression, joined) = detect(vault, plain)?;
@@ -166,6 +173,7 @@ pub(super) fn read_plaintext<R: Read + Send + 'static, X: Extract>(
     });
     let mut r = Reader::new(vault, x);
     r.frames = frames;
+    r.lock = lock;
     let entries = archive
         .entries()
         .map_err(|e| stream_err("reading the tar stream", e))?
@@ -181,6 +189,68 @@ pub(super) fn read_plaintext<R: Read + Send + 'static, X: Extract>(
 }
 
 impl<'a, X: Extract> Reader<'a, X> {
+    /// [`Reader::check`] for a vault read in lockstep: the tag files as
+    /// streamed against the tag manifest, the findings of the way, the
+    /// version 3 layout, the inner signature.
+    fn check_lockstep(self, compression: Compression) -> Result<CheckedPayload> {
+        let lock = self.lock.expect("lockstep mode");
+        let Some((json_sha256, json_sha512)) = self.json_digests else {
+            return Err(Error::integrity("tag files missing"));
+        };
+        let [bagit, info, _, _, tagmanifest] = &self.tags[..] else {
+            return Err(Error::integrity("tag files missing"));
+        };
+        let tags = bag::Tags {
+            bagit,
+            info,
+            tagmanifest,
+            inner_sig: self.inner_sig.as_deref(),
+            locator: self.locator.as_deref(),
+        };
+        let streamed = Streamed {
+            json: Ok(lock.json.clone()),
+            json_sha256: hex(&json_sha256),
+            manifest: Ok(Vec::new()),
+            manifest_sha256: self.manifest_sha256.clone(),
+        };
+        let mut findings = std::mem::take(&mut lock.against_manifest);
+        findings.append(&mut lock.against_json);
+        bag::check_streamed_v3(
+            &tags,
+            &streamed,
+            &lock.json,
+            &self.case_id,
+            compression,
+            (self.payload_files, self.payload_bytes),
+            findings,
+        )?;
+        // What the end of the vault said is what was streamed.
+        if tail_digest_differs(lock, &json_sha256) {
+            return Err(Error::integrity(
+                "casevault.json read from the end of the vault differs from the one streamed",
+            ));
+        }
+        let layout = super::index::Layout {
+            offsets: &[],
+            tag_places: &self.tag_places,
+            locator: self.locator.as_deref(),
+            trailing: self.trailing,
+            frames: self.frames.as_ref(),
+        };
+        layout.check_tail(&lock.json)?;
+        let signature = crate::sign::check_inner_digests(
+            &lock.json,
+            &json_sha256,
+            &json_sha512,
+            self.inner_sig.as_deref(),
+        )?;
+        Ok(CheckedPayload {
+            case_id: self.case_id,
+            json: lock.json.clone(),
+            signature,
+        })
+    }
+
     fn new(vault: &'a Path, x: &'a mut X) -> Self {
         Reader {
             vault,
@@ -207,6 +277,9 @@ impl<'a, X: Extract> Reader<'a, X> {
             locator: None,
             trailing: 0,
             frames: None,
+            lock: None,
+            payload_files: 0,
+            payload_bytes: 0,
         }
     }
 
@@ -241,13 +314,22 @@ impl<'a, X: Extract> Reader<'a, X> {
             Stage::DataDir => {
                 self.data_dir(path, is_dir)?;
                 self.offsets.push(first_header);
+                if let Some(lock) = self.lock.as_mut() {
+                    lock.expect("data", true, first_header)?;
+                }
             }
             _ => {
                 let bag_path = self.bag_path(&path)?;
                 if matches!(self.stage, Stage::Payload) && !bag_path.starts_with("data/") {
                     self.stage = Stage::Tags(0);
+                    if let Some(lock) = self.lock.as_mut() {
+                        lock.payload_done()?;
+                    }
                 }
                 match self.stage {
+                    Stage::Payload if self.lock.is_some() => {
+                        self.lockstep_entry(entry, bag_path, size, is_dir, first_header)?;
+                    }
                     Stage::Payload => {
                         self.payload_entry(entry, bag_path, size, is_dir)?;
                         self.offsets.push(first_header);
@@ -341,11 +423,72 @@ impl<'a, X: Extract> Reader<'a, X> {
         Ok(())
     }
 
+    /// A directory or file under `data/` of a vault read in lockstep:
+    /// matched with the next entry of `casevault.json` (by path, kind and
+    /// offset), within the reader's limits; a file is copied and hashed.
+    /// An entry `casevault.json` does not list is read but not extracted
+    /// (reported unexpected at the end).
+    fn lockstep_entry<E: Read>(
+        &mut self,
+        entry: &mut E,
+        bag_path: String,
+        size: u64,
+        is_dir: bool,
+        first_header: u64,
+    ) -> Result<()> {
+        self.n_entries += 1;
+        self.path_bytes += bag_path.len() as u64;
+        if self.n_entries > MAX_PAYLOAD_ENTRIES || self.path_bytes > MAX_PAYLOAD_PATH_BYTES {
+            return Err(Error::integrity(format!(
+                "more than {MAX_PAYLOAD_ENTRIES} payload entries or \
+                 {MAX_PAYLOAD_PATH_BYTES} bytes of paths (reader limit)"
+            )));
+        }
+        let lock = self.lock.as_mut().expect("lockstep mode");
+        let expected = lock.expect(&bag_path, is_dir, first_header)?;
+        if !is_dir {
+            self.payload_files += 1;
+            self.payload_bytes = self.payload_bytes.saturating_add(size);
+            self.file_path_bytes += bag_path.len() as u64;
+        }
+        let rel = &bag_path["data/".len()..];
+        let Some(e) = expected else {
+            if !is_dir {
+                self.hashed_copy_to(entry, &bag_path, size, None)?;
+            }
+            return Ok(());
+        };
+        self.x.reserve(rel, size)?;
+        if is_dir {
+            return self.x.dir(rel);
+        }
+        let digest = self.hashed_copy(entry, &bag_path, size)?;
+        self.lock
+            .as_mut()
+            .expect("lockstep mode")
+            .file(&e, size, &digest);
+        crate::progress::add_file();
+        Ok(())
+    }
+
     /// Copy `size` bytes of a payload file into a file the extractor
     /// creates, hashing them; returns the SHA-256 (hex).
     fn hashed_copy<E: Read>(&mut self, entry: &mut E, bag_path: &str, size: u64) -> Result<String> {
         let rel = &bag_path["data/".len()..];
-        let mut out = self.x.create_file(rel)?;
+        let out = self.x.create_file(rel)?;
+        self.hashed_copy_to(entry, bag_path, size, Some(out))
+    }
+
+    /// Copy and hash `size` bytes into `out`, or only hash them.
+    fn hashed_copy_to<E: Read>(
+        &mut self,
+        entry: &mut E,
+        bag_path: &str,
+        size: u64,
+        out: Option<X::File>,
+    ) -> Result<String> {
+        let rel = &bag_path["data/".len()..];
+        let mut out = out;
         let mut h = Sha256::new();
         let mut left = size;
         while left > 0 {
@@ -361,11 +504,15 @@ impl<'a, X: Extract> Reader<'a, X> {
                 Err(e) => return Err(self.err("reading the payload", e)),
             };
             h.update(&self.buf[..n]);
-            io::Write::write_all(&mut out, &self.buf[..n])
-                .map_err(|e| self.x.write_error(rel, e))?;
+            if let Some(out) = out.as_mut() {
+                io::Write::write_all(out, &self.buf[..n])
+                    .map_err(|e| self.x.write_error(rel, e))?;
+            }
             left -= n as u64;
         }
-        io::Write::flush(&mut out).map_err(|e| self.x.write_error(rel, e))?;
+        if let Some(out) = out.as_mut() {
+            io::Write::flush(out).map_err(|e| self.x.write_error(rel, e))?;
+        }
         Ok(hex(&h.finalize()))
     }
 
@@ -453,7 +600,14 @@ impl<'a, X: Extract> Reader<'a, X> {
         let vault = self.vault;
         let stream_err = |what: &str, e: io::Error| classify_stream_error(vault, what, e);
         let mut data = Vec::new();
-        if name == format::CASEVAULT_JSON {
+        let lockstep = self.lock.is_some();
+        if lockstep && (name == format::CASEVAULT_JSON || name == format::MANIFEST) {
+            // Checked from the end of the vault already: only hashed here,
+            // against the tag manifest.
+            if name == format::CASEVAULT_JSON {
+                tee.sha512 = Some(Sha512::new());
+            }
+        } else if name == format::CASEVAULT_JSON {
             tee.sha512 = Some(Sha512::new());
             let limits = format::JsonLimits {
                 entries: self.n_entries + 1,
@@ -488,7 +642,15 @@ impl<'a, X: Extract> Reader<'a, X> {
         match format::TAG_FILES[i] {
             // Symlinks are not tar entries: a fixed 64 MiB allowance covers them.
             format::CASEVAULT_JSON => (64 << 20) + self.n_entries * 256 + self.path_bytes * 6,
-            format::MANIFEST => 64 * 1024 + self.files.len() as u64 * 80 + self.file_path_bytes * 3,
+            format::MANIFEST => {
+                // In lockstep mode the files are counted, not kept.
+                let files = if self.lock.is_some() {
+                    self.payload_files
+                } else {
+                    self.files.len() as u64
+                };
+                64 * 1024 + files * 80 + self.file_path_bytes * 3
+            }
             _ => format::MAX_SMALL_TAG_FILE,
         }
     }
@@ -540,6 +702,9 @@ impl<'a, X: Extract> Reader<'a, X> {
 
     /// The bag checks, then the inner signature's digests.
     fn check(self, compression: Compression) -> Result<CheckedPayload> {
+        if self.lock.is_some() {
+            return self.check_lockstep(compression);
+        }
         let (Some(json_tag), Some((json_sha256, json_sha512)), Some(manifest_tag)) =
             (self.json_tag, self.json_digests, self.manifest_tag)
         else {
@@ -588,4 +753,10 @@ impl<'a, X: Extract> Reader<'a, X> {
             signature,
         })
     }
+}
+
+/// Whether the tag manifest read from the end names another
+/// `casevault.json` than the one streamed.
+fn tail_digest_differs(lock: &super::lockstep::Lockstep, json_sha256: &[u8]) -> bool {
+    lock.tail.digest(format::CASEVAULT_JSON) != Some(hex(json_sha256).as_str())
 }

@@ -38,6 +38,15 @@ pub struct RandomVault {
     cbuf: Vec<u8>,
 }
 
+impl std::fmt::Debug for RandomVault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RandomVault")
+            .field("vault", &self.vault)
+            .field("tar_len", &self.tar_len)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RandomVault {
     /// Open `vault` for random access: the age header, the file key, the
     /// authenticated length of the plaintext (FORMAT §13.3 step 1) and,
@@ -269,6 +278,7 @@ fn ustar(block: &[u8]) -> Option<(String, u8, u64)> {
 }
 
 /// What the end of a version 3 tar stream says (FORMAT §13.3 steps 3, 4).
+#[derive(Clone, Debug)]
 pub struct Tail {
     pub case_id: String,
     pub locator: Locator,
@@ -278,7 +288,7 @@ pub struct Tail {
 
 impl Tail {
     /// The SHA-256 the tag manifest gives for `name`.
-    fn digest(&self, name: &str) -> Option<&str> {
+    pub(super) fn digest(&self, name: &str) -> Option<&str> {
         self.tagmanifest
             .iter()
             .find(|(n, _)| n == name)

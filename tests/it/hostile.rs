@@ -684,34 +684,9 @@ fn crafted_vault(fx: &Fx, name: &str, dirs: &[String], files: &[String], links: 
 /// /proc while it runs (a poll can only under-read the peak, never
 /// over-read it), and its exit code.
 fn verify_peak_rss(fx: &Fx, vault: &Path) -> (u64, Option<i32>) {
-    let mut child = bin_command()
-        .arg("verify")
-        .arg(vault)
-        .arg("-i")
-        .arg(&fx.key.path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = format!("/proc/{}/status", child.id());
-    let mut peak = 0u64;
-    let code = loop {
-        if let Ok(s) = fs::read_to_string(&status) {
-            if let Some(kb) = s
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-            {
-                peak = peak.max(kb * 1024);
-            }
-        }
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.code();
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let mut cmd = bin_command();
+    cmd.arg("verify").arg(vault).arg("-i").arg(&fx.key.path);
+    let (peak, code, err) = peak_rss(cmd);
     eprintln!(
         "verify -i {} ({} bytes): exit {code:?}, peak RSS {} MiB: {err}",
         vault.display(),

@@ -458,3 +458,73 @@ fn unseal_path_as_nobody() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Issue #12: the readers of a version 3 vault keep nothing per entry
+/// (`casevault.json` is checked from the end and streamed beside the
+/// payload): `verify -i`, `list` and `unseal` of 20,000 files stay within
+/// 64 MiB, while the in-memory read of the same vault (armored, so read
+/// from the start) grows with the entries — which shows this test can
+/// fail.
+#[test]
+fn version_3_readers_do_not_grow_with_the_entries() {
+    let fx = Fx::new();
+    let case = CaseTree::new(fx.cases().join("MANY-1"));
+    // Long names, as phone extractions have them: the in-memory read keeps
+    // each several times, the version 3 reader none.
+    let long = "com.example.messenger.attachments.".repeat(5);
+    for d in 0..20 {
+        let dir = format!("extraction/dir-{d:02}");
+        case.dir(&dir);
+        for f in 0..1000 {
+            let name = format!("{dir}/{long}message-{f:04}.txt");
+            case.file(&name, format!("{d}/{f}\n").as_bytes());
+        }
+    }
+    let vault = fx.vault("many.vault");
+    fx.seal(&case.root, &vault, &[]);
+    let armored = fx.vault("many-armored.vault");
+    fx.seal(&case.root, &armored, &["--armor"]);
+    let run = |args: &[&std::ffi::OsStr]| {
+        let mut c = bin_command();
+        c.args(args);
+        let (peak, code, err) = peak_rss(c);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        peak
+    };
+    let key = fx.key.path.as_os_str();
+    let dest = fx.dest("many");
+    let peaks = [
+        (
+            "verify -i",
+            run(&["verify".as_ref(), vault.as_os_str(), "-i".as_ref(), key]),
+        ),
+        (
+            "list",
+            run(&["list".as_ref(), vault.as_os_str(), "-i".as_ref(), key]),
+        ),
+        (
+            "unseal",
+            run(&[
+                "unseal".as_ref(),
+                vault.as_os_str(),
+                "-i".as_ref(),
+                key,
+                "-o".as_ref(),
+                dest.as_os_str(),
+            ]),
+        ),
+    ];
+    let in_memory = run(&["verify".as_ref(), armored.as_os_str(), "-i".as_ref(), key]);
+    eprintln!("20,000 files: {peaks:?} bytes; in-memory verify -i: {in_memory} bytes");
+    for (what, peak) in peaks {
+        assert!(peak < 64 << 20, "{what}: peak RSS {} MiB", peak >> 20);
+        assert!(
+            in_memory > peak + (8 << 20),
+            "{what}: {} MiB is not below the in-memory read's {} MiB",
+            peak >> 20,
+            in_memory >> 20
+        );
+    }
+    let last = format!("extraction/dir-19/{long}message-0999.txt");
+    assert_eq!(fs::read(dest.join(last)).unwrap(), b"19/999\n");
+}

@@ -170,3 +170,43 @@ pub fn list_cmd(vault: impl AsRef<OsStr>, identity: impl AsRef<OsStr>) -> assert
     cmd.arg("list").arg(vault).arg("-i").arg(identity);
     cmd
 }
+
+/// Run `cmd` (stdout discarded) and poll its peak resident memory (VmHWM,
+/// bytes) from /proc while it runs: a poll can only under-read the peak,
+/// never over-read it (samples before the exec, when the child is still a
+/// copy of the test process, are not counted). `cmd` must run the
+/// casevault binary itself. Returns the peak, the exit code and stderr.
+pub fn peak_rss(mut cmd: std::process::Command) -> (u64, Option<i32>, String) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let comm = format!("/proc/{}/comm", child.id());
+    let mut peak = 0u64;
+    let code = loop {
+        // Between fork and exec the child is a copy of this test process,
+        // whose memory is not the program's: count only after the exec.
+        let exec_done = std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "casevault");
+        if let Some(s) = exec_done
+            .then(|| std::fs::read_to_string(&status).ok())
+            .flatten()
+        {
+            if let Some(kb) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kb * 1024);
+            }
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (peak, code, err)
+}

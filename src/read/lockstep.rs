@@ -1,0 +1,240 @@
+//! A full read of a binary version 3 vault in memory that does not grow
+//! with the case (issue #12): `casevault.json` and the manifest are first
+//! checked from the end of the vault (FORMAT §13.3 step 5), then the
+//! payload is streamed and each tar entry is compared with the next entry
+//! of `casevault.json`, which a second cursor streams beside it on its own
+//! thread. Nothing is kept per entry but the symlink records (bounded by
+//! FORMAT §6.1); the findings are those of the in-memory check.
+
+use std::cell::RefCell;
+use std::sync::mpsc::{self, Receiver};
+use std::thread::JoinHandle;
+
+use super::random::{check_meta, RandomVault, Tail};
+use crate::error::{Finding, Listing};
+use crate::format::{self, CaseJson, Entry, Kind};
+use crate::{Error, Result};
+
+/// Entries in flight between the two cursors.
+const AHEAD: usize = 4096;
+
+/// A message from the `casevault.json` cursor.
+enum Next {
+    Entry(Entry),
+    Failed(Error),
+}
+
+/// The checked metadata of a version 3 vault and the cursor that streams
+/// its directory and file entries, in order.
+pub struct Lockstep {
+    pub(super) tail: Tail,
+    /// `casevault.json` without its entries, and the symlink records.
+    pub(super) json: CaseJson,
+    rx: Option<Receiver<Next>>,
+    handle: Option<JoinHandle<RandomVault>>,
+    /// The next expected entry, taken from `rx` but not yet matched.
+    peeked: Option<Entry>,
+    /// Findings, as the in-memory check orders them: the manifest's, then
+    /// `casevault.json`'s.
+    pub(super) against_manifest: Vec<Finding>,
+    pub(super) against_json: Vec<Finding>,
+    /// The vault, back from the cursor thread once the entries are done.
+    vault: Option<RandomVault>,
+}
+
+impl Lockstep {
+    /// Check the metadata (first pass), then start the cursor (second).
+    pub fn start(rv: RandomVault, tail: Tail) -> Result<Lockstep> {
+        let cell = RefCell::new(rv);
+        let mut links = Vec::new();
+        let (mut json, _signature) = check_meta(&cell, &tail, &mut |e| {
+            if e.kind == Kind::Symlink {
+                links.push(e.clone());
+            }
+            Ok(())
+        })?;
+        json.entries = links;
+        let rv = cell.into_inner();
+        let (tx, rx) = mpsc::sync_channel(AHEAD);
+        let tail2 = tail.clone();
+        let handle = std::thread::Builder::new()
+            .name("casevault-index".into())
+            .spawn(move || {
+                let cell = RefCell::new(rv);
+                let res = check_meta(&cell, &tail2, &mut |e| {
+                    if e.kind != Kind::Symlink {
+                        tx.send(Next::Entry(e.clone()))
+                            .map_err(|_| Error::integrity("the payload reader stopped"))?;
+                    }
+                    Ok(())
+                });
+                if let Err(e) = res {
+                    let _ = tx.send(Next::Failed(e));
+                }
+                cell.into_inner()
+            })
+            .map_err(|e| Error::Refused(format!("cannot start a thread: {e}")))?;
+        Ok(Lockstep {
+            tail,
+            json,
+            rx: Some(rx),
+            handle: Some(handle),
+            peeked: None,
+            against_manifest: Vec::new(),
+            against_json: Vec::new(),
+            vault: None,
+        })
+    }
+
+    fn pull(&mut self) -> Result<Option<Entry>> {
+        if let Some(e) = self.peeked.take() {
+            return Ok(Some(e));
+        }
+        match self.rx.as_ref().and_then(|rx| rx.recv().ok()) {
+            Some(Next::Entry(e)) => Ok(Some(e)),
+            Some(Next::Failed(e)) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    /// The `casevault.json` entry for the payload entry `bag_path` (a
+    /// directory or file) whose first header is at `offset`: entries the
+    /// payload skipped are reported missing; `None` if the payload entry is
+    /// not listed (reported unexpected). Both orders are the pre-order of
+    /// FORMAT §3, so they are merged by path.
+    pub(super) fn expect(
+        &mut self,
+        bag_path: &str,
+        is_dir: bool,
+        offset: u64,
+    ) -> Result<Option<Entry>> {
+        loop {
+            let Some(e) = self.pull()? else {
+                self.unexpected(bag_path, is_dir);
+                return Ok(None);
+            };
+            match order_key(&e.path).cmp(&order_key(bag_path)) {
+                std::cmp::Ordering::Less => self.missing(&e),
+                std::cmp::Ordering::Greater => {
+                    self.peeked = Some(e);
+                    self.unexpected(bag_path, is_dir);
+                    return Ok(None);
+                }
+                std::cmp::Ordering::Equal => {
+                    if (e.kind == Kind::Dir) != is_dir {
+                        return Err(Error::integrity(format!(
+                            "{bag_path:?} is a {} in the payload and a {} in casevault.json",
+                            if is_dir { "directory" } else { "file" },
+                            e.kind.as_str()
+                        )));
+                    }
+                    if e.offset != Some(offset) {
+                        return Err(Error::integrity(format!(
+                            "{}: the offset of {bag_path:?} is {}, but the entry is at {offset} (the index disagrees with the payload)",
+                            format::CASEVAULT_JSON,
+                            e.offset.map_or("missing".into(), |o| o.to_string())
+                        )));
+                    }
+                    return Ok(Some(e));
+                }
+            }
+        }
+    }
+
+    /// A file's size and digest as read, against its entry.
+    pub(super) fn file(&mut self, e: &Entry, size: u64, digest: &str) {
+        let want = e.sha256.clone().unwrap_or_default();
+        if digest != want {
+            self.against_manifest.push(Finding::HashMismatch {
+                path: e.path.clone(),
+                expected: want.clone(),
+                actual: digest.to_string(),
+                against: Listing::Manifest,
+            });
+        }
+        if e.size != Some(size) {
+            self.against_json.push(Finding::SizeMismatch {
+                path: e.path.clone(),
+                expected: e.size.unwrap_or(0),
+                actual: size,
+            });
+        }
+        if digest != want {
+            self.against_json.push(Finding::HashMismatch {
+                path: e.path.clone(),
+                expected: want,
+                actual: digest.to_string(),
+                against: Listing::CaseJson,
+            });
+        }
+    }
+
+    /// The payload ended: whatever `casevault.json` still lists is missing.
+    pub(super) fn payload_done(&mut self) -> Result<()> {
+        while let Some(e) = self.pull()? {
+            self.missing(&e);
+        }
+        self.rx.take();
+        if let Some(h) = self.handle.take() {
+            match h.join() {
+                Ok(rv) => self.vault = Some(rv),
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        Ok(())
+    }
+
+    fn missing(&mut self, e: &Entry) {
+        let dir = e.kind == Kind::Dir;
+        if !dir {
+            self.against_manifest.push(Finding::Missing {
+                path: e.path.clone(),
+                listed_in: Listing::Manifest,
+                dir,
+            });
+        }
+        self.against_json.push(Finding::Missing {
+            path: e.path.clone(),
+            listed_in: Listing::CaseJson,
+            dir,
+        });
+    }
+
+    fn unexpected(&mut self, bag_path: &str, dir: bool) {
+        if !dir {
+            self.against_manifest.push(Finding::Unexpected {
+                path: bag_path.to_string(),
+                not_in: Listing::Manifest,
+                dir,
+            });
+        }
+        self.against_json.push(Finding::Unexpected {
+            path: bag_path.to_string(),
+            not_in: Listing::CaseJson,
+            dir,
+        });
+    }
+
+    /// The vault, for a later pass over `casevault.json` (unseal's modes
+    /// and times), once the payload is done.
+    pub fn into_vault(mut self) -> Option<(RandomVault, Tail)> {
+        let v = self.vault.take()?;
+        Some((v, self.tail.clone()))
+    }
+}
+
+impl Drop for Lockstep {
+    fn drop(&mut self) {
+        // Stop the cursor (its next send fails) and wait for it.
+        self.rx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The pre-order of FORMAT §3 as a sort key: the path's components, each
+/// compared by its bytes.
+fn order_key(path: &str) -> Vec<&[u8]> {
+    path.split('/').map(str::as_bytes).collect()
+}
