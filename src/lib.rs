@@ -18,6 +18,7 @@ mod pipe;
 pub mod progress;
 pub mod read;
 pub mod recipients;
+pub mod report;
 pub mod rekey;
 pub mod sanitize;
 pub mod seal;
