@@ -76,8 +76,8 @@ pub fn run(a: ReportArgs) -> anyhow::Result<Exit> {
         listing: a.listing.as_deref(),
         generated_at: now(),
     };
-    let r = report::build(&opts)
-        .with_context(|| format!("cannot report on {}", a.vault.display()))?;
+    let r =
+        report::build(&opts).with_context(|| format!("cannot report on {}", a.vault.display()))?;
     report::write_html(&r, &a.output)
         .with_context(|| format!("cannot write the report {}", a.output.display()))?;
     if a.json {

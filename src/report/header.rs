@@ -179,7 +179,9 @@ mod tests {
     #[test]
     fn refuses_what_is_not_a_header() {
         assert!(parsed("hello\n").problem.is_some());
-        assert!(parsed("age-encryption.org/v1\n-> X25519 a\n").problem.is_some());
+        assert!(parsed("age-encryption.org/v1\n-> X25519 a\n")
+            .problem
+            .is_some());
         assert!(parsed("age-encryption.org/v1\n--- mac\n").problem.is_some());
         assert!(parsed("age-encryption.org/v1\njunk\n").problem.is_some());
         let long = format!("age-encryption.org/v1\n-> {}\n", "x".repeat(70_000));

@@ -251,7 +251,7 @@ fn bar_chart(folders: &[Folder]) -> Markup {
     let height = row_h * bars.len() as u64 + 10;
     let width = label_w + bar_w + 230;
     html! {
-        svg xmlns="http://www.w3.org/2000/svg" width=(width) height=(height) viewBox=(format!("0 0 {width} {height}")) role="img" {
+        svg width=(width) height=(height) viewBox=(format!("0 0 {width} {height}")) role="img" {
             title { "Bytes per top-level folder" }
             @for (i, (name, b)) in bars.iter().enumerate() {
                 @let y = 5 + row_h * i as u64;
@@ -336,7 +336,7 @@ fn timeline(c: &CustodyFacts) -> Markup {
     let first = c.records.first().map(|r| t(&r.time)).unwrap_or_default();
     let last = c.records.last().map(|r| t(&r.time)).unwrap_or_default();
     html! {
-        svg xmlns="http://www.w3.org/2000/svg" width=(left * 2 + width) height=(height) viewBox=(format!("0 0 {} {height}", left * 2 + width)) role="img" {
+        svg width=(left * 2 + width) height=(height) viewBox=(format!("0 0 {} {height}", left * 2 + width)) role="img" {
             title { "Custody events on a time line" }
             line x1=(left) y1=(axis_y) x2=(left + width) y2=(axis_y) stroke="#333" stroke-width="2" {}
             text x=(left) y=(axis_y - 14) font-size="12" font-family="DejaVu Sans, sans-serif" { (first) }

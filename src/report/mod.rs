@@ -678,8 +678,13 @@ fn record_signature(
         .ok_or_else(|| "the sig field is not the last field of the line".to_string())
         .and_then(|signed| {
             let sig = sign::parse(sig_text.as_bytes(), "sig").map_err(|e| e.to_string())?;
-            sign::verify_bytes(&sig, sign::NS_CUSTODY, "the record's sig", signed.as_bytes())
-                .map_err(|e| e.to_string())
+            sign::verify_bytes(
+                &sig,
+                sign::NS_CUSTODY,
+                "the record's sig",
+                signed.as_bytes(),
+            )
+            .map_err(|e| e.to_string())
         });
     let v = match checked {
         Ok(v) => v,
@@ -761,8 +766,7 @@ fn stock_commands(
 /// `s` as one POSIX shell word (single-quoted unless plainly safe).
 fn shell_word(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-/@:+=,".contains(&b))
     {
         s.to_string()
@@ -831,7 +835,10 @@ mod tests {
         assert!(f.all_listed);
         assert_eq!(f.rows.len(), 4);
         assert_eq!(f.folders.len(), 2);
-        assert_eq!((f.folders[0].files, f.folders[0].dirs, f.folders[0].bytes), (1, 1, 5));
+        assert_eq!(
+            (f.folders[0].files, f.folders[0].dirs, f.folders[0].bytes),
+            (1, 1, 5)
+        );
         assert_eq!(f.folders[1].name, "(top level)");
         assert_eq!(f.folders[1].bytes, 7);
 
