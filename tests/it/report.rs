@@ -648,6 +648,24 @@ fn failed_verification_writes_report_and_exits_3() {
             .unwrap(),
     );
     assert!(status.starts_with("VERIFICATION FAILED"), "{status}");
+
+    // No sidecar and no key: nothing could be checked, which the page
+    // says at its top (exit 3), with the vault's own SHA-256.
+    let side = PathBuf::from(format!("{}.sha256", r.vault.display()));
+    fs::remove_file(&side).unwrap();
+    let out3 = r.fx.root().join("report3.html");
+    let (code, _, err) = report(&r.vault, &out3, &[]);
+    assert_eq!(code, 3, "{err}");
+    let doc = Html::parse_document(&fs::read_to_string(&out3).unwrap());
+    let status = text(doc.select(&sel("div.status")).next().unwrap());
+    assert!(status.starts_with("VERIFICATION FAILED"), "{status}");
+    assert!(status.contains("is missing; without it and without -i IDENTITY nothing can be checked"), "{status}");
+    assert_eq!(fact(&doc, "Sidecar (.sha256)"), "missing");
+    let sha = {
+        use sha2::Digest;
+        hex(&sha2::Sha256::digest(fs::read(&r.vault).unwrap()))
+    };
+    assert_eq!(fact(&doc, "SHA-256"), sha);
 }
 
 /// A broken custody chain fails the report (exit 3), naming the line.
@@ -698,6 +716,10 @@ fn unreadable_inputs_write_nothing() {
     fx.seal(&case.root, &vault, &[]);
     let log = fx.root().join("no-such.log");
     let (code, _, err) = report(&vault, &out, &[os("--custody"), log.as_os_str()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!out.exists());
+    let bad = fx.root().join("no-such-signers");
+    let (code, _, err) = report(&vault, &out, &[os("--signers"), bad.as_os_str()]);
     assert_eq!(code, 1, "{err}");
     assert!(!out.exists());
     let other = fx.new_key("other.txt");
