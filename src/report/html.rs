@@ -65,7 +65,7 @@ td, th { unicode-bidi: isolate; }
 pre { background: #f6f6f6; border: 1px solid #ccc; padding: 6px 8px; white-space: pre-wrap; overflow-wrap: anywhere; margin: 2px 0 10px; }
 svg { display: block; max-width: 100%; height: auto; margin: 6px 0; }
 .generated { color: #555; font-size: 12px; margin-top: 28px; border-top: 1px solid #ccc; padding-top: 6px; }
-col.c-path { width: 35%; } col.c-type { width: 6%; } col.c-size { width: 8%; } col.c-sha { width: 27%; } col.c-mode { width: 6%; } col.c-mtime { width: 18%; }
+col.c-path { width: 33%; } col.c-type { width: 8%; } col.c-size { width: 8%; } col.c-sha { width: 27%; } col.c-mode { width: 6%; } col.c-mtime { width: 18%; }
 @page { margin: 14mm 12mm; }
 @media print {
   body { margin: 0; max-width: none; padding: 0; font-size: 10pt; }
@@ -373,7 +373,7 @@ fn custody_section(c: &CustodyFacts) -> Markup {
         @if !c.records.is_empty() {
             (timeline(c))
             table {
-                thead { tr { th style="width:5%" { "Line" } th style="width:5%" { "Seq" } th style="width:16%" { "Time (UTC)" } th style="width:9%" { "Action" } th style="width:13%" { "Actor" } th style="width:10%" { "Host" } th style="width:7%" { "Outcome" } th style="width:14%" { "Reason" } th style="width:21%" { "Signature" } } }
+                thead { tr { th style="width:5%" { "Line" } th style="width:5%" { "Seq" } th style="width:17%" { "Time (UTC)" } th style="width:9%" { "Action" } th style="width:11%" { "Actor" } th style="width:8%" { "Host" } th style="width:9%" { "Outcome" } th style="width:13%" { "Reason" } th style="width:23%" { "Signature" } } }
                 tbody {
                     @for rec in &c.records {
                         tr {
