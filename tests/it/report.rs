@@ -659,7 +659,10 @@ fn failed_verification_writes_report_and_exits_3() {
     let doc = Html::parse_document(&fs::read_to_string(&out3).unwrap());
     let status = text(doc.select(&sel("div.status")).next().unwrap());
     assert!(status.starts_with("VERIFICATION FAILED"), "{status}");
-    assert!(status.contains("is missing; without it and without -i IDENTITY nothing can be checked"), "{status}");
+    assert!(
+        status.contains("is missing; without it and without -i IDENTITY nothing can be checked"),
+        "{status}"
+    );
     assert_eq!(fact(&doc, "Sidecar (.sha256)"), "missing");
     let sha = {
         use sha2::Digest;
@@ -953,4 +956,37 @@ fn the_render_checks_can_fail() {
     assert_eq!(png_variance(&p).2, 0.0);
     assert_eq!(pdf_pages(b"<< /Type /Pages /Count 0 >>"), 0);
     assert_eq!(pdf_pages(b"<< /Type /Page >> << /Type/Page >>"), 2);
+}
+
+/// The recipients as the age header lists them, binary or armored, by
+/// type (age's grease stanza counted apart), without any key.
+#[test]
+fn recipients_from_the_age_header() {
+    let Some(r) = rx() else { return };
+    let (_, ssh_pub) = ssh_key(&r.fx.root().join("ssh"), "bob", "bob@lab");
+    let second = r.fx.new_key("second.txt");
+    let vault = r.fx.vault("CASE-R1-armored.vault");
+    let a = seal_cmd(&r.case, &vault, &r.fx.key.recipient)
+        .args(["-r", &second.recipient, "-r", &ssh_pub, "--armor"])
+        .assert();
+    assert_eq!(a.get_output().status.code(), Some(0), "{}", stderr_of(&a));
+    let out = r.fx.root().join("report.html");
+    let (code, stdout, err) = report(&vault, &out, &[os("--json")]);
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let rc = &json["recipients"];
+    assert_eq!(rc["armored"], true);
+    assert_eq!(rc["count"], 3);
+    assert_eq!(
+        rc["types"],
+        serde_json::json!({"X25519": 2, "ssh-ed25519": 1})
+    );
+    assert!(rc["problem"].is_null());
+    let doc = Html::parse_document(&fs::read_to_string(&out).unwrap());
+    let shown = fact(&doc, "Recipients (age header)");
+    assert!(
+        shown.starts_with("3 recipient stanzas: X25519 × 2, ssh-ed25519 × 1"),
+        "{shown}"
+    );
+    assert!(shown.ends_with("(ASCII-armored)"), "{shown}");
 }
