@@ -64,6 +64,7 @@ td, th { unicode-bidi: isolate; }
 .note { color: #444; font-size: 13px; }
 pre { background: #f6f6f6; border: 1px solid #ccc; padding: 6px 8px; white-space: pre-wrap; overflow-wrap: anywhere; margin: 2px 0 10px; }
 svg { display: block; max-width: 100%; height: auto; margin: 6px 0; }
+.nw { white-space: nowrap; }
 .generated { color: #555; font-size: 12px; margin-top: 28px; border-top: 1px solid #ccc; padding-top: 6px; }
 col.c-path { width: 33%; } col.c-type { width: 8%; } col.c-size { width: 8%; } col.c-sha { width: 27%; } col.c-mode { width: 6%; } col.c-mtime { width: 18%; }
 @page { margin: 14mm 12mm; }
@@ -74,6 +75,10 @@ col.c-path { width: 33%; } col.c-type { width: 8%; } col.c-size { width: 8%; } c
   tr, .keep, pre, svg, li { break-inside: avoid; page-break-inside: avoid; }
   h2 { break-after: avoid; page-break-after: avoid; }
   .status { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+  th, td { padding: 2px 4px; font-size: 8pt; }
+  td.mono, td .mono { font-size: 7.5pt; }
+  .hash, td.hash { font-size: 7pt; }
+  col.c-path { width: 26%; } col.c-type { width: 7%; } col.c-size { width: 7%; } col.c-sha { width: 29%; } col.c-mode { width: 6%; } col.c-mtime { width: 25%; }
 }
 "#;
 
@@ -266,6 +271,15 @@ fn bar_chart(folders: &[Folder]) -> Markup {
     }
 }
 
+/// An RFC 3339 time that breaks, if it must, only before its fraction.
+fn mtime(s: &str) -> Markup {
+    let s = t(s);
+    match s.split_once('.') {
+        Some((secs, frac)) => html! { span.nw { (secs) } wbr; span.nw { "." (frac) } },
+        None => html! { span.nw { (s) } },
+    }
+}
+
 fn entries_section(e: &EntryFacts) -> Markup {
     html! {
         h2 { "Entries" }
@@ -283,7 +297,7 @@ fn entries_section(e: &EntryFacts) -> Markup {
                             td.num { @if let Some(s) = row.size { (s) } }
                             td.hash { @if let Some(h) = &row.sha256 { (t(h)) } }
                             td.mono { (row.mode) }
-                            td.mono { (t(&row.mtime)) }
+                            td.mono { (mtime(&row.mtime)) }
                         }
                     }
                 }

@@ -909,6 +909,95 @@ fn renders_in_headless_chromium() {
     assert!((1..=10).contains(&pages), "{pages} pages");
 }
 
+/// Printed, a page of 363 entries repeats the table header on every page
+/// the table reaches, and never cuts a row across pages (print CSS): each
+/// entry's path and both ends of its SHA-256 are on one page. The PDF's
+/// text comes from pdftotext (Debian poppler-utils), pages split at FF.
+#[test]
+fn printed_table_repeats_its_header_and_keeps_rows_whole() {
+    let Some(chromium) = tool("chromium") else {
+        return;
+    };
+    let Some(pdftotext) = tool("pdftotext") else {
+        return;
+    };
+    let fx = Fx::new();
+    let root = fx.cases().join("CASE-PRINT");
+    for d in ["a", "b", "c"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+        for i in 0..120 {
+            fs::write(
+                root.join(d).join(format!("file-{i:03}.txt")),
+                format!("{d}{i}"),
+            )
+            .unwrap();
+        }
+    }
+    let vault = fx.vault("CASE-PRINT.vault");
+    fx.seal(&root, &vault, &[]);
+    let out = fx.root().join("report.html");
+    let (code, _, err) = report(&vault, &out, &[os("-i"), fx.key.path.as_os_str()]);
+    assert_eq!(code, 0, "{err}");
+    let pdf = fx.root().join("print.pdf");
+    let profile = tempfile::tempdir().unwrap();
+    let o = Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-pdf-header-footer",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--print-to-pdf={}", pdf.display()))
+        .arg(format!("file://{}", out.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pages_n = pdf_pages(&fs::read(&pdf).unwrap());
+    assert!((3..=50).contains(&pages_n), "{pages_n} pages");
+    let text = String::from_utf8(run_tool(
+        Command::new(pdftotext).arg("-layout").arg(&pdf).arg("-"),
+    ))
+    .unwrap();
+    let pages: Vec<&str> = text
+        .split('\u{c}')
+        .filter(|p| !p.trim().is_empty())
+        .collect();
+    assert_eq!(pages.len(), pages_n);
+    let list = list_json(&fx, &vault);
+    let mut table_pages = 0;
+    for page in &pages {
+        if page.contains("file-") {
+            table_pages += 1;
+            assert!(
+                page.contains("Modified (UTC)"),
+                "a page of the table without its header:\n{page}"
+            );
+        }
+    }
+    assert!(table_pages >= 3, "{table_pages}");
+    for e in list["entries"].as_array().unwrap() {
+        let Some(sha) = e["sha256"].as_str() else {
+            continue;
+        };
+        let path = e["path"].as_str().unwrap();
+        let on: Vec<usize> = (0..pages.len())
+            .filter(|&i| pages[i].contains(&format!("{path} ")))
+            .collect();
+        assert_eq!(on.len(), 1, "{path} on pages {on:?}");
+        let page = pages[on[0]];
+        assert!(
+            page.contains(&sha[..12]) && page.contains(&sha[52..]),
+            "the row of {path} is cut across pages"
+        );
+    }
+}
+
 /// Width, height and the variance of the grey level of a PNG.
 fn png_variance(p: &Path) -> (u32, u32, f64) {
     let decoder = png::Decoder::new(std::io::BufReader::new(fs::File::open(p).unwrap()));
