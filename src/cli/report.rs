@@ -1,7 +1,8 @@
 //! `casevault report`: write one self-contained HTML page that states what
 //! a vault is, what was checked and how it was handled (issue #14).
 
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -33,8 +34,8 @@ pub struct ReportArgs {
     /// whose key made the signature and whose namespaces allow it).
     #[arg(long, value_name = "PRINCIPAL", requires = "signers")]
     accept_signer: Option<String>,
-    /// Write the report here (HTML; replaced if it exists). Written also
-    /// when verification fails, headed by the failure (exit 3).
+    /// Write the report here (HTML). Written also when verification
+    /// fails, headed by the failure (exit 3).
     #[arg(short, long, value_name = "REPORT.html")]
     output: PathBuf,
     /// Also write every entry to this CSV file (RFC 4180), however many
@@ -42,6 +43,10 @@ pub struct ReportArgs {
     /// Needs -i.
     #[arg(long, value_name = "FILE.csv")]
     listing: Option<PathBuf>,
+    /// Replace an existing REPORT.html or --listing file (never one of
+    /// the inputs).
+    #[arg(long)]
+    force: bool,
     /// Also print the report's facts as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -58,6 +63,7 @@ pub fn run(a: ReportArgs) -> anyhow::Result<Exit> {
         )
         .into());
     }
+    check_outputs(&a)?;
     if !ids.is_empty() {
         show_progress(a.quiet, "verifying", || file_len(&a.vault));
     }
@@ -75,10 +81,11 @@ pub fn run(a: ReportArgs) -> anyhow::Result<Exit> {
         custody: a.custody.as_deref(),
         listing: a.listing.as_deref(),
         generated_at: now(),
+        overwrite: a.force,
     };
     let r =
         report::build(&opts).with_context(|| format!("cannot report on {}", a.vault.display()))?;
-    report::write_html(&r, &a.output)
+    report::write_html(&r, &a.output, a.force)
         .with_context(|| format!("cannot write the report {}", a.output.display()))?;
     if a.json {
         print_json(&r)?;
@@ -104,6 +111,57 @@ pub fn run(a: ReportArgs) -> anyhow::Result<Exit> {
         println!("report written to {out}: {what}");
     }
     Ok(Exit::Success)
+}
+
+/// Refuse, before any work, an output that exists (without `--force`),
+/// one given twice, or one that is an input: `report VAULT -o VAULT
+/// --force` must not replace the evidence.
+fn check_outputs(a: &ReportArgs) -> anyhow::Result<()> {
+    use casevault::Error;
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let mut inputs = vec![
+        a.vault.clone(),
+        casevault::sidecar::path(&a.vault),
+        casevault::sign::sig_path(&a.vault),
+    ];
+    inputs.extend(a.custody.iter().cloned());
+    inputs.extend(a.signers.iter().cloned());
+    inputs.extend(a.identity.identity.iter().cloned());
+    let outputs: Vec<&Path> = std::iter::once(a.output.as_path())
+        .chain(a.listing.as_deref())
+        .collect();
+    if let [html, csv] = outputs[..] {
+        if html == csv || (id(html).is_some() && id(html) == id(csv)) {
+            return Err(Error::Usage("-o and --listing name the same file".into()).into());
+        }
+    }
+    for out in outputs {
+        let Ok(meta) = fs::symlink_metadata(out) else {
+            continue;
+        };
+        let out_id = id(out);
+        for input in &inputs {
+            if input == out || (out_id.is_some() && out_id == id(input)) {
+                return Err(Error::Usage(format!(
+                    "{} is an input of this report; write the report elsewhere",
+                    out.display()
+                ))
+                .into());
+            }
+        }
+        if !a.force {
+            return Err(Error::Refused(format!(
+                "{} already exists (use --force to replace it)",
+                out.display()
+            ))
+            .into());
+        }
+        if !meta.is_file() {
+            return Err(Error::Refused(format!("{} is not a regular file", out.display())).into());
+        }
+    }
+    Ok(())
 }
 
 /// The report's one varying line: now, UTC, to the second.

@@ -57,6 +57,8 @@ pub struct Options<'a> {
     pub listing: Option<&'a Path>,
     /// The one line that differs between runs.
     pub generated_at: String,
+    /// Replace an existing `--listing` file (`--force`).
+    pub overwrite: bool,
 }
 
 /// Every fact of the report; the `--json` document (docs/CLI.md).
@@ -231,12 +233,13 @@ pub struct Entries {
     folders: Vec<Folder>,
     folder_index: BTreeMap<String, usize>,
     listing: Option<(BufWriter<AtomicFile>, PathBuf)>,
+    overwrite: bool,
 }
 
 impl Entries {
     /// Start collecting; with `listing`, open the CSV (written under a
     /// temporary name, in place only after [`Entries::finish`]).
-    pub fn new(listing: Option<&Path>) -> Result<Entries> {
+    pub fn new(listing: Option<&Path>, overwrite: bool) -> Result<Entries> {
         let listing = match listing {
             Some(p) => {
                 let f = AtomicFile::create(p)?;
@@ -255,6 +258,7 @@ impl Entries {
             folders: Vec::new(),
             folder_index: BTreeMap::new(),
             listing,
+            overwrite,
         })
     }
 
@@ -345,7 +349,7 @@ impl Entries {
                 let f = w
                     .into_inner()
                     .map_err(|e| Error::io("cannot write", &p, e.into_error()))?;
-                f.commit(true)?;
+                f.commit(self.overwrite)?;
                 crate::io::sync_parent_dir(&p)?;
                 Some(file_name(&p))
             }
@@ -408,7 +412,7 @@ pub fn build(o: &Options) -> Result<Report> {
     let mut entries = if o.identities.is_empty() {
         None
     } else {
-        Some(Entries::new(o.listing)?)
+        Some(Entries::new(o.listing, o.overwrite)?)
     };
     let mut failures = Vec::new();
     let mut case = None;
@@ -483,7 +487,8 @@ pub fn build(o: &Options) -> Result<Report> {
     let case = if contents_checked { case } else { None };
     let name = file_name(o.vault);
     let stock_commands = stock_commands(&name, case.as_ref(), &signatures);
-    failures.dedup();
+    let mut seen = std::collections::HashSet::new();
+    failures.retain(|f| seen.insert(f.clone()));
     Ok(Report {
         generated_at: o.generated_at.clone(),
         generated_by: format::TOOL.to_string(),
@@ -509,7 +514,17 @@ pub fn build(o: &Options) -> Result<Report> {
 /// After the contents failed: the key-less checks, or at least the
 /// vault's SHA-256 and sidecar state.
 fn fallback(o: &Options, failures: &mut Vec<String>) -> Result<VerifyReport> {
-    let (sidecar, sha) = verify::check_sidecar(o.vault)?;
+    let (sidecar, sha) = match verify::check_sidecar(o.vault) {
+        Ok(found) => found,
+        // A sidecar that cannot be parsed vouches for nothing: reported as
+        // not matching, with its own failure.
+        Err(e) if e.kind() == ErrorKind::Integrity => {
+            add_failures(failures, &e);
+            let (digest, _) = crate::io::sha256_file(o.vault)?;
+            (Sidecar::Mismatch, crate::io::hex(&digest))
+        }
+        Err(e) => return Err(e),
+    };
     let signatures = o.signatures;
     match verify::verify_with(o.vault, &[], signatures) {
         Ok(mut r) => {
@@ -518,14 +533,18 @@ fn fallback(o: &Options, failures: &mut Vec<String>) -> Result<VerifyReport> {
         }
         Err(e) if e.kind() == ErrorKind::Operational && !matches!(e, Error::Refused(_)) => Err(e),
         Err(e) => {
-            let more = verify::problems_of(&e);
-            for p in more {
-                let p = p.to_string();
-                if !failures.contains(&p) {
-                    failures.push(p);
-                }
-            }
+            add_failures(failures, &e);
             Ok(VerifyReport::unchecked(o.vault, sidecar, sha))
+        }
+    }
+}
+
+/// The findings of `e`, each once.
+fn add_failures(failures: &mut Vec<String>, e: &Error) {
+    for p in verify::problems_of(e) {
+        let p = p.to_string();
+        if !failures.contains(&p) {
+            failures.push(p);
         }
     }
 }
@@ -775,8 +794,9 @@ fn shell_word(s: &str) -> String {
     }
 }
 
-/// Write the page for `r` to `out` (atomically, replacing an old report).
-pub fn write_html(r: &Report, out: &Path) -> Result<()> {
+/// Write the page for `r` to `out` (atomically; an existing file is
+/// replaced only with `overwrite`).
+pub fn write_html(r: &Report, out: &Path, overwrite: bool) -> Result<()> {
     let page = html::render(r);
     let mut f = AtomicFile::create(out)?;
     // Names and per-file hashes are sensitive (they can be matched
@@ -784,7 +804,7 @@ pub fn write_html(r: &Report, out: &Path) -> Result<()> {
     f.set_mode(0o600)?;
     f.write_all(page.as_bytes())
         .map_err(|e| Error::io("cannot write", out, e))?;
-    f.commit(true)?;
+    f.commit(overwrite)?;
     crate::io::sync_parent_dir(out)
 }
 
@@ -823,7 +843,7 @@ mod tests {
 
     #[test]
     fn folders_and_cut() {
-        let mut e = Entries::new(None).unwrap();
+        let mut e = Entries::new(None, false).unwrap();
         e.entry(&entry("data", Kind::Dir, None)).unwrap();
         e.entry(&entry("data/a", Kind::Dir, None)).unwrap();
         e.entry(&entry("data/a/x", Kind::File, Some(5))).unwrap();
@@ -842,7 +862,7 @@ mod tests {
         assert_eq!(f.folders[1].name, "(top level)");
         assert_eq!(f.folders[1].bytes, 7);
 
-        let mut e = Entries::new(None).unwrap();
+        let mut e = Entries::new(None, false).unwrap();
         for i in 0..ENTRY_CUT + 1 {
             e.entry(&entry(&format!("data/d{i}"), Kind::Dir, None))
                 .unwrap();

@@ -649,9 +649,19 @@ fn failed_verification_writes_report_and_exits_3() {
     );
     assert!(status.starts_with("VERIFICATION FAILED"), "{status}");
 
+    // A sidecar that does not parse: the page says so (exit 3).
+    let side = PathBuf::from(format!("{}.sha256", r.vault.display()));
+    fs::write(&side, "garbage\n").unwrap();
+    let out4 = r.fx.root().join("report4.html");
+    let (code, _, err) = report(&r.vault, &out4, &[os("-i"), r.fx.key.path.as_os_str()]);
+    assert_eq!(code, 3, "{err}");
+    let doc = Html::parse_document(&fs::read_to_string(&out4).unwrap());
+    let status = text(doc.select(&sel("div.status")).next().unwrap());
+    assert!(status.contains("sidecar line 1"), "{status}");
+    assert!(fact(&doc, "Sidecar (.sha256)").contains("DOES NOT MATCH"));
+
     // No sidecar and no key: nothing could be checked, which the page
     // says at its top (exit 3), with the vault's own SHA-256.
-    let side = PathBuf::from(format!("{}.sha256", r.vault.display()));
     fs::remove_file(&side).unwrap();
     let out3 = r.fx.root().join("report3.html");
     let (code, _, err) = report(&r.vault, &out3, &[]);
@@ -1078,4 +1088,83 @@ fn recipients_from_the_age_header() {
         "{shown}"
     );
     assert!(shown.ends_with("(ASCII-armored)"), "{shown}");
+}
+
+/// An existing REPORT.html or --listing is replaced only with --force, and
+/// never when it is one of the inputs (the vault, its sidecar or .sig, the
+/// custody log): `report VAULT -o VAULT --force` must not destroy evidence.
+#[test]
+fn outputs_never_replace_inputs_and_need_force() {
+    let Some(r) = rx() else { return };
+    let out = r.fx.root().join("report.html");
+    fs::write(&out, "old").unwrap();
+    let (code, _, err) = report(&r.vault, &out, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("already exists (use --force to replace it)"),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(&out).unwrap(), "old");
+    let (code, _, err) = report(&r.vault, &out, &[os("--force")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(fs::read_to_string(&out)
+        .unwrap()
+        .starts_with("<!DOCTYPE html>"));
+
+    let vault_bytes = fs::read(&r.vault).unwrap();
+    let side = PathBuf::from(format!("{}.sha256", r.vault.display()));
+    let sig = PathBuf::from(format!("{}.sig", r.vault.display()));
+    let before: Vec<Vec<u8>> = [&side, &sig, &r.log]
+        .iter()
+        .map(|p| fs::read(p).unwrap())
+        .collect();
+    let key = r.fx.key.path.as_os_str();
+    for (target, listing) in [
+        (&r.vault, false),
+        (&side, false),
+        (&sig, false),
+        (&r.log, false),
+        (&r.vault, true),
+        (&r.log, true),
+    ] {
+        let (code, _, err) = if listing {
+            report(
+                &r.vault,
+                &r.fx.root().join("other.html"),
+                &[
+                    os("-i"),
+                    key,
+                    os("--listing"),
+                    target.as_os_str(),
+                    os("--custody"),
+                    r.log.as_os_str(),
+                    os("--force"),
+                ],
+            )
+        } else {
+            report(
+                &r.vault,
+                target,
+                &[os("--custody"), r.log.as_os_str(), os("--force")],
+            )
+        };
+        assert_eq!(code, 2, "{}: {err}", target.display());
+        assert!(err.contains("is an input of this report"), "{err}");
+    }
+    assert_eq!(fs::read(&r.vault).unwrap(), vault_bytes);
+    let after: Vec<Vec<u8>> = [&side, &sig, &r.log]
+        .iter()
+        .map(|p| fs::read(p).unwrap())
+        .collect();
+    assert_eq!(before, after);
+    assert!(!r.fx.root().join("other.html").exists());
+    // -o and --listing naming one file.
+    let same = r.fx.root().join("same");
+    let (code, _, _) = report(
+        &r.vault,
+        &same,
+        &[os("-i"), key, os("--listing"), same.as_os_str()],
+    );
+    assert_eq!(code, 2);
+    assert!(!same.exists());
 }
