@@ -39,7 +39,6 @@ struct Rx {
     log: PathBuf,
     allowed: PathBuf,
     anna_pub: PathBuf,
-    anna: PathBuf,
 }
 
 fn rx_with(case: impl FnOnce(&Path) -> PathBuf, reason: &str, actor: &str) -> Option<Rx> {
@@ -77,7 +76,6 @@ fn rx_with(case: impl FnOnce(&Path) -> PathBuf, reason: &str, actor: &str) -> Op
         log,
         allowed,
         anna_pub: fx.root().join("ssh/anna.pub"),
-        anna,
         fx,
     })
 }
@@ -224,16 +222,27 @@ fn report_states_every_fact() {
     assert_eq!(fact(&doc, "Sidecar (.sha256)"), "matches the vault file");
     let rec = fact(&doc, "Recipients (age header)");
     assert!(rec.starts_with("1 recipient stanza: X25519 × 1"), "{rec}");
-    assert_eq!(fact(&doc, "Format version"), "casevault 2");
+    // casevault.json as the test toolkit reads it (age crate, tar crate).
+    let sealed = Bag::open(&r.vault, &r.fx.key).json();
+    assert_eq!(
+        fact(&doc, "Format version"),
+        format!("casevault {}", sealed["version"])
+    );
     assert_eq!(fact(&doc, "Compression"), "zstd");
+    assert_eq!(sealed["compression"], "zstd");
     assert_eq!(
         fact(&doc, "Sealed at (UTC)"),
         list["sealed_at"].as_str().unwrap()
     );
     assert_eq!(
+        fact(&doc, "Sealed at (UTC)"),
+        sealed["sealed_at"].as_str().unwrap()
+    );
+    assert_eq!(
         fact(&doc, "Sealed with"),
         format!("casevault {}", env!("CARGO_PKG_VERSION"))
     );
+    assert_eq!(fact(&doc, "Sealed with"), sealed["tool"].as_str().unwrap());
     let outer = fact(&doc, "Vault file (VAULT.sig)");
     assert!(
         outer.starts_with("valid, trusted: sealed by anna@lab"),
@@ -392,7 +401,6 @@ fn report_states_every_fact() {
     assert_eq!(json["custody"]["intact"], true);
     assert_eq!(json["custody"]["records"].as_array().unwrap().len(), 2);
     assert_eq!(json["stock_commands"].as_array().unwrap().len(), 6);
-    let _ = &r.anna;
 }
 
 /// `1234567` → `1,234,567`.
