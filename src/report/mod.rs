@@ -828,17 +828,19 @@ mod tests {
         assert_eq!(shell_word("it's"), "'it'\\''s'");
     }
 
+    /// An entry as `casevault.json` holds it (parsed, so that fields a
+    /// newer format adds take their defaults).
     fn entry(path: &str, kind: Kind, size: Option<u64>) -> Entry {
-        Entry {
-            path: path.into(),
-            kind,
-            size,
-            sha256: size.map(|_| "0".repeat(64)),
-            target: None,
-            mode: 0o644,
-            mtime: 0,
-            mtime_nsec: 0,
-        }
+        serde_json::from_value(serde_json::json!({
+            "path": path,
+            "kind": kind,
+            "size": size,
+            "sha256": size.map(|_| "0".repeat(64)),
+            "mode": 0o644,
+            "mtime": 0,
+            "mtime_nsec": 0,
+        }))
+        .expect("a valid entry")
     }
 
     #[test]
