@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build casevault and run the main job on the shipped sample case:
-# keygen, seal, verify (sidecar only, then every file), list, unseal,
+# keygen, seal, verify (sidecar only, then every file), list, report, unseal,
 # and check that the unsealed folder equals the original.
 #
 # Needs only Rust (cargo) and the base tools of a Debian system.
@@ -51,6 +51,10 @@ run verify "$work/CASE-2024-0042.vault" -i "$work/investigator.key"
 
 echo "==> list: every entry with size and SHA-256"
 run list "$work/CASE-2024-0042.vault" -i "$work/investigator.key"
+
+echo "==> report: one self-contained HTML page on the vault (every file checked)"
+run report "$work/CASE-2024-0042.vault" -i "$work/investigator.key" -o "$work/CASE-2024-0042.report.html"
+grep -q "VERIFIED: every file was decrypted and checked." "$work/CASE-2024-0042.report.html"
 
 echo "==> unseal: restore the case folder"
 run unseal "$work/CASE-2024-0042.vault" -o "$work/restored" -i "$work/investigator.key"

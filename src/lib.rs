@@ -20,6 +20,7 @@ pub mod progress;
 pub mod read;
 pub mod recipients;
 pub mod rekey;
+pub mod report;
 pub mod sanitize;
 pub mod seal;
 pub mod sidecar;

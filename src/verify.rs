@@ -55,6 +55,30 @@ pub struct VerifyReport {
     inner_key: Option<ssh_key::public::KeyData>,
 }
 
+impl VerifyReport {
+    /// A report of nothing checked but the vault file's SHA-256 and its
+    /// sidecar: for `casevault report` after a failed read (issue #14).
+    pub fn unchecked(vault: &Path, sidecar: Sidecar, vault_sha256: String) -> VerifyReport {
+        VerifyReport {
+            vault: vault.to_path_buf(),
+            ok: false,
+            contents_checked: false,
+            sidecar,
+            vault_sha256,
+            case_id: None,
+            files: None,
+            dirs: None,
+            symlinks: None,
+            bytes: None,
+            external_links: None,
+            looping_links: None,
+            problems: Vec::new(),
+            signature: SignatureReport::default(),
+            inner_key: None,
+        }
+    }
+}
+
 /// What `verify --signers` trusts (FORMAT §10).
 pub struct SignatureCheck {
     /// The allowed_signers file.
@@ -127,8 +151,22 @@ pub fn verify_with(
     identities: &[BoxedIdentity],
     signatures: Option<&SignatureCheck>,
 ) -> Result<VerifyReport> {
+    verify_visiting(vault, identities, signatures, &mut |_| Ok(()))
+}
+
+/// [`verify_with`], handing the checked `casevault.json` to `visit` once
+/// the contents verified (with identities only; before the signatures are
+/// checked). For `casevault report`, which writes the entries as it walks
+/// them instead of keeping them (issue #14). An error of `visit` stops
+/// verify and is returned.
+pub fn verify_visiting(
+    vault: &Path,
+    identities: &[BoxedIdentity],
+    signatures: Option<&SignatureCheck>,
+    visit: &mut dyn FnMut(&CaseJson) -> Result<()>,
+) -> Result<VerifyReport> {
     let _progress = crate::progress::Guard;
-    let mut report = verify_inner(vault, identities, signatures.is_some())?;
+    let mut report = verify_inner(vault, identities, signatures.is_some(), visit)?;
     check_signatures(&mut report, vault, signatures)?;
     report.ok = report.problems.is_empty();
     Ok(report)
@@ -138,6 +176,7 @@ fn verify_inner(
     vault: &Path,
     identities: &[BoxedIdentity],
     signatures: bool,
+    visit: &mut dyn FnMut(&CaseJson) -> Result<()>,
 ) -> Result<VerifyReport> {
     let expected = sidecar::read_checked(vault)?;
     if identities.is_empty() {
@@ -150,6 +189,7 @@ fn verify_inner(
         return verify_outside(vault, expected);
     }
     let opened = open_vault(vault, identities, &mut Discard)?;
+    visit(&opened.json)?;
     let sidecar = Sidecar::of(expected.as_deref(), &opened.vault_sha256);
     let mut problems = Vec::new();
     if let (Sidecar::Mismatch, Some(expected)) = (sidecar, expected) {

@@ -12,6 +12,7 @@ mod list;
 mod man;
 mod record;
 mod rekey;
+mod report;
 mod seal;
 mod sweep;
 mod sweep_report;
@@ -66,6 +67,21 @@ enum Command {
     /// --signers), 3 VAULT is damaged or its inner signature missing or
     /// untrusted, 4 no -i identity opens VAULT.
     Rekey(rekey::RekeyArgs),
+    /// Write a self-contained HTML report on a vault for a court or an
+    /// expert.
+    ///
+    /// States what the vault is (case id, name, size, SHA-256, sidecar,
+    /// format, sealing time, recipients), who signed it, every entry (up to
+    /// 20,000; beyond, per-folder totals and --listing CSV), its custody
+    /// chain (--custody), and the stock commands that check the same
+    /// without casevault. With -i every file is verified first; without,
+    /// only the key-less checks, and the report says so. No script, nothing
+    /// loaded from anywhere; prints on A4 and Letter.
+    ///
+    /// Exit codes: 0 everything checked passed, 1 error (nothing written),
+    /// 2 usage, 3 verification or the custody chain failed (the report is
+    /// still written, headed by the failure), 4 no -i identity opens VAULT.
+    Report(report::ReportArgs),
     /// Seal every new or changed case of an inbox into a vault store.
     ///
     /// For cron or a systemd timer; the set-up is in OPERATIONS.md, which the
@@ -99,6 +115,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Verify(a) => verify::run(a),
         Command::List(a) => list::run(a),
         Command::Rekey(a) => rekey::run(a),
+        Command::Report(a) => report::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Custody(c) => custody::run(c),
         Command::Completions(a) => man::completions(a),

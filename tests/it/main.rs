@@ -24,6 +24,7 @@ mod plugin;
 mod pq;
 mod progress;
 mod rekey;
+mod report;
 mod roundtrip_prop;
 mod seal;
 mod sign;

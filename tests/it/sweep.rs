@@ -849,6 +849,7 @@ fn man_pages_list_every_command_and_show_value_placeholders() {
             "verify",
             "list",
             "rekey",
+            "report",
             "sweep",
             "custody",
             "completions",
