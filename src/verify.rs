@@ -151,8 +151,23 @@ pub fn verify_with(
     identities: &[BoxedIdentity],
     signatures: Option<&SignatureCheck>,
 ) -> Result<VerifyReport> {
-    verify_visiting(vault, identities, signatures, &mut |_| Ok(()))
+    let _progress = crate::progress::Guard;
+    let mut report = verify_inner(vault, identities, signatures.is_some(), None)?;
+    check_signatures(&mut report, vault, signatures)?;
+    report.ok = report.problems.is_empty();
+    Ok(report)
 }
+
+/// What [`verify_visiting`] hands its visitor: `casevault.json` (its
+/// entries may be only the symlink records, see [`crate::read::Opened`]),
+/// then every entry in order.
+pub enum Visit<'a> {
+    Head(&'a CaseJson),
+    Entry(&'a Entry),
+}
+
+/// A visitor of [`verify_visiting`].
+pub type Visitor<'v> = dyn FnMut(Visit) -> Result<()> + 'v;
 
 /// [`verify_with`], handing the checked `casevault.json` to `visit` once
 /// the contents verified (with identities only; before the signatures are
@@ -163,10 +178,10 @@ pub fn verify_visiting(
     vault: &Path,
     identities: &[BoxedIdentity],
     signatures: Option<&SignatureCheck>,
-    visit: &mut dyn FnMut(&CaseJson) -> Result<()>,
+    visit: &mut dyn FnMut(Visit) -> Result<()>,
 ) -> Result<VerifyReport> {
     let _progress = crate::progress::Guard;
-    let mut report = verify_inner(vault, identities, signatures.is_some(), visit)?;
+    let mut report = verify_inner(vault, identities, signatures.is_some(), Some(visit))?;
     check_signatures(&mut report, vault, signatures)?;
     report.ok = report.problems.is_empty();
     Ok(report)
@@ -176,7 +191,7 @@ fn verify_inner(
     vault: &Path,
     identities: &[BoxedIdentity],
     signatures: bool,
-    visit: &mut dyn FnMut(&CaseJson) -> Result<()>,
+    visit: Option<&mut Visitor>,
 ) -> Result<VerifyReport> {
     let expected = sidecar::read_checked(vault)?;
     if identities.is_empty() {
@@ -189,7 +204,22 @@ fn verify_inner(
         return verify_outside(vault, expected);
     }
     let opened = open_vault(vault, identities, &mut Discard)?;
-    visit(&opened.json)?;
+    let mut opened = opened;
+    if let Some(visit) = visit {
+        visit(Visit::Head(&opened.json))?;
+        match opened.index.take() {
+            // Read in lockstep: the entries, once more from the end.
+            Some((rv, tail)) => {
+                let cell = std::cell::RefCell::new(rv);
+                random::check_meta(&cell, &tail, &mut |e| visit(Visit::Entry(e)))?;
+            }
+            None => {
+                for e in &opened.json.entries {
+                    visit(Visit::Entry(e))?;
+                }
+            }
+        }
+    }
     let sidecar = Sidecar::of(expected.as_deref(), &opened.vault_sha256);
     let mut problems = Vec::new();
     if let (Sidecar::Mismatch, Some(expected)) = (sidecar, expected) {

@@ -417,18 +417,26 @@ pub fn build(o: &Options) -> Result<Report> {
     let mut failures = Vec::new();
     let mut case = None;
     let verified = {
-        let mut visit = |json: &CaseJson| -> Result<()> {
-            case = Some(CaseFacts {
-                case_id: json.case_id.clone(),
-                format_version: json.version,
-                compression: json.compression.as_str(),
-                sealed_at: json.sealed_at.clone(),
-                tool: json.tool.clone(),
-                signer: json.signer.clone(),
-            });
-            match &mut entries {
-                Some(e) => e.visit(json),
-                None => Ok(()),
+        let mut visit = |v: verify::Visit| -> Result<()> {
+            match v {
+                verify::Visit::Head(json) => {
+                    case = Some(CaseFacts {
+                        case_id: json.case_id.clone(),
+                        format_version: json.version,
+                        compression: json.compression.as_str(),
+                        sealed_at: json.sealed_at.clone(),
+                        tool: json.tool.clone(),
+                        signer: json.signer.clone(),
+                    });
+                    Ok(())
+                }
+                verify::Visit::Entry(e) => match &mut entries {
+                    Some(x) => {
+                        crate::signal::check()?;
+                        x.entry(e)
+                    }
+                    None => Ok(()),
+                },
             }
         };
         verify::verify_visiting(o.vault, o.identities, o.signatures, &mut visit)
