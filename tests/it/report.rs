@@ -956,9 +956,38 @@ fn printed_table_repeats_its_header_and_keeps_rows_whole() {
     let out = fx.root().join("report.html");
     let (code, _, err) = report(&vault, &out, &[os("-i"), fx.key.path.as_os_str()]);
     assert_eq!(code, 0, "{err}");
-    let pdf = fx.root().join("print.pdf");
+    let list = list_json(&fx, &vault);
+    // Letter is Chromium's default paper here; A4 is what a printer set
+    // to A4 does with the page (the report sets no size of its own): the
+    // same page with the size a user agent would apply.
+    let html = fs::read_to_string(&out).unwrap();
+    for (paper, media) in [("Letter", "612 792"), ("A4", "594.95996 841.91998")] {
+        let page_file = fx.root().join(format!("report-{paper}.html"));
+        let sized = html.replacen(
+            "</head>",
+            &format!("<style>@page {{ size: {paper}; }}</style></head>"),
+            1,
+        );
+        fs::write(&page_file, sized).unwrap();
+        check_printed(&chromium, &pdftotext, &fx, &page_file, paper, media, &list);
+    }
+}
+
+/// Print `page` to PDF in headless Chromium on `paper` (its MediaBox
+/// `media`): every page of the table repeats its header, every file's row
+/// is whole on one page.
+fn check_printed(
+    chromium: &Path,
+    pdftotext: &Path,
+    fx: &Fx,
+    page: &Path,
+    paper: &str,
+    media: &str,
+    list: &serde_json::Value,
+) {
+    let pdf = fx.root().join(format!("print-{paper}.pdf"));
     let profile = tempfile::tempdir().unwrap();
-    let o = Command::new(&chromium)
+    let o = Command::new(chromium)
         .args([
             "--headless",
             "--no-sandbox",
@@ -972,12 +1001,18 @@ fn printed_table_repeats_its_header_and_keeps_rows_whole() {
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--print-to-pdf={}", pdf.display()))
-        .arg(format!("file://{}", out.display()))
+        .arg(format!("file://{}", page.display()))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let pages_n = pdf_pages(&fs::read(&pdf).unwrap());
-    assert!((3..=50).contains(&pages_n), "{pages_n} pages");
+    let bytes = fs::read(&pdf).unwrap();
+    let raw = String::from_utf8_lossy(&bytes);
+    assert!(
+        raw.contains(&format!("/MediaBox [0 0 {media}]")),
+        "{paper}: not printed on {paper} paper"
+    );
+    let pages_n = pdf_pages(&bytes);
+    assert!((3..=50).contains(&pages_n), "{paper}: {pages_n} pages");
     let text = String::from_utf8(run_tool(
         Command::new(pdftotext).arg("-layout").arg(&pdf).arg("-"),
     ))
@@ -987,18 +1022,17 @@ fn printed_table_repeats_its_header_and_keeps_rows_whole() {
         .filter(|p| !p.trim().is_empty())
         .collect();
     assert_eq!(pages.len(), pages_n);
-    let list = list_json(&fx, &vault);
     let mut table_pages = 0;
     for page in &pages {
         if page.contains("file-") {
             table_pages += 1;
             assert!(
                 page.contains("Modified (UTC)"),
-                "a page of the table without its header:\n{page}"
+                "{paper}: a page of the table without its header:\n{page}"
             );
         }
     }
-    assert!(table_pages >= 3, "{table_pages}");
+    assert!(table_pages >= 3, "{paper}: {table_pages}");
     for e in list["entries"].as_array().unwrap() {
         let Some(sha) = e["sha256"].as_str() else {
             continue;
@@ -1007,11 +1041,11 @@ fn printed_table_repeats_its_header_and_keeps_rows_whole() {
         let on: Vec<usize> = (0..pages.len())
             .filter(|&i| pages[i].contains(&format!("{path} ")))
             .collect();
-        assert_eq!(on.len(), 1, "{path} on pages {on:?}");
+        assert_eq!(on.len(), 1, "{paper}: {path} on pages {on:?}");
         let page = pages[on[0]];
         assert!(
             page.contains(&sha[..12]) && page.contains(&sha[52..]),
-            "the row of {path} is cut across pages"
+            "{paper}: the row of {path} is cut across pages"
         );
     }
 }
