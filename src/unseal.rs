@@ -15,14 +15,19 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, StatxFlags, Timespec, Timestamps};
 use serde::Serialize;
 
 use crate::format::{CaseJson, Entry, Kind};
 use crate::keys::BoxedIdentity;
+use crate::pipe::Failed;
 use crate::read::{open_vault, Extract, LinkStatus, Links};
 use crate::{Error, Result};
 
@@ -67,34 +72,231 @@ pub struct MtimeNotStored {
     pub stored_mtime_nsec: u32,
 }
 
+/// The extractor of unseal. Directories and files are created, written
+/// and closed in the staging directory by a thread of its own (the
+/// [`stager`]), so that these system calls, most of an unseal of many
+/// small files, overlap with decryption, decompression and hashing on
+/// this thread (issue #12). Operations run in stream order; the first
+/// that fails stops the stager, and its error is the one unseal reports,
+/// as if it had been made here.
 struct Staging {
     root: PathBuf,
+    /// The staging directory (the case root), for the free-space check.
+    fd: OwnedFd,
+    tx: Option<SyncSender<StageOp>>,
+    /// Bytes and entries sent to the stager and not yet on disk, which
+    /// the free-space check counts as used.
+    pending: Arc<Pending>,
+    failed: Failed,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// What the stager does, in order.
+enum StageOp {
+    /// Create a directory.
+    Dir(String),
+    /// Create a file and write these bytes to it.
+    File(String, Vec<u8>),
+    /// Append to the file created last.
+    More(Vec<u8>),
+}
+
+#[derive(Default)]
+struct Pending {
+    bytes: AtomicU64,
+    entries: AtomicU64,
+}
+
+/// Operations in flight to the stager; with [`STAGE_CHUNK`], at most 8 MiB.
+const STAGE_DEPTH: usize = 128;
+/// The most file data one [`StageOp`] carries.
+const STAGE_CHUNK: usize = 64 << 10;
+
+impl Staging {
+    fn new(root: PathBuf, staging: &OwnedFd) -> Result<Staging> {
+        let err = |e: io::Error| Error::io("cannot open", &root, e);
+        let fd = staging.try_clone().map_err(err)?;
+        let worker_fd = staging.try_clone().map_err(err)?;
+        let (tx, rx) = mpsc::sync_channel(STAGE_DEPTH);
+        let pending = Arc::new(Pending::default());
+        let failed = Failed::default();
+        let (p, f, r) = (Arc::clone(&pending), failed.clone(), root.clone());
+        let handle = std::thread::Builder::new()
+            .name("casevault-stage".into())
+            .spawn(move || {
+                if let Err(e) = stager(&rx, worker_fd, &r, &p) {
+                    f.set(e);
+                }
+            })
+            .map_err(err)?;
+        Ok(Staging {
+            root,
+            fd,
+            tx: Some(tx),
+            pending,
+            failed,
+            handle: Some(handle),
+        })
+    }
+
+    fn send(&self, op: StageOp) -> std::result::Result<(), ()> {
+        let tx = self.tx.as_ref().expect("no operation after finish");
+        tx.send(op).map_err(drop)
+    }
+
+    /// Wait until everything sent is on disk (or the stager failed) and
+    /// return the stager's error.
+    fn finish(&mut self) -> Result<()> {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            if let Err(p) = h.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // Never leave a thread writing into a staging directory that is
+        // about to be removed.
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The stager's loop: each operation relative to its parent directory's
+/// descriptor; a file stays open until the next operation or the end.
+fn stager(rx: &Receiver<StageOp>, staging: OwnedFd, root: &Path, pending: &Pending) -> Result<()> {
+    let mut parent = ParentCache::default();
+    let mut file: Option<(fs::File, String)> = None;
+    let write = |f: &mut fs::File, rel: &str, data: &[u8]| -> Result<()> {
+        io::Write::write_all(f, data).map_err(|e| Error::io("cannot write", &root.join(rel), e))?;
+        pending
+            .bytes
+            .fetch_sub(data.len() as u64, Ordering::Relaxed);
+        Ok(())
+    };
+    while let Ok(op) = rx.recv() {
+        match op {
+            StageOp::Dir(rel) => {
+                file.take(); // closed
+                let err = |e: rustix::io::Errno| {
+                    Error::io("cannot create directory", &root.join(&rel), e.into())
+                };
+                let (dir, name) = parent.split(staging.as_fd(), &rel).map_err(err)?;
+                rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)).map_err(err)?;
+                pending.entries.fetch_sub(1, Ordering::Relaxed);
+            }
+            StageOp::File(rel, data) => {
+                file.take(); // closed
+                let err = |e: rustix::io::Errno| {
+                    Error::io("cannot create file", &root.join(&rel), e.into())
+                };
+                let (dir, name) = parent.split(staging.as_fd(), &rel).map_err(err)?;
+                let flags = OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::EXCL
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC;
+                let fd = rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600))
+                    .map_err(err)?;
+                pending.entries.fetch_sub(1, Ordering::Relaxed);
+                let mut f = fs::File::from(fd);
+                write(&mut f, &rel, &data)?;
+                file = Some((f, rel));
+            }
+            StageOp::More(data) => {
+                let (f, rel) = file.as_mut().expect("More follows File");
+                write(f, rel, &data)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A file being written through the stager: data is gathered into
+/// operations of at most [`STAGE_CHUNK`] bytes. Whatever is left is sent
+/// on `flush` or drop; the file is created by the first operation even
+/// when empty.
+struct StagedFile {
+    rel: Option<String>,
+    buf: Vec<u8>,
+    tx: SyncSender<StageOp>,
+    pending: Arc<Pending>,
+}
+
+impl StagedFile {
+    fn send(&mut self) -> io::Result<()> {
+        let data = std::mem::take(&mut self.buf);
+        let op = match self.rel.take() {
+            Some(rel) => StageOp::File(rel, data),
+            None if data.is_empty() => return Ok(()),
+            None => StageOp::More(data),
+        };
+        let n = match &op {
+            StageOp::File(_, d) | StageOp::More(d) => d.len() as u64,
+            StageOp::Dir(_) => 0,
+        };
+        self.pending.bytes.fetch_add(n, Ordering::Relaxed);
+        self.tx
+            .send(op)
+            .map_err(|_| io::Error::other("the staging thread stopped"))
+    }
+}
+
+impl io::Write for StagedFile {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let k = data.len().min(STAGE_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..k]);
+        if self.buf.len() == STAGE_CHUNK {
+            self.send()?;
+        }
+        Ok(k)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        // An error here is the stager's, and is reported by finish.
+        let _ = self.send();
+    }
 }
 
 impl Extract for Staging {
-    type File = fs::File;
+    type File = StagedFile;
 
     fn dir(&mut self, rel: &str) -> Result<()> {
-        let p = self.root.join(rel);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&p)
-            .map_err(|e| Error::io("cannot create directory", &p, e))
+        self.pending.entries.fetch_add(1, Ordering::Relaxed);
+        self.send(StageOp::Dir(rel.to_string())).map_err(|()| {
+            self.failed
+                .take_or(|| Error::io("cannot create directory", &self.root.join(rel), stopped()))
+        })
     }
 
-    fn create_file(&mut self, rel: &str) -> Result<fs::File> {
-        let p = self.root.join(rel);
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&p)
-            .map_err(|e| Error::io("cannot create file", &p, e))
+    fn create_file(&mut self, rel: &str) -> Result<StagedFile> {
+        self.pending.entries.fetch_add(1, Ordering::Relaxed);
+        Ok(StagedFile {
+            rel: Some(rel.to_string()),
+            buf: Vec::new(),
+            tx: self.tx.clone().expect("no file after finish"),
+            pending: Arc::clone(&self.pending),
+        })
     }
 
+    /// The stager's error, which is why writing stopped.
     fn write_error(&self, rel: &str, e: io::Error) -> Error {
-        Error::io("cannot write", &self.root.join(rel), e)
+        self.failed
+            .take_or(|| Error::io("cannot write", &self.root.join(rel), e))
     }
 
     /// Refuse an entry that would leave the staging filesystem with less
@@ -102,14 +304,22 @@ impl Extract for Staging {
     /// (FORMAT §6.1). The size is the one the tar header declares, so a
     /// decompression bomb is stopped before its first byte is written.
     fn reserve(&mut self, rel: &str, size: u64) -> Result<()> {
-        let st = rustix::fs::statvfs(&self.root)
+        // Through the descriptor: no walk of the staging path per entry.
+        let st = rustix::fs::fstatvfs(&self.fd)
             .map_err(|e| Error::io("cannot inspect the filesystem of", &self.root, e.into()))?;
         let unit = if st.f_frsize > 0 {
             st.f_frsize
         } else {
             st.f_bsize
         };
-        let avail = st.f_bavail.saturating_mul(unit);
+        // What the stager has not written yet is as good as used.
+        let avail = st
+            .f_bavail
+            .saturating_mul(unit)
+            .saturating_sub(self.pending.bytes.load(Ordering::Relaxed));
+        let favail = st
+            .f_favail
+            .saturating_sub(self.pending.entries.load(Ordering::Relaxed));
         let margin = free_margin(st.f_blocks.saturating_mul(unit));
         if size.saturating_add(margin) > avail {
             return Err(Error::Refused(format!(
@@ -119,15 +329,57 @@ impl Extract for Staging {
                 crate::io::parent_dir(&self.root).display()
             )));
         }
-        if st.f_files > 0 && st.f_favail <= st.f_files / 100 {
+        if st.f_files > 0 && favail <= st.f_files / 100 {
             return Err(Error::Refused(format!(
                 "not enough free inodes to unseal: the filesystem of {} has {} left and \
                  unseal keeps 1% free",
                 crate::io::parent_dir(&self.root).display(),
-                st.f_favail
+                favail
             )));
         }
         Ok(())
+    }
+}
+
+/// The error of a send to a stager that stopped without saying why (it
+/// never does: each of its failures leaves an error).
+fn stopped() -> io::Error {
+    io::Error::other("the staging thread stopped")
+}
+
+/// The directory that holds the entries being worked on, open below the
+/// staging directory. Entries arrive grouped by directory (tar order,
+/// `casevault.json` order), so each is then reached through one path
+/// component instead of a walk of its whole path (issue #12). One
+/// descriptor at most, whatever the depth of the tree.
+#[derive(Default)]
+struct ParentCache {
+    rel: String,
+    fd: Option<OwnedFd>,
+}
+
+impl ParentCache {
+    /// The directory (`staging` itself for a top-level entry) and the
+    /// final name of the entry at `rel`, relative to `staging`. The
+    /// parent is opened without following a symlink at its last
+    /// component; only this user can change the staging tree (0700).
+    fn split<'a>(
+        &'a mut self,
+        staging: BorrowedFd<'a>,
+        rel: &'a str,
+    ) -> rustix::io::Result<(BorrowedFd<'a>, &'a str)> {
+        let Some((parent, name)) = rel.rsplit_once('/') else {
+            return Ok((staging, rel));
+        };
+        if self.fd.is_none() || self.rel != parent {
+            self.fd = None;
+            let fd = rustix::fs::openat(staging, parent, dir_flags(), Mode::empty())?;
+            self.rel.clear();
+            self.rel.push_str(parent);
+            self.fd = Some(fd);
+        }
+        let fd = self.fd.as_ref().expect("opened above").as_fd();
+        Ok((fd, name))
     }
 }
 
@@ -437,13 +689,17 @@ fn check_stored(e: &Entry, st: &rustix::fs::Statx, out: &mut Vec<MtimeNotStored>
 /// mode is then applied by path, which would follow a link), and apply the
 /// mode to a file or directory.
 fn restore_entry(
-    dir: BorrowedFd<'_>,
+    staging: BorrowedFd<'_>,
+    parent: &mut ParentCache,
     root: &Path,
     e: &Entry,
     out: &mut Vec<MtimeNotStored>,
 ) -> Result<()> {
     let rel = case_rel(&e.path);
     let p = || root.join(rel);
+    let (dir, rel) = parent
+        .split(staging, rel)
+        .map_err(|err| Error::io("cannot set mtime of", &p(), err.into()))?;
     match rustix::fs::utimensat(dir, rel, &timestamps(e), AtFlags::SYMLINK_NOFOLLOW) {
         // A time the kernel cannot take at all is one the filesystem did
         // not store: reported by the read-back below, like a clamped one.
@@ -490,8 +746,16 @@ fn restore_entry(
 /// caller removes the staging directory (unless it was already moved).
 fn restore(opts: &UnsealOptions, staging: &StagingDir) -> Result<UnsealReport> {
     let root = staging.path.clone();
-    let mut x = Staging { root: root.clone() };
-    let opened = open_vault(&opts.vault, &opts.identities, &mut x)?;
+    let mut x = Staging::new(root.clone(), &staging.fd)?;
+    let opened = open_vault(&opts.vault, &opts.identities, &mut x);
+    // Every file is on disk (not yet durable) once the stager finished.
+    // Its error came first in stream order: a synchronous extraction
+    // would have stopped there.
+    let staged = x.finish();
+    let opened = match (opened, staged) {
+        (_, Err(e)) | (Err(e), Ok(())) => return Err(e),
+        (Ok(opened), Ok(())) => opened,
+    };
     let json = &opened.json;
     check_links(opts, json)?;
     // Every check that does not depend on the disk comes before the first
@@ -562,17 +826,22 @@ fn restore_tree(
     // deepest first, so that touching a child never changes a restored
     // directory and a directory's mode is applied only when nothing below
     // it is left to do. The root ("data") waits until it is DEST.
+    // Each entry is reached from its parent directory's descriptor.
+    let mut parent = ParentCache::default();
     for e in json.entries.iter().filter(|e| e.kind == Kind::Symlink) {
         let rel = case_rel(&e.path);
-        rustix::fs::symlinkat(e.target.as_deref().unwrap_or(""), dir, rel)
-            .map_err(|err| Error::io("cannot create symlink", &root.join(rel), err.into()))?;
+        let err = |err: rustix::io::Errno| {
+            Error::io("cannot create symlink", &root.join(rel), err.into())
+        };
+        let (at, name) = parent.split(dir, rel).map_err(err)?;
+        rustix::fs::symlinkat(e.target.as_deref().unwrap_or(""), at, name).map_err(err)?;
     }
     for e in json
         .entries
         .iter()
         .filter(|e| matches!(e.kind, Kind::File | Kind::Symlink))
     {
-        restore_entry(dir, root, e, not_stored)?;
+        restore_entry(dir, &mut parent, root, e, not_stored)?;
     }
     let mut dirs: Vec<&Entry> = json
         .entries
@@ -580,8 +849,10 @@ fn restore_tree(
         .filter(|e| e.kind == Kind::Dir && e.path != "data")
         .collect();
     dirs.sort_by_key(|e| std::cmp::Reverse(e.path.matches('/').count()));
+    // Deepest first: a directory's parent gets its mode only after all of
+    // its children, so the cached parent stays searchable while in use.
     for e in dirs {
-        restore_entry(dir, root, e, not_stored)?;
+        restore_entry(dir, &mut parent, root, e, not_stored)?;
     }
     Ok(())
 }
@@ -616,6 +887,77 @@ mod tests {
 
     fn open_dir(p: &Path) -> OwnedFd {
         rustix::fs::open(p, dir_flags(), Mode::empty()).unwrap()
+    }
+
+    /// Write `data` to a file created through `x`, as the payload reader
+    /// does (pieces, then flush).
+    fn stage_file(x: &mut Staging, rel: &str, data: &[u8]) -> Result<()> {
+        let mut f = x.create_file(rel)?;
+        for piece in data.chunks(100_000) {
+            io::Write::write_all(&mut f, piece).map_err(|e| x.write_error(rel, e))?;
+        }
+        io::Write::flush(&mut f).map_err(|e| x.write_error(rel, e))
+    }
+
+    /// The stager creates directories and files in order, relative to
+    /// their parents, with every byte (an empty file, a file of several
+    /// operations), and is done when `finish` returns.
+    #[test]
+    fn stager_creates_entries_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let mut x = Staging::new(root.clone(), &open_dir(&root)).unwrap();
+        let big: Vec<u8> = (0..3 * STAGE_CHUNK + 5).map(|i| (i % 241) as u8).collect();
+        x.dir("a").unwrap();
+        x.dir("a/b").unwrap();
+        stage_file(&mut x, "a/b/big", &big).unwrap();
+        stage_file(&mut x, "a/empty", b"").unwrap();
+        stage_file(&mut x, "top", b"top").unwrap();
+        x.finish().unwrap();
+        assert_eq!(fs::read(root.join("a/b/big")).unwrap(), big);
+        assert_eq!(fs::read(root.join("a/empty")).unwrap(), b"");
+        assert_eq!(fs::read(root.join("top")).unwrap(), b"top");
+        let mode = fs::metadata(root.join("a/b/big"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "staged files are the owner's alone");
+    }
+
+    /// When the stager fails, its error is the one reported, however far
+    /// the reader got, and nothing after it is created.
+    #[test]
+    fn stager_failure_is_the_reported_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        fs::write(root.join("taken"), b"x").unwrap();
+        let mut x = Staging::new(root.clone(), &open_dir(&root)).unwrap();
+        // Sent, but fails in the stager (the file exists).
+        stage_file(&mut x, "taken", b"new").unwrap();
+        // Whatever the reader does next either fails with the stager's
+        // error or is dropped; finish reports that error otherwise.
+        let mut first = None;
+        for i in 0..10_000 {
+            if let Err(e) = stage_file(&mut x, &format!("f{i}"), &[1; 1000]) {
+                first = Some(e);
+                break;
+            }
+        }
+        let e = match first {
+            Some(e) => {
+                assert!(x.finish().is_ok(), "the error is reported once");
+                e
+            }
+            None => x.finish().unwrap_err(),
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains("cannot create file") && msg.contains("taken"),
+            "{msg}"
+        );
+        assert!(msg.contains("File exists"), "{msg}");
+        assert_eq!(fs::read(root.join("taken")).unwrap(), b"x");
+        assert!(!root.join("f9999").exists());
     }
 
     /// A deep tree of write-protected directories goes entirely, through
