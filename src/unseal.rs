@@ -836,13 +836,7 @@ fn restore_tree(
         let (at, name) = parent.split(dir, rel).map_err(err)?;
         rustix::fs::symlinkat(e.target.as_deref().unwrap_or(""), at, name).map_err(err)?;
     }
-    for e in json
-        .entries
-        .iter()
-        .filter(|e| matches!(e.kind, Kind::File | Kind::Symlink))
-    {
-        restore_entry(dir, &mut parent, root, e, not_stored)?;
-    }
+    restore_leaves(dir, root, &json.entries, not_stored)?;
     let mut dirs: Vec<&Entry> = json
         .entries
         .iter()
@@ -854,6 +848,51 @@ fn restore_tree(
     for e in dirs {
         restore_entry(dir, &mut parent, root, e, not_stored)?;
     }
+    Ok(())
+}
+
+/// Entries below which the files and links are restored on one thread.
+const PARALLEL_LEAVES: usize = 4096;
+
+/// Restore the times and modes of the files and links among `entries`.
+/// Setting them changes no directory, so with many entries the two halves
+/// of the list go to two threads (issue #12); what each reports is joined
+/// in list order, and the first error in list order wins, as it would
+/// one entry after another.
+fn restore_leaves(
+    dir: BorrowedFd<'_>,
+    root: &Path,
+    entries: &[Entry],
+    not_stored: &mut Vec<MtimeNotStored>,
+) -> Result<()> {
+    let leaves = |part: &[Entry], out: &mut Vec<MtimeNotStored>| -> Result<()> {
+        let mut parent = ParentCache::default();
+        for e in part
+            .iter()
+            .filter(|e| matches!(e.kind, Kind::File | Kind::Symlink))
+        {
+            restore_entry(dir, &mut parent, root, e, out)?;
+        }
+        Ok(())
+    };
+    let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+    if entries.len() < PARALLEL_LEAVES || !two_cores {
+        return leaves(entries, not_stored);
+    }
+    let (first, second) = entries.split_at(entries.len() / 2);
+    let mut later = Vec::new();
+    let (a, b) = std::thread::scope(|s| {
+        let other = s.spawn(|| leaves(second, &mut later));
+        let a = leaves(first, not_stored);
+        let b = match other.join() {
+            Ok(b) => b,
+            Err(p) => std::panic::resume_unwind(p),
+        };
+        (a, b)
+    });
+    a?;
+    b?;
+    not_stored.append(&mut later);
     Ok(())
 }
 
@@ -883,10 +922,58 @@ fn restore_root(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
     use std::process::Command;
 
     fn open_dir(p: &Path) -> OwnedFd {
         rustix::fs::open(p, dir_flags(), Mode::empty()).unwrap()
+    }
+
+    /// Above [`PARALLEL_LEAVES`] entries the two halves run on two
+    /// threads: every entry gets its time and mode, and the error reported
+    /// is the first in list order (here one in each half fails).
+    #[test]
+    fn restore_leaves_in_two_halves_keeps_list_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        fs::create_dir(root.join("d")).unwrap();
+        let n = PARALLEL_LEAVES + 10;
+        let entries: Vec<Entry> = (0..n)
+            .map(|i| {
+                let path = format!("data/d/f{i:05}");
+                fs::write(root.join(case_rel(&path)), b"x").unwrap();
+                Entry {
+                    path,
+                    kind: Kind::File,
+                    size: Some(1),
+                    sha256: None,
+                    target: None,
+                    mode: 0o640,
+                    mtime: 1_000_000 + i as i64,
+                    mtime_nsec: 7,
+                }
+            })
+            .collect();
+        let dir = open_dir(&root);
+        let mut not_stored = Vec::new();
+        restore_leaves(dir.as_fd(), &root, &entries, &mut not_stored).unwrap();
+        assert!(not_stored.is_empty(), "{not_stored:?}");
+        for i in [0, n / 2 - 1, n / 2, n - 1] {
+            let m = fs::symlink_metadata(root.join(format!("d/f{i:05}"))).unwrap();
+            assert_eq!(m.permissions().mode() & 0o777, 0o640);
+            assert_eq!((m.mtime(), m.mtime_nsec()), (1_000_000 + i as i64, 7));
+        }
+        // One entry missing in each half: the first half's is reported.
+        let (early, late) = (n / 4, 3 * n / 4);
+        for i in [early, late] {
+            fs::remove_file(root.join(format!("d/f{i:05}"))).unwrap();
+        }
+        let e = restore_leaves(dir.as_fd(), &root, &entries, &mut Vec::new()).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("d/f{early:05}")), "{msg}");
+        fs::write(root.join(format!("d/f{early:05}")), b"x").unwrap();
+        let e = restore_leaves(dir.as_fd(), &root, &entries, &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains(&format!("d/f{late:05}")), "{e}");
     }
 
     /// Write `data` to a file created through `x`, as the payload reader
