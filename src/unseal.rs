@@ -17,17 +17,12 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, StatxFlags, Timespec, Timestamps};
 use serde::Serialize;
 
 use crate::format::{CaseJson, Entry, Kind};
 use crate::keys::BoxedIdentity;
-use crate::pipe::Failed;
 use crate::read::{open_vault, Extract, LinkStatus, Links};
 use crate::{Error, Result};
 
@@ -72,231 +67,38 @@ pub struct MtimeNotStored {
     pub stored_mtime_nsec: u32,
 }
 
-/// The extractor of unseal. Directories and files are created, written
-/// and closed in the staging directory by a thread of its own (the
-/// [`stager`]), so that these system calls, most of an unseal of many
-/// small files, overlap with decryption, decompression and hashing on
-/// this thread (issue #12). Operations run in stream order; the first
-/// that fails stops the stager, and its error is the one unseal reports,
-/// as if it had been made here.
-struct Staging {
+/// The extractor of unseal: creates each payload entry in the staging
+/// directory, relative to a descriptor of its parent directory.
+struct Staging<'a> {
     root: PathBuf,
-    /// The staging directory (the case root), for the free-space check.
-    fd: OwnedFd,
-    tx: Option<SyncSender<StageOp>>,
-    /// Bytes and entries sent to the stager and not yet on disk, which
-    /// the free-space check counts as used.
-    pending: Arc<Pending>,
-    failed: Failed,
-    handle: Option<JoinHandle<()>>,
+    /// The staging directory (the case root).
+    fd: BorrowedFd<'a>,
+    parent: ParentCache,
 }
 
-/// What the stager does, in order.
-enum StageOp {
-    /// Create a directory.
-    Dir(String),
-    /// Create a file and write these bytes to it.
-    File(String, Vec<u8>),
-    /// Append to the file created last.
-    More(Vec<u8>),
-}
-
-#[derive(Default)]
-struct Pending {
-    bytes: AtomicU64,
-    entries: AtomicU64,
-}
-
-/// Operations in flight to the stager; with [`STAGE_CHUNK`], at most 8 MiB.
-const STAGE_DEPTH: usize = 128;
-/// The most file data one [`StageOp`] carries.
-const STAGE_CHUNK: usize = 64 << 10;
-
-impl Staging {
-    fn new(root: PathBuf, staging: &OwnedFd) -> Result<Staging> {
-        let err = |e: io::Error| Error::io("cannot open", &root, e);
-        let fd = staging.try_clone().map_err(err)?;
-        let worker_fd = staging.try_clone().map_err(err)?;
-        let (tx, rx) = mpsc::sync_channel(STAGE_DEPTH);
-        let pending = Arc::new(Pending::default());
-        let failed = Failed::default();
-        let (p, f, r) = (Arc::clone(&pending), failed.clone(), root.clone());
-        let handle = std::thread::Builder::new()
-            .name("casevault-stage".into())
-            .spawn(move || {
-                if let Err(e) = stager(&rx, worker_fd, &r, &p) {
-                    f.set(e);
-                }
-            })
-            .map_err(err)?;
-        Ok(Staging {
-            root,
-            fd,
-            tx: Some(tx),
-            pending,
-            failed,
-            handle: Some(handle),
-        })
-    }
-
-    fn send(&self, op: StageOp) -> std::result::Result<(), ()> {
-        let tx = self.tx.as_ref().expect("no operation after finish");
-        tx.send(op).map_err(drop)
-    }
-
-    /// Wait until everything sent is on disk (or the stager failed) and
-    /// return the stager's error.
-    fn finish(&mut self) -> Result<()> {
-        self.tx.take();
-        if let Some(h) = self.handle.take() {
-            if let Err(p) = h.join() {
-                std::panic::resume_unwind(p);
-            }
-        }
-        match self.failed.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        // Never leave a thread writing into a staging directory that is
-        // about to be removed.
-        self.tx.take();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-/// The stager's loop: each operation relative to its parent directory's
-/// descriptor; a file stays open until the next operation or the end.
-fn stager(rx: &Receiver<StageOp>, staging: OwnedFd, root: &Path, pending: &Pending) -> Result<()> {
-    let mut parent = ParentCache::default();
-    let mut file: Option<(fs::File, String)> = None;
-    let write = |f: &mut fs::File, rel: &str, data: &[u8]| -> Result<()> {
-        io::Write::write_all(f, data).map_err(|e| Error::io("cannot write", &root.join(rel), e))?;
-        pending
-            .bytes
-            .fetch_sub(data.len() as u64, Ordering::Relaxed);
-        Ok(())
-    };
-    while let Ok(op) = rx.recv() {
-        match op {
-            StageOp::Dir(rel) => {
-                file.take(); // closed
-                let err = |e: rustix::io::Errno| {
-                    Error::io("cannot create directory", &root.join(&rel), e.into())
-                };
-                let (dir, name) = parent.split(staging.as_fd(), &rel).map_err(err)?;
-                rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)).map_err(err)?;
-                pending.entries.fetch_sub(1, Ordering::Relaxed);
-            }
-            StageOp::File(rel, data) => {
-                file.take(); // closed
-                let err = |e: rustix::io::Errno| {
-                    Error::io("cannot create file", &root.join(&rel), e.into())
-                };
-                let (dir, name) = parent.split(staging.as_fd(), &rel).map_err(err)?;
-                let flags = OFlags::WRONLY
-                    | OFlags::CREATE
-                    | OFlags::EXCL
-                    | OFlags::NOFOLLOW
-                    | OFlags::CLOEXEC;
-                let fd = rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600))
-                    .map_err(err)?;
-                pending.entries.fetch_sub(1, Ordering::Relaxed);
-                let mut f = fs::File::from(fd);
-                write(&mut f, &rel, &data)?;
-                file = Some((f, rel));
-            }
-            StageOp::More(data) => {
-                let (f, rel) = file.as_mut().expect("More follows File");
-                write(f, rel, &data)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A file being written through the stager: data is gathered into
-/// operations of at most [`STAGE_CHUNK`] bytes. Whatever is left is sent
-/// on `flush` or drop; the file is created by the first operation even
-/// when empty.
-struct StagedFile {
-    rel: Option<String>,
-    buf: Vec<u8>,
-    tx: SyncSender<StageOp>,
-    pending: Arc<Pending>,
-}
-
-impl StagedFile {
-    fn send(&mut self) -> io::Result<()> {
-        let data = std::mem::take(&mut self.buf);
-        let op = match self.rel.take() {
-            Some(rel) => StageOp::File(rel, data),
-            None if data.is_empty() => return Ok(()),
-            None => StageOp::More(data),
-        };
-        let n = match &op {
-            StageOp::File(_, d) | StageOp::More(d) => d.len() as u64,
-            StageOp::Dir(_) => 0,
-        };
-        self.pending.bytes.fetch_add(n, Ordering::Relaxed);
-        self.tx
-            .send(op)
-            .map_err(|_| io::Error::other("the staging thread stopped"))
-    }
-}
-
-impl io::Write for StagedFile {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let k = data.len().min(STAGE_CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..k]);
-        if self.buf.len() == STAGE_CHUNK {
-            self.send()?;
-        }
-        Ok(k)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
-}
-
-impl Drop for StagedFile {
-    fn drop(&mut self) {
-        // An error here is the stager's, and is reported by finish.
-        let _ = self.send();
-    }
-}
-
-impl Extract for Staging {
-    type File = StagedFile;
+impl Extract for Staging<'_> {
+    type File = fs::File;
 
     fn dir(&mut self, rel: &str) -> Result<()> {
-        self.pending.entries.fetch_add(1, Ordering::Relaxed);
-        self.send(StageOp::Dir(rel.to_string())).map_err(|()| {
-            self.failed
-                .take_or(|| Error::io("cannot create directory", &self.root.join(rel), stopped()))
-        })
+        let err = |e: rustix::io::Errno| {
+            Error::io("cannot create directory", &self.root.join(rel), e.into())
+        };
+        let (dir, name) = self.parent.split(self.fd, rel).map_err(err)?;
+        rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)).map_err(err)
     }
 
-    fn create_file(&mut self, rel: &str) -> Result<StagedFile> {
-        self.pending.entries.fetch_add(1, Ordering::Relaxed);
-        Ok(StagedFile {
-            rel: Some(rel.to_string()),
-            buf: Vec::new(),
-            tx: self.tx.clone().expect("no file after finish"),
-            pending: Arc::clone(&self.pending),
-        })
+    fn create_file(&mut self, rel: &str) -> Result<fs::File> {
+        let err =
+            |e: rustix::io::Errno| Error::io("cannot create file", &self.root.join(rel), e.into());
+        let (dir, name) = self.parent.split(self.fd, rel).map_err(err)?;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)).map_err(err)?;
+        Ok(fs::File::from(fd))
     }
 
-    /// The stager's error, which is why writing stopped.
     fn write_error(&self, rel: &str, e: io::Error) -> Error {
-        self.failed
-            .take_or(|| Error::io("cannot write", &self.root.join(rel), e))
+        Error::io("cannot write", &self.root.join(rel), e)
     }
 
     /// Refuse an entry that would leave the staging filesystem with less
@@ -305,21 +107,15 @@ impl Extract for Staging {
     /// decompression bomb is stopped before its first byte is written.
     fn reserve(&mut self, rel: &str, size: u64) -> Result<()> {
         // Through the descriptor: no walk of the staging path per entry.
-        let st = rustix::fs::fstatvfs(&self.fd)
+        let st = rustix::fs::fstatvfs(self.fd)
             .map_err(|e| Error::io("cannot inspect the filesystem of", &self.root, e.into()))?;
         let unit = if st.f_frsize > 0 {
             st.f_frsize
         } else {
             st.f_bsize
         };
-        // What the stager has not written yet is as good as used.
-        let avail = st
-            .f_bavail
-            .saturating_mul(unit)
-            .saturating_sub(self.pending.bytes.load(Ordering::Relaxed));
-        let favail = st
-            .f_favail
-            .saturating_sub(self.pending.entries.load(Ordering::Relaxed));
+        let avail = st.f_bavail.saturating_mul(unit);
+        let favail = st.f_favail;
         let margin = free_margin(st.f_blocks.saturating_mul(unit));
         if size.saturating_add(margin) > avail {
             return Err(Error::Refused(format!(
@@ -339,12 +135,6 @@ impl Extract for Staging {
         }
         Ok(())
     }
-}
-
-/// The error of a send to a stager that stopped without saying why (it
-/// never does: each of its failures leaves an error).
-fn stopped() -> io::Error {
-    io::Error::other("the staging thread stopped")
 }
 
 /// The directory that holds the entries being worked on, open below the
@@ -746,16 +536,13 @@ fn restore_entry(
 /// caller removes the staging directory (unless it was already moved).
 fn restore(opts: &UnsealOptions, staging: &StagingDir) -> Result<UnsealReport> {
     let root = staging.path.clone();
-    let mut x = Staging::new(root.clone(), &staging.fd)?;
-    let opened = open_vault(&opts.vault, &opts.identities, &mut x);
-    // Every file is on disk (not yet durable) once the stager finished.
-    // Its error came first in stream order: a synchronous extraction
-    // would have stopped there.
-    let staged = x.finish();
-    let opened = match (opened, staged) {
-        (_, Err(e)) | (Err(e), Ok(())) => return Err(e),
-        (Ok(opened), Ok(())) => opened,
+    let mut x = Staging {
+        root: root.clone(),
+        fd: staging.fd.as_fd(),
+        parent: ParentCache::default(),
     };
+    let opened = open_vault(&opts.vault, &opts.identities, &mut x)?;
+    drop(x);
     let json = &opened.json;
     check_links(opts, json)?;
     // Every check that does not depend on the disk comes before the first
@@ -974,77 +761,6 @@ mod tests {
         fs::write(root.join(format!("d/f{early:05}")), b"x").unwrap();
         let e = restore_leaves(dir.as_fd(), &root, &entries, &mut Vec::new()).unwrap_err();
         assert!(e.to_string().contains(&format!("d/f{late:05}")), "{e}");
-    }
-
-    /// Write `data` to a file created through `x`, as the payload reader
-    /// does (pieces, then flush).
-    fn stage_file(x: &mut Staging, rel: &str, data: &[u8]) -> Result<()> {
-        let mut f = x.create_file(rel)?;
-        for piece in data.chunks(100_000) {
-            io::Write::write_all(&mut f, piece).map_err(|e| x.write_error(rel, e))?;
-        }
-        io::Write::flush(&mut f).map_err(|e| x.write_error(rel, e))
-    }
-
-    /// The stager creates directories and files in order, relative to
-    /// their parents, with every byte (an empty file, a file of several
-    /// operations), and is done when `finish` returns.
-    #[test]
-    fn stager_creates_entries_in_order() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        let mut x = Staging::new(root.clone(), &open_dir(&root)).unwrap();
-        let big: Vec<u8> = (0..3 * STAGE_CHUNK + 5).map(|i| (i % 241) as u8).collect();
-        x.dir("a").unwrap();
-        x.dir("a/b").unwrap();
-        stage_file(&mut x, "a/b/big", &big).unwrap();
-        stage_file(&mut x, "a/empty", b"").unwrap();
-        stage_file(&mut x, "top", b"top").unwrap();
-        x.finish().unwrap();
-        assert_eq!(fs::read(root.join("a/b/big")).unwrap(), big);
-        assert_eq!(fs::read(root.join("a/empty")).unwrap(), b"");
-        assert_eq!(fs::read(root.join("top")).unwrap(), b"top");
-        let mode = fs::metadata(root.join("a/b/big"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o077, 0, "staged files are the owner's alone");
-    }
-
-    /// When the stager fails, its error is the one reported, however far
-    /// the reader got, and nothing after it is created.
-    #[test]
-    fn stager_failure_is_the_reported_error() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        fs::write(root.join("taken"), b"x").unwrap();
-        let mut x = Staging::new(root.clone(), &open_dir(&root)).unwrap();
-        // Sent, but fails in the stager (the file exists).
-        stage_file(&mut x, "taken", b"new").unwrap();
-        // Whatever the reader does next either fails with the stager's
-        // error or is dropped; finish reports that error otherwise.
-        let mut first = None;
-        for i in 0..10_000 {
-            if let Err(e) = stage_file(&mut x, &format!("f{i}"), &[1; 1000]) {
-                first = Some(e);
-                break;
-            }
-        }
-        let e = match first {
-            Some(e) => {
-                assert!(x.finish().is_ok(), "the error is reported once");
-                e
-            }
-            None => x.finish().unwrap_err(),
-        };
-        let msg = e.to_string();
-        assert!(
-            msg.contains("cannot create file") && msg.contains("taken"),
-            "{msg}"
-        );
-        assert!(msg.contains("File exists"), "{msg}");
-        assert_eq!(fs::read(root.join("taken")).unwrap(), b"x");
-        assert!(!root.join("f9999").exists());
     }
 
     /// A deep tree of write-protected directories goes entirely, through
