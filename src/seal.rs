@@ -2,15 +2,16 @@
 //! byte in one pass, and write an age-encrypted vault atomically.
 //!
 //! Pipeline (FORMAT §2, §3): walk (sorted) → read + SHA-256 + tar framing on
-//! this thread → `PipeWriter` → zstd → age → sidecar hash → temp file on a
-//! second thread → fsync → rename → fsync dir.
+//! this thread → `PipeWriter` → zstd → age on a second thread →
+//! `PipeWriter` → sidecar hash → temp file on a third → fsync → rename →
+//! fsync dir.
 //!
 //! On the producer thread, `Walk` walks the case (`src/walk.rs`) and
 //! streams each file; `Bag` owns the bag layout: the `CASE/data/…` paths,
 //! the `casevault.json` entries, the payload manifest and the tag files.
 
 use std::fs;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -18,9 +19,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::format::{self, Compression, Entry, Kind, Totals};
-use crate::io::{hex, AtomicFile, HashingWriter, BUF_SIZE};
+use crate::io::{hex, AtomicFile, HashingWriter};
 use crate::keys::BoxedRecipient;
-use crate::pipe::PipeWriter;
+use crate::pipe::{Failed, Lend, PipeWriter};
 use crate::tarfmt;
 use crate::{manifest, signal, Error, Result};
 
@@ -142,10 +143,11 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
     let encryptor = crate::read::cipher::encryptor(&opts.recipients)?;
     let (compression, level, armor) = (opts.compression, opts.zstd_level, opts.armor);
     let mut pipe = PipeWriter::spawn(move |mut chunks| {
-        let werr = |e: io::Error| Error::io("cannot write vault", &target, e);
-        let hashing = HashingWriter::new(BufWriter::with_capacity(BUF_SIZE, vault_file));
-        let stream =
-            crate::read::cipher::encrypt_writer(encryptor, armor, hashing).map_err(werr)?;
+        // Hashing and writing the ciphertext run on a third thread, so
+        // that encryption has a core of its own (issue #12).
+        let (out, failed) = output_stage(vault_file, target.clone());
+        let werr = |e: io::Error| failed.take_or(|| Error::io("cannot write vault", &target, e));
+        let stream = crate::read::cipher::encrypt_writer(encryptor, armor, out).map_err(werr)?;
         let mut comp = Compressor::new(stream, compression, level).map_err(werr)?;
         let complete = chunks.drain(&mut comp).map_err(werr)?;
         if !complete {
@@ -153,10 +155,8 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
             return Err(Error::Refused("sealing stopped".into()));
         }
         let stream = comp.finish().map_err(werr)?;
-        let hashing = crate::read::cipher::finish_writer(stream).map_err(werr)?;
-        let (buf, digest, count) = hashing.finish();
-        let file = buf.into_inner().map_err(|e| werr(e.into_error()))?;
-        Ok((file, digest, count))
+        let out = crate::read::cipher::finish_writer(stream).map_err(werr)?;
+        out.finish().map_err(|e| failed.take_or(|| e))
     });
 
     let bag = Bag::new(case_id, opts.collect_entries, opts.sign.clone());
@@ -182,6 +182,33 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
     };
     let written = commit(&opts, vault_file, written)?;
     Ok(report(&opts, walk.bag, time.sealed_at, written))
+}
+
+/// The last stage of seal's pipeline: a thread that hashes the ciphertext
+/// (for the sidecar) and writes it to the vault's temporary file, and
+/// returns both with the byte count. Its I/O error, the cause of any write
+/// into it failing, is left in the returned [`Failed`].
+fn output_stage(
+    vault_file: AtomicFile,
+    target: PathBuf,
+) -> (PipeWriter<(AtomicFile, [u8; 32], u64)>, Failed) {
+    let failed = Failed::default();
+    let slot = failed.clone();
+    let out = PipeWriter::spawn_named("casevault-output", move |mut chunks| {
+        // Whole pipeline buffers go to the file: no BufWriter (and no copy).
+        let mut hashing = HashingWriter::new(vault_file);
+        match chunks.drain(&mut hashing) {
+            Ok(true) => {}
+            // The encrypting stage stopped: the temp file is removed on drop.
+            Ok(false) => return Err(Error::Refused("sealing stopped".into())),
+            Err(e) => {
+                slot.set(Error::io("cannot write vault", &target, e));
+                return Err(Error::Refused("output stage stopped".into()));
+            }
+        }
+        Ok(hashing.finish())
+    });
+    (out, failed)
 }
 
 /// Refuse what would make the seal fail or overwrite something: an
@@ -799,18 +826,14 @@ fn write_tags<W: Write>(
 /// entry to the [`Bag`].
 struct Walk {
     bag: Bag,
-    buf: Vec<u8>,
 }
 
 impl Walk {
     fn new(bag: Bag) -> Self {
-        Walk {
-            bag,
-            buf: vec![0; BUF_SIZE],
-        }
+        Walk { bag }
     }
 
-    fn archive<W: Write>(
+    fn archive<W: Lend>(
         &mut self,
         root: &crate::walk::Root,
         out: &mut W,
@@ -848,7 +871,7 @@ impl Walk {
     /// One case entry, by its kind. The root was opened through any symlink
     /// given on the command line; everything below is lstat'ed (fstatat, no
     /// follow).
-    fn add<W: Write>(
+    fn add<W: Lend>(
         &mut self,
         ent: &crate::walk::Node,
         case_dir: &Path,
@@ -891,7 +914,7 @@ impl Walk {
     /// Archive one regular file: open without following links, check it is
     /// the file we stat'ed, stream exactly its size while hashing, confirm
     /// EOF, and re-stat to catch changes during the read.
-    fn archive_file<W: Write>(
+    fn archive_file<W: Lend>(
         &mut self,
         ent: &crate::walk::Node,
         lmeta: &crate::walk::Meta,
@@ -925,14 +948,21 @@ impl Walk {
         let mut left = size;
         while left > 0 {
             signal::check()?;
-            let want = (self.buf.len() as u64).min(left) as usize;
-            let n = match crate::io::retry(|| f.read(&mut self.buf[..want])) {
+            // Read straight into the stream's buffer and hash it there
+            // (issue #12): no copy of the file's bytes on this thread.
+            let want = usize::try_from(left).unwrap_or(usize::MAX);
+            let read = out
+                .lend(want, |dst| {
+                    let n = crate::io::retry(|| f.read(dst))?;
+                    hasher.update(&dst[..n]);
+                    Ok::<usize, io::Error>(n)
+                })
+                .map_err(WalkError::Write)?;
+            let n = match read {
                 Ok(0) => return Err(changed(path).into()),
                 Ok(n) => n,
                 Err(e) => return Err(Error::io("cannot read", path, e).into()),
             };
-            hasher.update(&self.buf[..n]);
-            out.write_all(&self.buf[..n]).map_err(WalkError::Write)?;
             left -= n as u64;
             crate::progress::add_bytes(n as u64);
         }
