@@ -994,6 +994,7 @@ mod tests {
                     mode: 0o640,
                     mtime: 1_000_000 + i as i64,
                     mtime_nsec: 7,
+                    offset: None,
                 }
             })
             .collect();
