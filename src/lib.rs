@@ -19,11 +19,14 @@ pub mod progress;
 pub mod read;
 pub mod recipients;
 pub mod rekey;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod sanitize;
 pub mod seal;
 pub mod sidecar;
 pub mod sign;
 pub mod signal;
+pub mod source;
 pub mod sweep;
 mod tarfmt;
 pub mod unseal;
