@@ -27,6 +27,7 @@ pub mod sidecar;
 pub mod sign;
 pub mod signal;
 pub mod source;
+pub mod store;
 pub mod sweep;
 mod tarfmt;
 pub mod unseal;

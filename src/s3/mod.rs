@@ -24,6 +24,7 @@ use aws_sdk_s3::Client as SdkClient;
 use crate::{Error, Result};
 
 pub mod object;
+pub mod upload;
 
 pub use object::ObjectReader;
 
@@ -146,6 +147,114 @@ pub fn client() -> Result<&'static Client> {
 }
 
 impl Client {
+    /// A client with fixed credentials and endpoint, for tests and tools
+    /// that manage a test server (never used by the command line, which
+    /// takes credentials only the AWS way).
+    pub fn with_static(endpoint: &str, access_key: &str, secret_key: &str) -> Result<Client> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Refused(format!("cannot start the S3 client's runtime: {e}")))?;
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                access_key, secret_key, None, None, "static",
+            ))
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
+            .build();
+        Ok(Client {
+            rt,
+            sdk: SdkClient::from_conf(conf),
+        })
+    }
+
+    /// Create a bucket, with Object Lock (and so versioning) when `lock`.
+    pub fn create_bucket(&self, bucket: &str, lock: bool) -> Result<()> {
+        self.run(
+            self.sdk
+                .create_bucket()
+                .bucket(bucket)
+                .object_lock_enabled_for_bucket(lock)
+                .send(),
+        )
+        .map(|_| ())
+        .map_err(|e| {
+            s3_error(
+                "CreateBucket",
+                &Location {
+                    bucket: bucket.into(),
+                    key: String::new(),
+                },
+                e,
+            )
+        })
+    }
+
+    /// Set a bucket's default retention (Object Lock must be on).
+    pub fn set_default_retention(&self, bucket: &str, mode: &str, days: i32) -> Result<()> {
+        use aws_sdk_s3::types::{
+            DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode,
+            ObjectLockRule,
+        };
+        let conf = ObjectLockConfiguration::builder()
+            .object_lock_enabled(ObjectLockEnabled::Enabled)
+            .rule(
+                ObjectLockRule::builder()
+                    .default_retention(
+                        DefaultRetention::builder()
+                            .mode(ObjectLockRetentionMode::from(mode))
+                            .days(days)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build();
+        self.run(
+            self.sdk
+                .put_object_lock_configuration()
+                .bucket(bucket)
+                .object_lock_configuration(conf)
+                .send(),
+        )
+        .map(|_| ())
+        .map_err(|e| {
+            s3_error(
+                "PutObjectLockConfiguration",
+                &Location {
+                    bucket: bucket.into(),
+                    key: String::new(),
+                },
+                e,
+            )
+        })
+    }
+
+    /// The version ids of `loc`'s key, newest first.
+    pub fn versions(&self, loc: &Location) -> Result<Vec<String>> {
+        let o = self
+            .run(
+                self.sdk
+                    .list_object_versions()
+                    .bucket(&loc.bucket)
+                    .prefix(&loc.key)
+                    .send(),
+            )
+            .map_err(|e| s3_error("ListObjectVersions", loc, e))?;
+        Ok(o.versions()
+            .iter()
+            .filter(|v| v.key() == Some(loc.key.as_str()))
+            .filter_map(|v| v.version_id().map(str::to_string))
+            .collect())
+    }
+
     fn from_env() -> std::result::Result<Client, String> {
         use aws_config::timeout::TimeoutConfig;
         use aws_config::{BehaviorVersion, Region};
@@ -196,13 +305,15 @@ impl Client {
         self.rt.block_on(f)
     }
 
-    /// HEAD: `None` when there is no such object.
-    pub fn head(&self, loc: &Location) -> Result<Option<Head>> {
+    /// HEAD of the current version (or of `version`): `None` when there
+    /// is no such object.
+    pub fn head(&self, loc: &Location, version: Option<&str>) -> Result<Option<Head>> {
         let r = self.run(
             self.sdk
                 .head_object()
                 .bucket(&loc.bucket)
                 .key(&loc.key)
+                .set_version_id(version.map(str::to_string))
                 .send(),
         );
         match r {

@@ -32,8 +32,13 @@ impl ObjectReader {
     /// Open the current version of `loc` (HEAD): a refusal naming it when
     /// there is no such object.
     pub fn open(loc: &Location) -> Result<ObjectReader> {
+        ObjectReader::open_version(loc, None)
+    }
+
+    /// Open one version of `loc` (the current one when `None`).
+    pub fn open_version(loc: &Location, version: Option<&str>) -> Result<ObjectReader> {
         let client = client()?;
-        let head = client.head(loc)?.ok_or_else(|| Error::Io {
+        let head = client.head(loc, version)?.ok_or_else(|| Error::Io {
             op: "cannot open",
             path: loc.to_string().into(),
             cause: io::Error::new(io::ErrorKind::NotFound, "no such object"),
@@ -41,7 +46,7 @@ impl ObjectReader {
         Ok(ObjectReader {
             client,
             loc: loc.clone(),
-            version: head.version_id,
+            version: head.version_id.or_else(|| version.map(str::to_string)),
             size: head.size,
             pos: 0,
             body: None,

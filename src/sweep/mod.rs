@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 pub use lock::{acquire, Acquire, StoreLock};
 pub use report::{now, Record, Reporter, Status, Summary};
 pub use state::{CaseState, State};
-pub use store::{check_vault, parse_stamp, stamp, vault_stamp, VaultCheck};
+pub use store::{
+    check_vault, list_vaults, parse_stamp, stamp, vault_name, vault_stamp, VaultCheck,
+};
 
 use crate::error::exit;
 use crate::format::{self, Compression};
