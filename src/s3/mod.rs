@@ -130,6 +130,15 @@ pub struct Upload {
     pub upload_id: String,
 }
 
+/// The HTTP(S) client: hyper with rustls on ring (no cmake or aws-lc-sys
+/// at build time; see docs/PERFORMANCE.md).
+fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
 /// The blocking client: one per process, made on first use.
 pub struct Client {
     rt: tokio::runtime::Runtime,
@@ -157,6 +166,7 @@ impl Client {
             .map_err(|e| Error::Refused(format!("cannot start the S3 client's runtime: {e}")))?;
         let conf = aws_sdk_s3::config::Builder::new()
             .behavior_version(aws_config::BehaviorVersion::latest())
+            .http_client(http_client())
             .endpoint_url(endpoint)
             .force_path_style(true)
             .region(aws_config::Region::new("us-east-1"))
@@ -267,15 +277,8 @@ impl Client {
             .read_timeout(Duration::from_secs(120))
             .build();
         let shared = rt.block_on(
-            // The HTTP(S) client: hyper with rustls on ring (no cmake or
-            // aws-lc-sys at build time; see docs/PERFORMANCE.md).
             aws_config::defaults(BehaviorVersion::latest())
-                .http_client({
-                    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-                    aws_smithy_http_client::Builder::new()
-                        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-                        .build_https()
-                })
+                .http_client(http_client())
                 .timeout_config(timeouts)
                 .load(),
         );
@@ -322,6 +325,24 @@ impl Client {
                 version_id: o.version_id().map(str::to_string),
             })),
             Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) if matches!(status_of(&e), Some(400..=499)) => {
+                // A HEAD answer has no body, so no S3 error code: ask the
+                // same with a one-byte GET, whose answer names it
+                // (SignatureDoesNotMatch, InvalidAccessKeyId, ...).
+                let r = self.run(
+                    self.sdk
+                        .get_object()
+                        .bucket(&loc.bucket)
+                        .key(&loc.key)
+                        .set_version_id(version.map(str::to_string))
+                        .range("bytes=0-0")
+                        .send(),
+                );
+                match r {
+                    Err(g) if !is_not_found(&g) => Err(s3_error("GetObject", loc, g)),
+                    _ => Err(s3_error("HeadObject", loc, e)),
+                }
+            }
             Err(e) => Err(s3_error("HeadObject", loc, e)),
         }
     }

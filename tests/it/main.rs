@@ -24,6 +24,7 @@ mod pq;
 mod progress;
 mod rekey;
 mod roundtrip_prop;
+mod s3;
 mod seal;
 mod sign;
 mod sweep;
