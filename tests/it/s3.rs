@@ -308,7 +308,7 @@ fn retention_on_every_object_and_locked_delete_refused() {
     }
     let loc = Location {
         bucket: b.clone(),
-        key: format!("{}", l.vault_rel("CASE-2")),
+        key: l.vault_rel("CASE-2"),
     };
     let versions = srv.client.versions(&loc).unwrap();
     assert_eq!(versions.len(), 1);
