@@ -158,3 +158,133 @@ pub fn abort_stale(prefix: &Location, ours: &dyn Fn(&str) -> bool) -> Result<Vec
     }
     Ok(out)
 }
+
+/// A `Write` that uploads what it is given as a multipart upload of
+/// [`PART_SIZE`] parts, on a thread of its own so that sealing and
+/// uploading overlap. At most one part is being filled and one in flight
+/// (memory: two parts, 32 MiB). [`UploadWriter::finish`] completes the
+/// upload; dropped unfinished (an error, a signal), it aborts it.
+pub struct UploadWriter {
+    loc: Location,
+    id: String,
+    buf: Vec<u8>,
+    sha512: Option<sha2::Sha512>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    worker: Option<std::thread::JoinHandle<Result<Vec<String>>>>,
+    sent: u32,
+    done: bool,
+}
+
+impl UploadWriter {
+    /// Start a multipart upload to `loc`; with `sha512`, also hash what is
+    /// written with SHA-512 (for the vault's outer signature).
+    pub fn start(loc: &Location, sha512: bool) -> Result<UploadWriter> {
+        let c = client()?;
+        let id = c.create_multipart(loc)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(0);
+        let (wloc, wid) = (loc.clone(), id.clone());
+        let worker = std::thread::spawn(move || -> Result<Vec<String>> {
+            let mut etags = Vec::new();
+            for part in rx {
+                etags.push(c.upload_part(&wloc, &wid, etags.len() as i32 + 1, part)?);
+            }
+            Ok(etags)
+        });
+        Ok(UploadWriter {
+            loc: loc.clone(),
+            id,
+            buf: Vec::with_capacity(PART_SIZE),
+            sha512: sha512.then(sha2::Sha512::new),
+            tx: Some(tx),
+            worker: Some(worker),
+            sent: 0,
+            done: false,
+        })
+    }
+
+    /// The worker's error, once it stopped.
+    fn worker_error(&mut self) -> io::Error {
+        self.tx = None;
+        match self.worker.take().map(|w| w.join()) {
+            Some(Ok(Err(e))) => io::Error::other(e.to_string()),
+            _ => io::Error::other(format!("the upload to {} stopped", self.loc)),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_SIZE));
+        let sent = self.tx.as_ref().map(|tx| tx.send(part));
+        match sent {
+            Some(Ok(())) => {
+                self.sent += 1;
+                Ok(())
+            }
+            _ => Err(self.worker_error()),
+        }
+    }
+
+    /// Send the last part and complete the upload: the object is visible
+    /// from now on. Returns its version id and, if asked for, the SHA-512
+    /// of what was written.
+    pub fn finish(mut self) -> Result<(Option<String>, Option<[u8; 64]>)> {
+        if !self.buf.is_empty() || self.sent == 0 {
+            // S3 needs at least one part, even an empty one.
+            self.send().map_err(|e| Error::Io {
+                op: "cannot upload",
+                path: self.loc.to_string().into(),
+                cause: e,
+            })?;
+        }
+        self.tx = None;
+        let etags = match self.worker.take().map(|w| w.join()) {
+            Some(Ok(r)) => r?,
+            _ => return Err(s3_stopped(&self.loc)),
+        };
+        crate::signal::check()?;
+        let version = client()?.complete_multipart(&self.loc, &self.id, &etags)?;
+        self.done = true;
+        let digest = self.sha512.take().map(|h| h.finalize().into());
+        Ok((version, digest))
+    }
+}
+
+fn s3_stopped(loc: &Location) -> Error {
+    Error::Io {
+        op: "cannot upload",
+        path: loc.to_string().into(),
+        cause: io::Error::other("the upload thread stopped"),
+    }
+}
+
+impl io::Write for UploadWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(PART_SIZE - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if let Some(h) = &mut self.sha512 {
+            h.update(&data[..n]);
+        }
+        if self.buf.len() == PART_SIZE {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for UploadWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            self.tx = None;
+            if let Some(w) = self.worker.take() {
+                let _ = w.join();
+            }
+            if let Ok(c) = client() {
+                // Best effort: the next sweep aborts what is left.
+                let _ = c.abort_multipart(&self.loc, &self.id);
+            }
+        }
+    }
+}

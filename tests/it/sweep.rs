@@ -851,6 +851,7 @@ fn man_pages_list_every_command_and_show_value_placeholders() {
             "rekey",
             "sweep",
             "custody",
+            "store",
             "completions",
             "man"
         ]
