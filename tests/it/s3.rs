@@ -497,3 +497,320 @@ fn push_twice_copies_once_and_audit_catches_a_new_version() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+impl Server {
+    /// Multipart uploads in progress in a bucket.
+    fn uploads(&self, bucket: &str) -> usize {
+        let loc = Location {
+            bucket: bucket.into(),
+            key: String::new(),
+        };
+        self.client.list_uploads(&loc).unwrap().len()
+    }
+}
+
+impl Local {
+    /// `sweep INBOX -o URL -r KEY --state-dir STATE EXTRA…` as a command.
+    fn sweep_cmd(&self, srv: &Server, url: &str, extra: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_casevault"));
+        c.env(crate::util::PANIC_LOG_ENV, crate::util::panic_log())
+            .env("AWS_ENDPOINT_URL", &srv.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &srv.access)
+            .env("AWS_SECRET_ACCESS_KEY", &srv.secret)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/nonexistent/casevault-test")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/casevault-test")
+            .arg("sweep")
+            .arg(self.p("inbox"))
+            .arg("-o")
+            .arg(url)
+            .arg("-r")
+            .arg(&self.key.recipient)
+            .arg("--state-dir")
+            .arg(self.p("state"))
+            .args(extra);
+        c
+    }
+
+    /// A case big enough that its upload takes a while (random bytes do
+    /// not compress): 96 MiB, six parts.
+    fn big_case(&self) {
+        let dir = self.p("inbox/BIG");
+        fs::create_dir(&dir).unwrap();
+        for i in 0..6u64 {
+            fs::write(
+                dir.join(format!("part{i}.bin")),
+                crate::util::seeded_bytes(i + 100, 16 << 20),
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// Every file under `root` and the SHA-256 of its contents.
+fn tree_digest(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    use sha2::{Digest, Sha256};
+    let mut out: Vec<_> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let d = Sha256::digest(fs::read(e.path()).unwrap()).to_vec();
+            (e.path().to_path_buf(), d)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Wait (at most 60 s) until `cond` holds.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !cond() {
+        assert!(t.elapsed().as_secs() < 60, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Sweep into S3, then unseal, verify and list from s3://; retention read
+/// back on every object; a second sweep seals nothing; --remove-source
+/// removes the sources only after the object was read back.
+#[test]
+fn sweep_round_trip_through_s3() {
+    let Some(srv) = server() else { return };
+    let l = Local::new();
+    let b = srv.bucket("sweep", true);
+    let url = format!("s3://{b}/lab");
+    let out = l
+        .sweep_cmd(srv, &url, &["--retain", "1d", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = lines_json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(recs.last().unwrap()["sealed"], 2, "{recs:?}");
+    // Lock, state and custody log in --state-dir, nothing else local.
+    for f in ["lock", "state.json", "custody.jsonl"] {
+        assert!(l.p("state").join(f).exists(), "{f}");
+    }
+    let keys = srv.keys(&b);
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for k in &keys {
+        assert!(k.starts_with("lab/CASE-"), "{k}");
+        let loc = Location {
+            bucket: b.clone(),
+            key: k.clone(),
+        };
+        let r = srv.client.get_retention(&loc, None).unwrap();
+        let r = r.unwrap_or_else(|| panic!("{k} has no retention"));
+        assert_eq!(r.mode, "COMPLIANCE");
+        assert!(r.until > now + 86_000, "{k}");
+    }
+    let vault = keys
+        .iter()
+        .find(|k| k.starts_with("lab/CASE-1/") && k.ends_with(".vault"));
+    let vurl = format!("s3://{b}/{}", vault.unwrap());
+    let dest = l.p("restored");
+    srv.cmd()
+        .args(["unseal", &vurl, "-i"])
+        .arg(&l.key.path)
+        .arg("-o")
+        .arg(&dest)
+        .assert()
+        .code(0);
+    assert_same_tree(&l.p("inbox/CASE-1"), &dest, false);
+    srv.cmd()
+        .args(["verify", &vurl, "-i"])
+        .arg(&l.key.path)
+        .assert()
+        .code(0);
+    srv.cmd()
+        .args(["list", &vurl, "-i"])
+        .arg(&l.key.path)
+        .assert()
+        .code(0);
+    srv.cmd().args(["store", "audit", &url]).assert().code(0);
+    // Unchanged: nothing sealed again.
+    let out = l
+        .sweep_cmd(srv, &url, &["--retain", "1d"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 sealed, 2 unchanged"));
+    assert_eq!(srv.keys(&b).len(), 4);
+    // --remove-source: sealed again, read back, then removed.
+    let out = l
+        .sweep_cmd(srv, &url, &["--retain", "1d", "--remove-source"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!l.p("inbox/CASE-2/note.txt").exists());
+    assert_eq!(srv.keys(&b).len(), 8);
+    // A directory store flag on an S3 store, and S3 flags on a directory.
+    let out = l
+        .sweep_cmd(srv, &url, &["--retain", "1d", "--keep", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Refused before sealing: a bucket without Object Lock, or without any
+/// retention; --no-retention writes anyway.
+#[test]
+fn sweep_refuses_a_bucket_without_object_lock() {
+    let Some(srv) = server() else { return };
+    let l = Local::new();
+    let b = srv.bucket("swnolock", false);
+    let url = format!("s3://{b}/lab");
+    let out = l
+        .sweep_cmd(srv, &url, &["--retain", "1d"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Object Lock off") && err.contains("--no-retention"),
+        "{err}"
+    );
+    assert!(srv.keys(&b).is_empty());
+    assert!(l.p("inbox/CASE-1").exists());
+    let out = l
+        .sweep_cmd(srv, &url, &["--no-retention"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(srv.keys(&b).len(), 4);
+}
+
+/// radosgw stopped in the middle of an upload: that case fails with its
+/// source untouched and no object; the next run (gateway back) aborts the
+/// stale upload and completes. A second gateway of the same cluster is
+/// stopped, so other tests keep theirs.
+#[test]
+fn gateway_stopped_mid_upload_then_next_run_completes() {
+    let Some(srv) = server() else { return };
+    let l = Local::new();
+    l.big_case();
+    let b = srv.bucket("stop", true);
+    let url = format!("s3://{b}/lab");
+    let port = 17600 + (std::process::id() % 300) as u16;
+    let gw = |op: &str| {
+        let o = Command::new(repo().join("scripts/s3-test-server"))
+            .args(["gateway", op, "stoptest", &port.to_string()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    gw("start");
+    let before = tree_digest(&l.p("inbox"));
+    let mut cmd = l.sweep_cmd(srv, &url, &["--retain", "1d"]);
+    cmd.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"));
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the BIG upload to start", || {
+        let loc = Location {
+            bucket: b.clone(),
+            key: String::new(),
+        };
+        srv.client
+            .list_uploads(&loc)
+            .unwrap()
+            .iter()
+            .any(|u| u.key.starts_with("lab/BIG/"))
+    });
+    gw("stop");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("FAILED BIG") || stdout.contains("failed BIG"),
+        "{stdout}"
+    );
+    assert!(
+        srv.keys(&b).iter().all(|k| !k.starts_with("lab/BIG/")),
+        "{:?}",
+        srv.keys(&b)
+    );
+    assert_eq!(tree_digest(&l.p("inbox")), before);
+    gw("start");
+    let mut cmd = l.sweep_cmd(srv, &url, &["--retain", "1d", "--json"]);
+    cmd.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"));
+    let out = cmd.output().unwrap();
+    gw("stop");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(srv.uploads(&b), 0);
+    assert!(srv
+        .keys(&b)
+        .iter()
+        .any(|k| k.starts_with("lab/BIG/") && k.ends_with(".vault.sha256")));
+    srv.cmd().args(["store", "audit", &url]).assert().code(0);
+}
+
+/// A sweep killed with -9 in the middle of an upload leaves no object;
+/// the next run aborts the stale upload and completes.
+#[test]
+fn sweep_killed_mid_upload_then_next_run_cleans_up() {
+    let Some(srv) = server() else { return };
+    let l = Local::new();
+    l.big_case();
+    let b = srv.bucket("kill", true);
+    let url = format!("s3://{b}/lab");
+    let mut child = l
+        .sweep_cmd(srv, &url, &["--retain", "1d"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the BIG upload to start", || srv.uploads(&b) > 0);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(srv.uploads(&b), 1);
+    assert!(srv.keys(&b).iter().all(|k| !k.starts_with("lab/BIG/")));
+    let out = l
+        .sweep_cmd(srv, &url, &["--retain", "1d", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = lines_json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(recs.last().unwrap()["stale_temp_removed"], 1, "{recs:?}");
+    assert_eq!(srv.uploads(&b), 0);
+    srv.cmd().args(["store", "audit", &url]).assert().code(0);
+}
