@@ -24,6 +24,7 @@ mod pq;
 mod progress;
 mod rekey;
 mod roundtrip_prop;
+#[cfg(feature = "s3")]
 mod s3;
 mod seal;
 mod sign;
