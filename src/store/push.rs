@@ -217,7 +217,7 @@ fn copy_vault(
     from: &Path,
     to: &Path,
     expected: &str,
-    opts: &PushOptions,
+    #[cfg_attr(not(feature = "s3"), allow(unused_variables))] opts: &PushOptions,
 ) -> Result<()> {
     let mut input = crate::source::open_one(from, "cannot open vault")?;
     let read_err = |e: io::Error| Error::io("cannot read vault", from, e);
@@ -285,7 +285,7 @@ fn write_neighbours(
     to: &Path,
     sig: Option<&[u8]>,
     sidecar: &[u8],
-    opts: &PushOptions,
+    #[cfg_attr(not(feature = "s3"), allow(unused_variables))] opts: &PushOptions,
 ) -> Result<()> {
     let mut items = Vec::new();
     if let Some(s) = sig {
@@ -309,7 +309,6 @@ fn write_neighbours(
             }
         }
     }
-    let _ = opts;
     Ok(())
 }
 
