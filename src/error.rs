@@ -62,13 +62,26 @@ pub enum Error {
     /// SIGINT or SIGTERM arrived; temporary output was removed.
     #[error("interrupted by signal {0}; temporary files removed")]
     Interrupted(i32),
+    /// An S3 request failed: the operation, bucket, key, the S3 error code
+    /// (or `ConnectionFailed`, `Timeout`, ...) and the server's message.
+    /// Never a credential (issue #13).
+    #[error("S3 {op} of s3://{bucket}/{key} failed: {code}{}", if .detail.is_empty() { String::new() } else { format!(" ({})", .detail) })]
+    S3 {
+        op: &'static str,
+        bucket: String,
+        key: String,
+        code: String,
+        detail: String,
+    },
 }
 
 impl Error {
     /// Which exit code this error maps to.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Io { .. } | Error::Refused(_) | Error::Unsupported(_) => ErrorKind::Operational,
+            Error::Io { .. } | Error::Refused(_) | Error::Unsupported(_) | Error::S3 { .. } => {
+                ErrorKind::Operational
+            }
             Error::Integrity(_) | Error::UnsafeEntry(_) => ErrorKind::Integrity,
             Error::NoMatchingKey => ErrorKind::NoMatchingKey,
             Error::Usage(_) => ErrorKind::Usage,
@@ -91,6 +104,16 @@ impl Error {
             }
             Error::Unsupported(_) => Some("open this vault with a newer casevault"),
             Error::NotRemoved { error, .. } => error.hint(),
+            Error::S3 { code, .. } => match code.as_str() {
+                "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "CredentialsNotLoaded" => Some(
+                    "check the credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or AWS_PROFILE and ~/.aws/credentials (docs/OPERATIONS.md, S3 stores)",
+                ),
+                "ConnectionFailed" | "Timeout" | "DispatchFailure" => Some(
+                    "check that the S3 endpoint (AWS_ENDPOINT_URL) is up and reachable",
+                ),
+                "NoSuchBucket" => Some("check the bucket name, or create the bucket (with Object Lock for a vault store)"),
+                _ => None,
+            },
             _ => None,
         }
     }

@@ -295,7 +295,8 @@ pub fn retry(mut read: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
 
 /// SHA-256 of a whole file, streamed.
 pub fn sha256_file(path: &Path) -> Result<([u8; 32], u64)> {
-    let mut f = fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+    // A local file, or a vault in S3 (src/source.rs).
+    let mut f = crate::source::open_one(path, "cannot open")?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; BUF_SIZE];
     let mut n = 0u64;

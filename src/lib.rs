@@ -21,11 +21,15 @@ pub mod read;
 pub mod recipients;
 pub mod rekey;
 pub mod report;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod sanitize;
 pub mod seal;
 pub mod sidecar;
 pub mod sign;
 pub mod signal;
+pub mod source;
+pub mod store;
 pub mod sweep;
 mod tarfmt;
 pub mod unseal;

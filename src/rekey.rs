@@ -184,7 +184,25 @@ fn check_request(opts: &RekeyOptions, target: &Path) -> Result<()> {
         ));
     }
     crate::keys::check_recipients(&opts.recipients)?;
+    if crate::source::is_remote(target) {
+        // A vault store in S3 is written by sweep and `store push` only
+        // (issue #13); under Object Lock a vault cannot be replaced anyway.
+        return Err(Error::Usage(format!(
+            "rekey writes a local file: give -o NEW_VAULT on this machine, not {} (store push copies it to a bucket)",
+            target.display()
+        )));
+    }
     finish_interrupted(target)?;
+    if crate::source::is_remote(source) {
+        // Read from S3: the checks below are about local files.
+        if !opts.force && fs::symlink_metadata(target).is_ok() {
+            return Err(Error::Refused(format!(
+                "{} already exists (use --force to replace it)",
+                target.display()
+            )));
+        }
+        return Ok(());
+    }
     let meta = fs::metadata(source).map_err(|e| Error::io("cannot open vault", source, e))?;
     if !meta.is_file() {
         return Err(Error::Refused(format!(

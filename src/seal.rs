@@ -130,15 +130,61 @@ pub fn seal(opts: SealOptions) -> Result<SealReport> {
 /// `root`, so a directory swapped during it cannot redirect it.
 pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealReport> {
     let _progress = crate::progress::Guard;
-    let case_dir = &opts.case_dir;
-    let case_id = case_id_for(case_dir, opts.case_id.as_deref())?;
     let sidecar = crate::sidecar::path(&opts.output);
     refuse_output(&opts, root)?;
+    let vault_file = AtomicFile::create(&opts.output)?;
+    vault_file.set_mode(opts.output_mode)?;
+    let (vault_file, digest, vault_bytes, bag, sealed_at) = pipeline(&opts, root, vault_file)?;
+    let written = Written {
+        vault_sha256: hex(&digest),
+        vault_bytes,
+        sidecar,
+        signature: None,
+    };
+    let written = commit(&opts, vault_file, written)?;
+    Ok(report(&opts, bag, sealed_at, written))
+}
+
+/// Seal `root` into any writer (an upload to an S3 store, issue #13)
+/// instead of a file: the same walk, archive, compression and encryption
+/// as [`seal_from`], but no file, sidecar or signature is written, and
+/// `opts.output` only names the vault in messages and the report. The
+/// caller finishes `sink` (returned) and writes the sidecar and signature.
+pub fn seal_to<W: Write + Send + 'static>(
+    opts: SealOptions,
+    root: &crate::walk::Root,
+    sink: W,
+) -> Result<(SealReport, W)> {
+    let _progress = crate::progress::Guard;
+    if opts.recipients.is_empty() {
+        return Err(Error::Usage(
+            "no recipients given: use -r RECIPIENT or -R FILE".into(),
+        ));
+    }
+    let (sink, digest, vault_bytes, bag, sealed_at) = pipeline(&opts, root, sink)?;
+    let written = Written {
+        vault_sha256: hex(&digest),
+        vault_bytes,
+        sidecar: crate::sidecar::path(&opts.output),
+        signature: None,
+    };
+    Ok((report(&opts, bag, sealed_at, written), sink))
+}
+
+/// The walk and the output stage (compress, encrypt, hash the ciphertext,
+/// write to `sink`); returns the sink, the ciphertext's SHA-256 and
+/// length, the bag and the seal time.
+fn pipeline<W: Write + Send + 'static>(
+    opts: &SealOptions,
+    root: &crate::walk::Root,
+    sink: W,
+) -> Result<(W, [u8; 32], u64, Bag, String)> {
+    let case_dir = &opts.case_dir;
+    let case_id = case_id_for(case_dir, opts.case_id.as_deref())?;
     let time = SealTime::now();
 
     // The output stage: compress, encrypt, hash the ciphertext, write.
-    let vault_file = AtomicFile::create(&opts.output)?;
-    vault_file.set_mode(opts.output_mode)?;
+    let vault_file = sink;
     let target = opts.output.clone();
     let encryptor = crate::read::cipher::encryptor(&opts.recipients)?;
     let (compression, level, armor) = (opts.compression, opts.zstd_level, opts.armor);
@@ -174,24 +220,18 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
     }
     let (vault_file, digest, vault_bytes) = pipe.finish()?;
     signal::check()?;
-    let written = Written {
-        vault_sha256: hex(&digest),
-        vault_bytes,
-        sidecar,
-        signature: None,
-    };
-    let written = commit(&opts, vault_file, written)?;
-    Ok(report(&opts, walk.bag, time.sealed_at, written))
+    Ok((vault_file, digest, vault_bytes, walk.bag, time.sealed_at))
 }
 
 /// The last stage of seal's pipeline: a thread that hashes the ciphertext
-/// (for the sidecar) and writes it to the vault's temporary file, and
+/// (for the sidecar) and writes it to the vault's temporary file (or, for
+/// an S3 store, the upload), and
 /// returns both with the byte count. Its I/O error, the cause of any write
 /// into it failing, is left in the returned [`Failed`].
-fn output_stage(
-    vault_file: AtomicFile,
+fn output_stage<W: Write + Send + 'static>(
+    vault_file: W,
     target: PathBuf,
-) -> (PipeWriter<(AtomicFile, [u8; 32], u64)>, Failed) {
+) -> (PipeWriter<(W, [u8; 32], u64)>, Failed) {
     let failed = Failed::default();
     let slot = failed.clone();
     let out = PipeWriter::spawn_named("casevault-output", move |mut chunks| {

@@ -46,17 +46,27 @@ pub fn read(vault: &Path) -> std::result::Result<String, Unusable> {
 /// Read the sidecar file `side` written for `vault` (e.g. rekey's pending
 /// sidecar): the SHA-256 (hex) it records for the vault.
 pub fn read_at(side: &Path, vault: &Path) -> std::result::Result<String, Unusable> {
-    let mut f = match open_regular(side) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Unusable::Missing),
-        Err(e) => return Err(Unusable::Io(e)),
-        Ok(None) => return Err(Unusable::NotRegular),
-        Ok(Some(f)) => f,
+    // The neighbouring object of a vault in S3 (issue #13).
+    let remote = crate::source::read_small(side, MAX_SIDECAR)
+        .map_err(|e| Unusable::Io(io::Error::other(e.to_string())))?;
+    let text = match remote {
+        Some(None) => return Err(Unusable::Missing),
+        Some(Some(text)) => text,
+        None => {
+            let mut f = match open_regular(side) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Unusable::Missing),
+                Err(e) => return Err(Unusable::Io(e)),
+                Ok(None) => return Err(Unusable::NotRegular),
+                Ok(Some(f)) => f,
+            };
+            let mut text = Vec::new();
+            Read::by_ref(&mut f)
+                .take(MAX_SIDECAR + 1)
+                .read_to_end(&mut text)
+                .map_err(Unusable::Io)?;
+            text
+        }
     };
-    let mut text = Vec::new();
-    Read::by_ref(&mut f)
-        .take(MAX_SIDECAR + 1)
-        .read_to_end(&mut text)
-        .map_err(Unusable::Io)?;
     if text.len() as u64 > MAX_SIDECAR {
         return Err(Unusable::TooLarge);
     }

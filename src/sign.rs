@@ -310,6 +310,29 @@ fn signed_data(namespace: &str, reserved: &[u8], alg: HashAlg, hash: &[u8]) -> V
 }
 
 /// Hash a whole file with `alg`, reading with `pread` from offset 0.
+/// Like [`hash_file_at`] over any reader (a vault in S3).
+fn hash_reader(mut r: impl Read, path: &Path, alg: HashAlg) -> Result<Vec<u8>> {
+    let mut s256 = Sha256::new();
+    let mut s512 = Sha512::new();
+    let mut buf = vec![0u8; BUF_SIZE];
+    loop {
+        crate::signal::check()?;
+        let n = match crate::io::retry(|| r.read(&mut buf)) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => return Err(Error::io("cannot read", path, e)),
+        };
+        match alg {
+            HashAlg::Sha256 => s256.update(&buf[..n]),
+            _ => s512.update(&buf[..n]),
+        }
+    }
+    Ok(match alg {
+        HashAlg::Sha256 => s256.finalize().to_vec(),
+        _ => s512.finalize().to_vec(),
+    })
+}
+
 fn hash_file_at(file: &fs::File, path: &Path, alg: HashAlg) -> Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     enum H {
@@ -389,6 +412,12 @@ pub fn verify_bytes(sig: &SshSig, namespace: &str, what: &str, msg: &[u8]) -> Re
 
 /// Like [`verify_bytes`] over the contents of a file, streamed.
 pub fn verify_file(sig: &SshSig, namespace: &str, what: &str, path: &Path) -> Result<Verified> {
+    if crate::source::is_remote(path) {
+        // An S3 object (issue #13): hashed as it streams.
+        let r = crate::source::open_one(path, "cannot open")?;
+        let digest = hash_reader(r, path, sig.hash_alg())?;
+        return check_digest(sig, namespace, what, &digest);
+    }
     let f = fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
     let digest = hash_file_at(&f, path, sig.hash_alg())?;
     check_digest(sig, namespace, what, &digest)
@@ -397,6 +426,16 @@ pub fn verify_file(sig: &SshSig, namespace: &str, what: &str, path: &Path) -> Re
 /// Read and parse `VAULT.sig`; `Ok(None)` when it does not exist.
 pub fn read_vault_sig(vault: &Path) -> Result<Option<SshSig>> {
     let p = sig_path(vault);
+    if let Some(remote) = crate::source::read_small(&p, MAX_KEY_FILE)? {
+        return match remote {
+            None => Ok(None),
+            Some(text) if text.len() as u64 > MAX_KEY_FILE => Err(Error::Refused(format!(
+                "{}: file too large (over 1 MiB)",
+                p.display()
+            ))),
+            Some(text) => parse(&text, &p.display().to_string()).map(Some),
+        };
+    }
     match fs::symlink_metadata(&p) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("cannot read signature", &p, e)),

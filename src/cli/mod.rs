@@ -14,6 +14,7 @@ mod record;
 mod rekey;
 mod report;
 mod seal;
+mod store;
 mod sweep;
 mod sweep_report;
 mod unseal;
@@ -98,6 +99,9 @@ enum Command {
     /// Show or check a custody log (the chain of custody of vaults).
     #[command(subcommand)]
     Custody(custody::CustodyCommand),
+    /// Whole vault stores, local or s3://BUCKET[/PREFIX]: audit, push.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Print a shell completion script to stdout.
     Completions(man::CompletionsArgs),
     /// Print the casevault(1) man page, or casevault-COMMAND(1), as roff.
@@ -118,6 +122,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Report(a) => report::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Custody(c) => custody::run(c),
+        Command::Store(c) => store::run(c),
         Command::Completions(a) => man::completions(a),
         Command::Man(a) => man::man(a),
     }

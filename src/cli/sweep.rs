@@ -67,15 +67,38 @@ pub struct SweepArgs {
     /// Why, for the custody records.
     #[arg(long, value_name = "TEXT")]
     reason: Option<String>,
+    #[command(flatten)]
+    retention: super::store::RetentionArgs,
+    /// S3 stores: the directory of the sweep lock, state and default
+    /// custody log (default: $STATE_DIRECTORY, else $XDG_STATE_HOME or
+    /// ~/.local/state, then casevault/sweep/BUCKET[+PREFIX]).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 pub fn run(a: SweepArgs) -> anyhow::Result<Exit> {
     let sign = a.sign.key()?;
     // Issue #4/#5: sweep keeps a custody log by default; a dry run none.
+    let remote = casevault::source::is_remote(&a.output);
+    if !remote
+        && (a.retention.retain.is_some() || a.retention.no_retention || a.state_dir.is_some())
+    {
+        return Err(casevault::Error::Usage(
+            "--retain, --no-retention and --state-dir apply to S3 stores (-o s3://BUCKET/PREFIX)"
+                .into(),
+        )
+        .into());
+    }
+    // An S3 store keeps its lock, state and default custody log locally.
+    let home = if remote {
+        state_dir_of(&a.output, a.state_dir.as_deref())?
+    } else {
+        a.output.clone()
+    };
     let log = match a.custody {
         _ if a.no_custody || a.dry_run => None,
         Some(p) if p.as_os_str() != SWEEP_CUSTODY => Some(p),
-        _ => Some(a.output.join("custody.jsonl")),
+        _ => Some(home.join("custody.jsonl")),
     };
     let custody = custody_of(log, a.actor, a.reason, sign.as_ref());
     let opts = sweep::SweepOptions {
@@ -91,6 +114,10 @@ pub fn run(a: SweepArgs) -> anyhow::Result<Exit> {
         zstd_level: seal::DEFAULT_ZSTD_LEVEL,
         sign,
         custody,
+        retain: a.retention.retain,
+        lock_mode: a.retention.lock_mode.into(),
+        no_retention: a.retention.no_retention,
+        state_dir: remote.then_some(home),
     };
     let mut printer = Printer::new(a.output_args.json, a.output_args.quiet, a.log.clone());
     let res = sweep::run(&opts, &mut printer);
@@ -121,4 +148,25 @@ pub fn run(a: SweepArgs) -> anyhow::Result<Exit> {
     }
     res?;
     Ok(exit)
+}
+
+/// The state directory of an S3 sweep: `--state-dir`, or the default.
+fn state_dir_of(
+    store: &std::path::Path,
+    given: Option<&std::path::Path>,
+) -> anyhow::Result<PathBuf> {
+    if let Some(d) = given {
+        return Ok(d.to_path_buf());
+    }
+    #[cfg(feature = "s3")]
+    {
+        let loc = casevault::s3::Location::of_path(store).expect("an s3:// store")?;
+        Ok(casevault::sweep::default_state_dir(&loc)?)
+    }
+    #[cfg(not(feature = "s3"))]
+    Err(casevault::Error::Refused(format!(
+        "{}: this casevault was built without S3 support (cargo feature `s3`)",
+        store.display()
+    ))
+    .into())
 }

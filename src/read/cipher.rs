@@ -3,7 +3,6 @@
 //! header parsing and identity matching, with age's errors classified into
 //! casevault's; and the encrypting writer `seal` and `rekey` write through.
 
-use std::fs;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +11,7 @@ use std::sync::Arc;
 use crate::io::{classify_stream_error, SharedHash, SourceReader, TeeHash, BUF_SIZE};
 use crate::keys::{BoxedIdentity, BoxedRecipient};
 use crate::pipe::PumpReader;
+use crate::source::VaultInput;
 use crate::{Error, Result};
 
 /// A reader of the decrypted payload. It releases only authenticated
@@ -76,18 +76,16 @@ pub fn map_error(vault: &Path, e: age::DecryptError) -> Error {
 /// The vault file being read: every byte the decryptor reads is hashed,
 /// and [`Ciphertext::finish`] hashes what it did not need.
 pub struct Ciphertext {
-    drain: fs::File,
+    drain: VaultInput,
     state: SharedHash,
 }
 
 impl Ciphertext {
     /// Open `vault`; the reader hashes what it reads (and marks disk
     /// errors as such, see [`SourceReader`]).
-    pub fn open(vault: &Path) -> Result<(SourceReader<TeeHash<fs::File>>, Ciphertext)> {
-        let file = fs::File::open(vault).map_err(|e| Error::io("cannot open vault", vault, e))?;
-        let drain = file
-            .try_clone()
-            .map_err(|e| Error::io("cannot open vault", vault, e))?;
+    pub fn open(vault: &Path) -> Result<(SourceReader<TeeHash<VaultInput>>, Ciphertext)> {
+        // A local file or an S3 object (src/source.rs, issue #13).
+        let (file, drain) = crate::source::open(vault, "cannot open vault")?;
         let state = crate::io::shared_hash();
         let tee = TeeHash {
             inner: file,
@@ -158,7 +156,7 @@ pub(super) fn decrypt(
 /// Parse `vault`'s age header without any identity (verify without -i):
 /// `Some(problem)` if it does not parse; a disk error is an error.
 pub fn check_header(vault: &Path) -> Result<Option<String>> {
-    let f = fs::File::open(vault).map_err(|e| Error::io("cannot open vault", vault, e))?;
+    let f = crate::source::open_one(vault, "cannot open vault")?;
     let armored = age::armor::ArmoredReader::new(BufReader::new(SourceReader(f)));
     match age::Decryptor::new_buffered(BufReader::new(armored)) {
         Ok(_) => Ok(None),

@@ -10,7 +10,6 @@
 //! streaming path instead ([`RandomVault::open`] returns `None`).
 
 use std::cell::RefCell;
-use std::fs::File;
 use std::io::{self, BufRead, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -29,7 +28,7 @@ const CACHE_FRAMES: usize = 3;
 /// A version 3 vault open for reading anywhere in its tar stream.
 pub struct RandomVault {
     vault: PathBuf,
-    plain: age::stream::StreamReader<SourceReader<File>>,
+    plain: age::stream::StreamReader<SourceReader<crate::source::VaultInput>>,
     table: Option<SeekTable>,
     compression: Compression,
     tar_len: u64,
@@ -53,7 +52,8 @@ impl RandomVault {
     /// for zstd, the seek table (step 2). `Ok(None)`: not a binary version
     /// 3 vault; read it by streaming.
     pub fn open(vault: &Path, identities: &[&dyn age::Identity]) -> Result<Option<RandomVault>> {
-        let mut f = File::open(vault).map_err(|e| Error::io("cannot open vault", vault, e))?;
+        // A local file, or an S3 object read by ranged GETs (issue #13).
+        let mut f = crate::source::open_one(vault, "cannot open vault")?;
         let mut head = [0u8; 5];
         let n = crate::io::retry(|| f.read(&mut head))
             .map_err(|e| Error::io("cannot read vault", vault, e))?;
@@ -184,7 +184,7 @@ impl RandomVault {
 
 fn read_plain(
     vault: &Path,
-    plain: &mut age::stream::StreamReader<SourceReader<File>>,
+    plain: &mut age::stream::StreamReader<SourceReader<crate::source::VaultInput>>,
     off: u64,
     buf: &mut [u8],
 ) -> Result<()> {

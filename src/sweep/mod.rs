@@ -11,6 +11,8 @@
 
 mod lock;
 mod report;
+#[cfg(feature = "s3")]
+mod s3;
 mod state;
 mod store;
 mod tree;
@@ -23,8 +25,12 @@ use std::path::{Path, PathBuf};
 
 pub use lock::{acquire, Acquire, StoreLock};
 pub use report::{now, Record, Reporter, Status, Summary};
+#[cfg(feature = "s3")]
+pub use s3::default_state_dir;
 pub use state::{CaseState, State};
-pub use store::{check_vault, parse_stamp, stamp, vault_stamp, VaultCheck};
+pub use store::{
+    check_vault, list_vaults, parse_stamp, stamp, vault_name, vault_stamp, VaultCheck,
+};
 
 use crate::error::exit;
 use crate::format::{self, Compression};
@@ -60,6 +66,12 @@ pub struct SweepOptions {
     pub sign: Option<crate::sign::SigningKey>,
     /// `--custody`: append `sealed` and `removed-source` records (issue #5).
     pub custody: Option<crate::custody::Custody>,
+    /// S3 stores (`-o s3://BUCKET/PREFIX`, issue #13): `--retain`
+    /// (seconds), `--lock-mode`, `--no-retention`, `--state-dir`.
+    pub retain: Option<i64>,
+    pub lock_mode: crate::store::LockMode,
+    pub no_retention: bool,
+    pub state_dir: Option<PathBuf>,
 }
 
 /// How a sweep that started ended; the caller prints what is not yet
@@ -96,9 +108,14 @@ pub fn run(opts: &SweepOptions, out: &mut dyn Reporter) -> Result<Outcome> {
         ));
     }
     let recipients = Recipients::load(&opts.recipients, &opts.recipients_files)?;
-    let (inbox, store) = inbox_and_store(opts)?;
-    let modes = StoreModes::of(&store)?;
-    let meta = store.join(META_DIR);
+    let (inbox, store, modes, meta, backend) = if crate::source::is_remote(&opts.store) {
+        s3_store(opts)?
+    } else {
+        let (inbox, store) = inbox_and_store(opts)?;
+        let modes = StoreModes::of(&store)?;
+        let meta = store.join(META_DIR);
+        (inbox, store, modes, meta, Backend::Local)
+    };
     let _lock = match lock_store(&meta, opts.dry_run)? {
         Ok(l) => l,
         Err(busy) => return Ok(Outcome::Busy(busy)),
@@ -108,6 +125,7 @@ pub fn run(opts: &SweepOptions, out: &mut dyn Reporter) -> Result<Outcome> {
     let mut sweep = Sweep {
         opts,
         recipients,
+        backend,
         modes,
         store,
         state,
@@ -125,6 +143,40 @@ pub fn run(opts: &SweepOptions, out: &mut dyn Reporter) -> Result<Outcome> {
     Ok(Outcome::Finished {
         failed: sweep.summary.failed > 0 || sweep.out.failed(),
     })
+}
+
+/// Where a sweep puts vaults.
+enum Backend {
+    /// The local store directory (`Sweep::store`).
+    Local,
+    /// A bucket and prefix (empty or ending in `/`), and how objects are
+    /// retained.
+    #[cfg(feature = "s3")]
+    S3 {
+        loc: crate::s3::Location,
+        plan: crate::store::RetentionPlan,
+    },
+}
+
+/// The inbox, the store as shown, the modes, the lock-and-state
+/// directory and the backend of an S3 store.
+fn s3_store(opts: &SweepOptions) -> Result<(PathBuf, PathBuf, StoreModes, PathBuf, Backend)> {
+    #[cfg(feature = "s3")]
+    {
+        let inbox = is_dir(&opts.inbox, "inbox")?;
+        let (loc, plan, meta) = s3::open_store(opts)?;
+        let modes = StoreModes {
+            file: crate::seal::OUTPUT_MODE,
+            dir: 0o700,
+        };
+        let shown = PathBuf::from(loc.to_string().trim_end_matches('/'));
+        Ok((inbox, shown, modes, meta, Backend::S3 { loc, plan }))
+    }
+    #[cfg(not(feature = "s3"))]
+    Err(Error::Refused(format!(
+        "{}: this casevault was built without S3 support (cargo feature `s3`)",
+        opts.store.display()
+    )))
 }
 
 /// The inbox and the store, checked and canonical.
@@ -241,6 +293,8 @@ fn in_group(gid: u32) -> bool {
 struct Sweep<'a> {
     opts: &'a SweepOptions,
     recipients: Recipients,
+    /// Where vaults go: the local store, or an S3 bucket (src/sweep/s3.rs).
+    backend: Backend,
     modes: StoreModes,
     store: PathBuf,
     state: State,
@@ -308,17 +362,23 @@ impl Sweep<'_> {
         if let Some(c) = self.checked.get(path) {
             return Ok(c.clone());
         }
-        let c = store::check_vault(path)?;
+        let c = match &self.backend {
+            Backend::Local => store::check_vault(path)?,
+            #[cfg(feature = "s3")]
+            Backend::S3 { .. } => s3::check_vault(path)?,
+        };
         self.checked.insert(path.to_path_buf(), c.clone());
         Ok(c)
     }
 
     fn run_all(&mut self, inbox: &Path, meta: &Path) -> Result<()> {
-        // Every case is opened from this handle, without following links,
-        // when its turn comes (issue #10 item 3).
-        let inbox_dir = Root::open(inbox)?;
         // Under the lock, every temporary file in the store is ours and
         // left over from an interrupted run.
+        #[cfg(feature = "s3")]
+        if let Backend::S3 { loc, .. } = &self.backend {
+            self.summary.stale_temp_removed = s3::abort_stale(loc, self.opts.dry_run)?;
+            return self.run_cases(inbox);
+        }
         let stale = store::stale_temp_files(&self.store, meta)?;
         for p in &stale {
             if !self.opts.dry_run {
@@ -327,7 +387,11 @@ impl Sweep<'_> {
             }
         }
         self.summary.stale_temp_removed = stale.len() as u64;
+        self.run_cases(inbox)
+    }
 
+    fn run_cases(&mut self, inbox: &Path) -> Result<()> {
+        let inbox_dir = Root::open(inbox)?;
         let mut entries: Vec<fs::DirEntry> = fs::read_dir(inbox)
             .map_err(|e| Error::io("cannot list", inbox, e))?
             .collect::<std::io::Result<_>>()
@@ -533,6 +597,10 @@ impl Sweep<'_> {
         scan: &tree::Scan,
         r: &mut Record,
     ) -> Result<()> {
+        #[cfg(feature = "s3")]
+        if let Backend::S3 { .. } = &self.backend {
+            return self.seal_s3(case, src, scan, r);
+        }
         let created = match fs::DirBuilder::new().mode(0o700).create(case_dir) {
             Ok(()) => true,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,

@@ -26,6 +26,8 @@ mod progress;
 mod rekey;
 mod report;
 mod roundtrip_prop;
+#[cfg(feature = "s3")]
+mod s3;
 mod seal;
 mod sign;
 mod sweep;

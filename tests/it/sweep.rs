@@ -852,6 +852,7 @@ fn man_pages_list_every_command_and_show_value_placeholders() {
             "report",
             "sweep",
             "custody",
+            "store",
             "completions",
             "man"
         ]
