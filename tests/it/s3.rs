@@ -814,3 +814,132 @@ fn sweep_killed_mid_upload_then_next_run_cleans_up() {
     assert_eq!(srv.uploads(&b), 0);
     srv.cmd().args(["store", "audit", &url]).assert().code(0);
 }
+
+/// Bytes received from the test gateway by `casevault ARGS…`, counted
+/// from outside the binary: strace, every read on a TCP socket to the
+/// gateway's port. `None` without strace (a failure under CI).
+fn traced_fetch(
+    srv: &Server,
+    args: &[&std::ffi::OsStr],
+    log: &Path,
+) -> Option<(std::process::Output, u64)> {
+    let strace = crate::util::tool("strace")?;
+    let port = srv
+        .endpoint
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    let out = Command::new(strace)
+        .args([
+            "-f",
+            "-qq",
+            "-yy",
+            "-e",
+            "trace=read,recvfrom,recvmsg,readv",
+            "-o",
+        ])
+        .arg(log)
+        .arg(env!("CARGO_BIN_EXE_casevault"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", &srv.endpoint)
+        .env("AWS_ACCESS_KEY_ID", &srv.access)
+        .env("AWS_SECRET_ACCESS_KEY", &srv.secret)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/nonexistent/casevault-test")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/casevault-test")
+        .env_remove("AWS_PROFILE")
+        .env(crate::util::PANIC_LOG_ENV, crate::util::panic_log())
+        .output()
+        .unwrap();
+    let peer = format!(":{port}]");
+    let bytes = fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("TCP") && l.contains(&peer))
+        .filter_map(|l| l.rsplit_once("= ")?.1.trim().parse::<u64>().ok())
+        .sum();
+    Some((out, bytes))
+}
+
+/// Issue #12 through #13: `list` and `unseal --path` of a version 3 vault
+/// in a bucket fetch only what they need by ranged GETs; `verify -i`, the
+/// yardstick, fetches all of it.
+#[test]
+fn version_3_vault_in_s3_is_read_from_its_end() {
+    let Some(srv) = server() else { return };
+    let l = Local::new();
+    let big = l.p("inbox/BIG-1");
+    fs::create_dir_all(big.join("sub")).unwrap();
+    fs::write(
+        big.join("a-big.bin"),
+        crate::util::seeded_bytes(3, 16 << 20),
+    )
+    .unwrap();
+    fs::write(big.join("sub/one.txt"), b"one\n").unwrap();
+    l.sweep_local();
+    let b = srv.bucket("v3", false);
+    let dst = format!("s3://{b}/lab");
+    srv.cmd()
+        .args(["store", "push"])
+        .arg(l.p("store"))
+        .arg(&dst)
+        .arg("--no-retention")
+        .assert()
+        .code(0);
+    let rel = l.vault_rel("BIG-1");
+    let size = fs::metadata(l.p("store").join(&rel)).unwrap().len();
+    let url = std::ffi::OsString::from(format!("{dst}/{rel}"));
+    let key = l.key.path.as_os_str();
+    let log = l.p("strace.log");
+    let Some((out, full)) = traced_fetch(srv, &["verify".as_ref(), &url, "-i".as_ref(), key], &log)
+    else {
+        return;
+    };
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(full >= size, "verify -i fetched {full} of {size}");
+    let (out, listed) =
+        traced_fetch(srv, &["list".as_ref(), &url, "-i".as_ref(), key], &log).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\tsub/one.txt\n"));
+    let dest = l.p("one");
+    let (out, one) = traced_fetch(
+        srv,
+        &[
+            "unseal".as_ref(),
+            &url,
+            "-i".as_ref(),
+            key,
+            "-o".as_ref(),
+            dest.as_os_str(),
+            "--path".as_ref(),
+            "sub/one.txt".as_ref(),
+        ],
+        &log,
+    )
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(dest.join("sub/one.txt")).unwrap(), b"one\n");
+    assert!(!dest.join("a-big.bin").exists());
+    eprintln!(
+        "s3: object {size} bytes; fetched by verify -i {full}, list {listed}, unseal --path {one}"
+    );
+    assert!(listed * 10 < size, "list fetched {listed} of {size}");
+    assert!(one * 10 < size, "unseal --path fetched {one} of {size}");
+}
