@@ -943,3 +943,103 @@ fn version_3_vault_in_s3_is_read_from_its_end() {
     assert!(listed * 10 < size, "list fetched {listed} of {size}");
     assert!(one * 10 < size, "unseal --path fetched {one} of {size}");
 }
+
+/// The non-root tier (CI runs as root): `verify`, `list`, `unseal` and
+/// `unseal --path` of an `s3://` vault as nobody, and a missing object
+/// (exit 1, nothing written).
+#[test]
+fn read_paths_as_nobody() {
+    let Some(srv) = server() else { return };
+    let l = Local::new();
+    l.sweep_local();
+    let b = srv.bucket("nobody", false);
+    let dst = format!("s3://{b}/lab");
+    srv.cmd()
+        .args(["store", "push"])
+        .arg(l.p("store"))
+        .arg(&dst)
+        .arg("--no-retention")
+        .assert()
+        .code(0);
+    let url = format!("{dst}/{}", l.vault_rel("CASE-1"));
+    let work = l.p("nobody");
+    fs::create_dir(&work).unwrap();
+    let key = work.join("key.txt");
+    fs::copy(&l.key.path, &key).unwrap();
+    let Some(u) = crate::unpriv::Unprivileged::new(&work) else {
+        return;
+    };
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = u
+            .cmd()
+            .args(args)
+            .env("AWS_ENDPOINT_URL", &srv.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &srv.access)
+            .env("AWS_SECRET_ACCESS_KEY", &srv.secret)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/nonexistent/casevault-test")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/casevault-test")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!err.contains("panicked"), "{err}");
+        (out.status.code(), err)
+    };
+    let k = key.as_os_str();
+    let url_os = std::ffi::OsString::from(&url);
+    let (code, err) = run(&["verify".as_ref(), &url_os, "-i".as_ref(), k]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = run(&["list".as_ref(), &url_os, "-i".as_ref(), k]);
+    assert_eq!(code, Some(0), "{err}");
+    let dest = work.join("dest");
+    let (code, err) = run(&[
+        "unseal".as_ref(),
+        &url_os,
+        "-i".as_ref(),
+        k,
+        "-o".as_ref(),
+        dest.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_same_tree(&l.p("inbox/CASE-1"), &dest, false);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(&dest).unwrap().uid(), 65534);
+    let part = work.join("part");
+    let (code, err) = run(&[
+        "unseal".as_ref(),
+        &url_os,
+        "-i".as_ref(),
+        k,
+        "-o".as_ref(),
+        part.as_os_str(),
+        "--path".as_ref(),
+        "calls.csv".as_ref(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(part.join("calls.csv").is_file());
+    assert!(!part.join("report.xml").exists());
+    // A missing object: exit 1, naming it, nothing written.
+    let missing =
+        std::ffi::OsString::from(format!("{dst}/CASE-1/CASE-1.20200101T000000.000000Z.vault"));
+    let gone = work.join("gone");
+    let (code, err) = run(&[
+        "unseal".as_ref(),
+        &missing,
+        "-i".as_ref(),
+        k,
+        "-o".as_ref(),
+        gone.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("CASE-1.20200101T000000.000000Z.vault"),
+        "{err}"
+    );
+    assert!(!gone.exists());
+    let left: Vec<_> = fs::read_dir(&work)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".casevault-unseal-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
