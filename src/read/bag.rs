@@ -258,6 +258,22 @@ fn check_json_entries<'j>(
 
 /// Whether entry `e` has the fields its kind needs and in-range values.
 fn entry_well_formed(e: &Entry, problems: &mut Problems) -> bool {
+    if fields_well_formed(e) {
+        return true;
+    }
+    problems.tag(
+        format::CASEVAULT_JSON,
+        format!("casevault.json: malformed entry {:?}", e.path),
+    );
+    false
+}
+
+/// Whether entry `e` has exactly the fields its kind needs and in-range
+/// values (FORMAT §5.4). An mtime outside the years 0000 to 9999 is not
+/// written by seal but is not damage either: a vault an older casevault
+/// sealed from a filesystem that held one must still open (unseal reports
+/// what the filesystem could not store).
+pub(super) fn fields_well_formed(e: &Entry) -> bool {
     let fields_ok = match e.kind {
         Kind::File => e.size.is_some() && e.sha256.is_some() && e.target.is_none(),
         Kind::Dir | Kind::Symlink => {
@@ -266,17 +282,7 @@ fn entry_well_formed(e: &Entry, problems: &mut Problems) -> bool {
                 && (e.kind == Kind::Symlink) == e.target.is_some()
         }
     };
-    let detail = if !fields_ok || e.mtime_nsec >= 1_000_000_000 || e.mode > 0o7777 {
-        format!("casevault.json: malformed entry {:?}", e.path)
-    } else {
-        // An mtime outside the years 0000 to 9999 is not written by seal
-        // (FORMAT §5.4) but is not damage either: a vault an older
-        // casevault sealed from a filesystem that held one must still
-        // open. unseal reports what the filesystem could not store.
-        return true;
-    };
-    problems.tag(format::CASEVAULT_JSON, detail);
-    false
+    fields_ok && e.mtime_nsec < 1_000_000_000 && e.mode <= 0o7777
 }
 
 /// A file entry against the payload file of its path.

@@ -236,6 +236,26 @@ fn cursor_error(e: io::Error) -> Error {
     }
 }
 
+/// Whether a 512-byte tar header block's checksum field holds the sum of
+/// its bytes, the field itself counted as spaces.
+pub(super) fn checksum_ok(block: &[u8]) -> bool {
+    let sum: u64 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(b)
+            }
+        })
+        .sum();
+    block.len() == 512
+        && tar::Header::from_byte_slice(block)
+            .cksum()
+            .is_ok_and(|c| u64::from(c) == sum)
+}
+
 /// One ustar header block, strictly: magic, checksum, a regular file or
 /// directory, its path (prefix and name) and size.
 fn ustar(block: &[u8]) -> Option<(String, u8, u64)> {
@@ -250,18 +270,7 @@ fn ustar(block: &[u8]) -> Option<(String, u8, u64)> {
         }
         u64::from_str_radix(s, 8).ok()
     };
-    let sum: u64 = block
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u64::from(b)
-            }
-        })
-        .sum();
-    if octal(&block[148..156])? != sum {
+    if !checksum_ok(block) {
         return None;
     }
     let cstr = |f: &[u8]| {
@@ -400,18 +409,31 @@ fn small_tag(rv: &RefCell<RandomVault>, tail: &Tail, name: &str, cap: u64) -> Re
     Ok(data)
 }
 
-/// Hashes what it reads, SHA-256 and SHA-512.
+/// Hashes what it reads: SHA-256, and SHA-512 when asked (for
+/// `casevault.json`, whose signature may use it).
 struct Hashing<R> {
     inner: R,
     sha256: Sha256,
-    sha512: Sha512,
+    sha512: Option<Sha512>,
+}
+
+impl<R> Hashing<R> {
+    fn new(inner: R, sha512: bool) -> Self {
+        Hashing {
+            inner,
+            sha256: Sha256::new(),
+            sha512: sha512.then(Sha512::new),
+        }
+    }
 }
 
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.sha256.update(&buf[..n]);
-        self.sha512.update(&buf[..n]);
+        if let Some(h) = &mut self.sha512 {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -478,122 +500,48 @@ pub fn check_meta(
     tail: &Tail,
     visit: &mut dyn FnMut(&Entry) -> Result<()>,
 ) -> Result<(CaseJson, Option<crate::sign::Verified>)> {
-    let bagit = small_tag(rv, tail, format::BAGIT_TXT, format::MAX_SMALL_TAG_FILE)?;
-    if bagit != format::BAGIT_TXT_CONTENT.as_bytes() {
+    let small = |name| small_tag(rv, tail, name, format::MAX_SMALL_TAG_FILE);
+    if small(format::BAGIT_TXT)? != format::BAGIT_TXT_CONTENT.as_bytes() {
         return Err(Error::integrity(
             "bagit.txt is not the BagIt 1.0 declaration",
         ));
     }
-    let info = small_tag(rv, tail, format::BAG_INFO_TXT, format::MAX_SMALL_TAG_FILE)?;
+    let info = small(format::BAG_INFO_TXT)?;
     let info = std::str::from_utf8(&info)
         .map_err(|_| Error::integrity("bag-info.txt is not UTF-8"))
         .and_then(format::parse_bag_info)?;
     let sig = match tail.locator.get(format::CASEVAULT_SIG) {
-        Some(_) => Some(small_tag(
-            rv,
-            tail,
-            format::CASEVAULT_SIG,
-            format::MAX_SMALL_TAG_FILE,
-        )?),
+        Some(_) => Some(small(format::CASEVAULT_SIG)?),
         None => None,
     };
     let json_at = tail.locator.get(format::CASEVAULT_JSON).expect("listed");
     let man_at = tail.locator.get(format::MANIFEST).expect("listed");
-    let payload_end = tail.locator.tags[0].offset;
     if json_at.size > format::MAX_JSON_ABSOLUTE || man_at.size > format::MAX_MANIFEST_ABSOLUTE {
         return Err(Error::integrity(
             "casevault.json or the manifest is too large (reader limit)",
         ));
     }
-    let mut manifest = io::BufReader::with_capacity(
-        64 * 1024,
-        Hashing {
-            inner: Cursor::new(rv, man_at.offset + 512, man_at.size),
-            sha256: Sha256::new(),
-            sha512: Sha512::new(),
-        },
-    );
-    let mut json = Hashing {
-        inner: Cursor::new(rv, json_at.offset + 512, json_at.size),
-        sha256: Sha256::new(),
-        sha512: Sha512::new(),
-    };
-    let mut order = Order::default();
-    let (mut files, mut dirs, mut links, mut bytes) = (0u64, 0u64, 0u64, 0u64);
-    let mut last_offset: Option<u64> = None;
-    let mut line = Vec::new();
-    let mut manifest_lines = 0usize;
-    let mut check = |e: &Entry| -> Result<()> {
-        order.admit(&e.path, e.kind == Kind::Dir)?;
-        if e.kind != Kind::Symlink {
-            let off = e.offset.unwrap_or(0);
-            let first_ok = last_offset.is_some() || off == 512;
-            if !first_ok || last_offset.is_some_and(|l| off <= l) || off >= payload_end {
-                return Err(Error::integrity(format!(
-                    "{}: the offset of {:?} is out of order or outside the payload",
-                    format::CASEVAULT_JSON,
-                    e.path
-                )));
-            }
-            last_offset = Some(off);
-        }
-        match e.kind {
-            Kind::Dir => dirs += 1,
-            Kind::Symlink => links += 1,
-            Kind::File => {
-                files += 1;
-                bytes = bytes.saturating_add(e.size.unwrap_or(0));
-                line.clear();
-                manifest_lines += 1;
-                let n = read_line(&mut manifest, &mut line)?;
-                let text = std::str::from_utf8(&line[..n])
-                    .map_err(|_| Error::integrity("the manifest is not UTF-8"))?;
-                let text = text.strip_suffix('\n').ok_or_else(|| {
-                    Error::integrity(format!(
-                        "{:?} is in casevault.json but not in {}",
-                        e.path,
-                        format::MANIFEST
-                    ))
-                })?;
-                let (path, hash) =
-                    crate::manifest::parse_line(format::MANIFEST, manifest_lines, text)?;
-                if path != e.path || Some(hash) != e.sha256.as_deref() {
-                    return Err(Error::integrity(format!(
-                        "{} disagrees with casevault.json at {:?} (the index disagrees with the manifest)",
-                        format::MANIFEST,
-                        e.path
-                    )));
-                }
-            }
-        }
-        if e.kind == Kind::File && (e.size.is_none() || e.sha256.is_none() || e.target.is_some())
-            || e.kind != Kind::File && (e.size.is_some() || e.sha256.is_some())
-            || (e.kind == Kind::Symlink) != e.target.is_some()
-            || e.mtime_nsec >= 1_000_000_000
-            || e.mode > 0o7777
-        {
-            return Err(Error::integrity(format!(
-                "casevault.json: malformed entry {:?}",
-                e.path
-            )));
-        }
-        visit(e)
+    let mut json = Hashing::new(Cursor::new(rv, json_at.offset + 512, json_at.size), true);
+    let mut entries = EntryChecks {
+        manifest: io::BufReader::with_capacity(
+            64 * 1024,
+            Hashing::new(Cursor::new(rv, man_at.offset + 512, man_at.size), false),
+        ),
+        payload_end: tail.locator.tags[0].offset,
+        order: Order::default(),
+        last_offset: None,
+        line: Vec::new(),
+        manifest_lines: 0,
+        counts: Counts::default(),
     };
     let limits = JsonLimits {
         entries: format::MAX_PAYLOAD_ENTRIES + 1,
         path_bytes: format::MAX_PAYLOAD_PATH_BYTES + 4,
     };
+    let mut check = |e: &Entry| entries.admit(e).and_then(|()| visit(e));
     let parsed =
         CaseJson::parse_stream_visit(&mut json, Some(&limits), cursor_error, Some(&mut check))??;
-    // Everything read, then the digests: the manifest must be over.
-    let mut rest = Vec::new();
-    manifest.read_to_end(&mut rest).map_err(cursor_error)?;
-    if !rest.is_empty() {
-        return Err(Error::integrity(format!(
-            "{} lists files that casevault.json does not",
-            format::MANIFEST
-        )));
-    }
+    let manifest_sha256 = entries.finish()?;
     let mut json_rest = Vec::new();
     json.read_to_end(&mut json_rest).map_err(cursor_error)?;
     if json_rest.iter().any(|b| !b.is_ascii_whitespace()) {
@@ -601,21 +549,139 @@ pub fn check_meta(
             "casevault.json has data after the document",
         ));
     }
-    let (json_sha256, json_sha512) = (json.sha256.finalize(), json.sha512.finalize());
-    if tail.digest(format::CASEVAULT_JSON) != Some(hex(&json_sha256).as_str()) {
-        return Err(Error::integrity(format!(
-            "casevault.json does not match {}",
-            format::TAGMANIFEST
-        )));
+    let json_sha256 = json.sha256.finalize();
+    let json_sha512 = json.sha512.take().expect("asked for").finalize();
+    for (name, digest) in [
+        (format::CASEVAULT_JSON, hex(&json_sha256)),
+        (format::MANIFEST, manifest_sha256),
+    ] {
+        if tail.digest(name) != Some(digest.as_str()) {
+            return Err(Error::integrity(format!(
+                "{name} does not match {}",
+                format::TAGMANIFEST
+            )));
+        }
     }
-    if tail.digest(format::MANIFEST) != Some(hex(&manifest.into_inner().sha256.finalize()).as_str())
-    {
-        return Err(Error::integrity(format!(
-            "{} does not match {}",
-            format::MANIFEST,
-            format::TAGMANIFEST
-        )));
+    let compression = rv.borrow().compression();
+    check_head(
+        &parsed,
+        tail,
+        compression,
+        &entries.counts,
+        &info,
+        sig.is_some(),
+    )?;
+    let signature =
+        crate::sign::check_inner_digests(&parsed, &json_sha256, &json_sha512, sig.as_deref())?;
+    Ok((parsed, signature))
+}
+
+/// What `casevault.json` lists, counted as it streams.
+#[derive(Default)]
+struct Counts {
+    files: u64,
+    dirs: u64,
+    links: u64,
+    bytes: u64,
+}
+
+/// The per-entry checks of a partial read: order, offsets, fields, and
+/// the manifest's next line for each file.
+struct EntryChecks<M> {
+    manifest: M,
+    payload_end: u64,
+    order: Order,
+    last_offset: Option<u64>,
+    line: Vec<u8>,
+    manifest_lines: usize,
+    counts: Counts,
+}
+
+impl<'a> EntryChecks<io::BufReader<Hashing<Cursor<'a>>>> {
+    fn admit(&mut self, e: &Entry) -> Result<()> {
+        self.order.admit(&e.path, e.kind == Kind::Dir)?;
+        if !super::bag::fields_well_formed(e) {
+            return Err(Error::integrity(format!(
+                "casevault.json: malformed entry {:?}",
+                e.path
+            )));
+        }
+        if e.kind != Kind::Symlink {
+            let off = e.offset.unwrap_or(0);
+            let first_ok = self.last_offset.is_some() || off == 512;
+            if !first_ok || self.last_offset.is_some_and(|l| off <= l) || off >= self.payload_end {
+                return Err(Error::integrity(format!(
+                    "{}: the offset of {:?} is out of order or outside the payload",
+                    format::CASEVAULT_JSON,
+                    e.path
+                )));
+            }
+            self.last_offset = Some(off);
+        }
+        let c = &mut self.counts;
+        match e.kind {
+            Kind::Dir => c.dirs += 1,
+            Kind::Symlink => c.links += 1,
+            Kind::File => {
+                c.files += 1;
+                c.bytes = c.bytes.saturating_add(e.size.unwrap_or(0));
+                self.manifest_line(e)?;
+            }
+        }
+        Ok(())
     }
+
+    /// The manifest's next line must be file `e`, with its digest.
+    fn manifest_line(&mut self, e: &Entry) -> Result<()> {
+        self.line.clear();
+        self.manifest_lines += 1;
+        let n = read_line(&mut self.manifest, &mut self.line)?;
+        let text = std::str::from_utf8(&self.line[..n])
+            .map_err(|_| Error::integrity("the manifest is not UTF-8"))?;
+        let text = text.strip_suffix('\n').ok_or_else(|| {
+            Error::integrity(format!(
+                "{:?} is in casevault.json but not in {}",
+                e.path,
+                format::MANIFEST
+            ))
+        })?;
+        let (path, hash) =
+            crate::manifest::parse_line(format::MANIFEST, self.manifest_lines, text)?;
+        if path != e.path || Some(hash) != e.sha256.as_deref() {
+            return Err(Error::integrity(format!(
+                "{} disagrees with casevault.json at {:?} (the index disagrees with the manifest)",
+                format::MANIFEST,
+                e.path
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every entry seen: the manifest must be over. Returns its SHA-256.
+    fn finish(&mut self) -> Result<String> {
+        let mut rest = Vec::new();
+        self.manifest.read_to_end(&mut rest).map_err(cursor_error)?;
+        if !rest.is_empty() {
+            return Err(Error::integrity(format!(
+                "{} lists files that casevault.json does not",
+                format::MANIFEST
+            )));
+        }
+        Ok(hex(&self.manifest.get_ref().sha256.clone().finalize()))
+    }
+}
+
+/// `casevault.json`'s own fields against the bag: version, case id,
+/// compression, totals, bag-info.txt and the signer.
+fn check_head(
+    parsed: &CaseJson,
+    tail: &Tail,
+    compression: Compression,
+    c: &Counts,
+    info: &format::BagInfo,
+    signed: bool,
+) -> Result<()> {
+    let t = &parsed.totals;
     let problems = [
         (
             parsed.version != format::FORMAT_VERSION,
@@ -626,34 +692,27 @@ pub fn check_meta(
             "names another case than the bag",
         ),
         (
-            parsed.compression != rv.borrow().compression(),
+            parsed.compression != compression,
             "gives another compression than the payload's",
         ),
         (
-            (
-                parsed.totals.files,
-                parsed.totals.dirs,
-                parsed.totals.symlinks,
-                parsed.totals.bytes,
-            ) != (files, dirs, links, bytes),
+            (t.files, t.dirs, t.symlinks, t.bytes) != (c.files, c.dirs, c.links, c.bytes),
             "totals do not match its entries",
         ),
         (
-            (info.oxum_bytes, info.oxum_files) != (bytes, files)
+            (info.oxum_bytes, info.oxum_files) != (c.bytes, c.files)
                 || info.external_identifier != tail.case_id,
             "disagrees with bag-info.txt",
         ),
         (
-            parsed.signer.is_some() != sig.is_some(),
+            parsed.signer.is_some() != signed,
             "and casevault.sig disagree about the signer",
         ),
     ];
-    if let Some((_, why)) = problems.iter().find(|(bad, _)| *bad) {
-        return Err(Error::integrity(format!("casevault.json {why}")));
+    match problems.iter().find(|(bad, _)| *bad) {
+        Some((_, why)) => Err(Error::integrity(format!("casevault.json {why}"))),
+        None => Ok(()),
     }
-    let signature =
-        crate::sign::check_inner_digests(&parsed, &json_sha256, &json_sha512, sig.as_deref())?;
-    Ok((parsed, signature))
 }
 
 /// One manifest line into `line` (at most the longest line of §6.1 and

@@ -170,7 +170,7 @@ fn header_at(rv: &mut RandomVault, offset: u64, case_id: &str, e: &Entry) -> Res
         at += 512;
     }
     let header = tar::Header::from_byte_slice(&block);
-    if header.as_ustar().is_none() || !checksum_ok(&block) {
+    if header.as_ustar().is_none() || !super::random::checksum_ok(&block) {
         return Err(bad());
     }
     let size = match pax.1 {
@@ -184,21 +184,4 @@ fn header_at(rv: &mut RandomVault, offset: u64, case_id: &str, e: &Entry) -> Res
         return Err(bad());
     }
     Ok((at, size))
-}
-
-fn checksum_ok(block: &[u8; 512]) -> bool {
-    let sum: u64 = block
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u64::from(b)
-            }
-        })
-        .sum();
-    tar::Header::from_byte_slice(block)
-        .cksum()
-        .is_ok_and(|c| u64::from(c) == sum)
 }
