@@ -334,6 +334,29 @@ fn classify(ent: &fs::DirEntry) -> Entry {
 }
 
 impl Sweep<'_> {
+    /// How sweep seals case `case` (open at `case_dir`) into `vault`,
+    /// whatever the store.
+    fn seal_options(
+        &self,
+        case_dir: &std::path::Path,
+        case: &str,
+        vault: PathBuf,
+    ) -> Result<seal::SealOptions> {
+        Ok(seal::SealOptions {
+            case_dir: case_dir.to_path_buf(),
+            output: vault,
+            recipients: self.recipients.parse()?,
+            case_id: Some(case.to_string()),
+            compression: self.opts.compression,
+            zstd_level: self.opts.zstd_level,
+            armor: false,
+            force: false,
+            collect_entries: self.opts.remove_source,
+            sign: self.opts.sign.clone(),
+            output_mode: self.modes.file,
+        })
+    }
+
     /// Complete the summary with how the run ended, and report it.
     fn finish(&mut self, res: &Result<()>) {
         self.summary.time = report::now();
@@ -629,22 +652,7 @@ impl Sweep<'_> {
         let name =
             store::new_vault_name(case_dir, case, &existing, time::OffsetDateTime::now_utc())?;
         let vault = case_dir.join(&name);
-        let report = seal::seal_from(
-            seal::SealOptions {
-                case_dir: src.path.clone(),
-                output: vault.clone(),
-                recipients: self.recipients.parse()?,
-                case_id: Some(case.to_string()),
-                compression: self.opts.compression,
-                zstd_level: self.opts.zstd_level,
-                armor: false,
-                force: false,
-                collect_entries: self.opts.remove_source,
-                sign: self.opts.sign.clone(),
-                output_mode: self.modes.file,
-            },
-            src,
-        )?;
+        let report = seal::seal_from(self.seal_options(&src.path, case, vault.clone())?, src)?;
         let failed_before = r.status == Status::Failed;
         if !failed_before {
             r.status = Status::Sealed;

@@ -163,19 +163,7 @@ impl Sweep<'_> {
         let vault = PathBuf::from(vault_loc.to_string());
         let sink = UploadWriter::start(&vault_loc, self.opts.sign.is_some())?;
         let (report, sink) = seal::seal_to(
-            seal::SealOptions {
-                case_dir: src.path.clone(),
-                output: vault.clone(),
-                recipients: self.recipients.parse()?,
-                case_id: Some(case.to_string()),
-                compression: self.opts.compression,
-                zstd_level: self.opts.zstd_level,
-                armor: false,
-                force: false,
-                collect_entries: self.opts.remove_source,
-                sign: self.opts.sign.clone(),
-                output_mode: self.modes.file,
-            },
+            self.seal_options(&src.path, case, vault.clone())?,
             src,
             sink,
         )?;
