@@ -31,35 +31,13 @@ fn big_case(fx: &Fx) -> CaseTree {
     case
 }
 
-/// Run `casevault ARGS…` under strace; its output, and the bytes
-/// read(2)/pread64(2) returned for `vault` (the file itself, through any
-/// descriptor). `None` locally without strace (under CI, a failure).
+/// `casevault ARGS…` under strace: its output and the bytes read from
+/// `vault` (the file itself, through any descriptor).
 fn traced(args: &[&std::ffi::OsStr], vault: &Path) -> Option<(std::process::Output, u64)> {
-    let strace = tool("strace")?;
-    let log = vault.with_extension("strace");
-    let mut s = Command::new(strace);
-    s.args([
-        "-f",
-        "-qq",
-        "-y",
-        "-e",
-        "trace=read,pread64,readv,preadv",
-        "-o",
-    ])
-    .arg(&log)
-    .arg(env!("CARGO_BIN_EXE_casevault"))
-    .args(args)
-    .env(PANIC_LOG_ENV, panic_log());
-    let out = s.output().unwrap();
+    let mut cmd = bin_command();
+    cmd.args(args);
     let name = format!("<{}>", fs::canonicalize(vault).unwrap().display());
-    let bytes = fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&name))
-        .filter_map(|l| l.rsplit_once("= ")?.1.trim().parse::<u64>().ok())
-        .sum();
-    fs::remove_file(&log).unwrap();
-    Some((out, bytes))
+    strace_reads(&cmd, &vault.with_extension("strace"), |l| l.contains(&name))
 }
 
 /// `list VAULT -i KEY` / `verify VAULT -i KEY` / `unseal VAULT -o DEST -i

@@ -112,13 +112,30 @@ impl Server {
         c
     }
 
+    /// The same as a `std::process::Command` (strace, setpriv).
+    fn std_cmd(&self) -> Command {
+        let mut c = crate::util::bin_command();
+        for (k, v) in self.vars() {
+            c.env(k, v);
+        }
+        c.env_remove("AWS_PROFILE").env_remove("AWS_SESSION_TOKEN");
+        c
+    }
+
+    /// The AWS environment of the test server, with no shared AWS files.
+    fn vars(&self) -> [(&'static str, &str); 6] {
+        [
+            ("AWS_ENDPOINT_URL", &self.endpoint),
+            ("AWS_ACCESS_KEY_ID", &self.access),
+            ("AWS_SECRET_ACCESS_KEY", &self.secret),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_CONFIG_FILE", "/nonexistent/casevault-test"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/casevault-test"),
+        ]
+    }
+
     fn env(&self, c: &mut assert_cmd::Command) {
-        c.env("AWS_ENDPOINT_URL", &self.endpoint)
-            .env("AWS_ACCESS_KEY_ID", &self.access)
-            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_CONFIG_FILE", "/nonexistent/casevault-test")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/casevault-test")
+        c.envs(self.vars())
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_SESSION_TOKEN");
     }
@@ -816,51 +833,23 @@ fn sweep_killed_mid_upload_then_next_run_cleans_up() {
 }
 
 /// Bytes received from the test gateway by `casevault ARGS…`, counted
-/// from outside the binary: strace, every read on a TCP socket to the
-/// gateway's port. `None` without strace (a failure under CI).
+/// from outside the binary (strace, reads on a TCP socket to the
+/// gateway's port). `None` without strace (a failure under CI).
 fn traced_fetch(
     srv: &Server,
     args: &[&std::ffi::OsStr],
     log: &Path,
 ) -> Option<(std::process::Output, u64)> {
-    let strace = crate::util::tool("strace")?;
     let port = srv
         .endpoint
         .rsplit(':')
         .next()
         .unwrap()
-        .trim_end_matches('/')
-        .to_string();
-    let out = Command::new(strace)
-        .args([
-            "-f",
-            "-qq",
-            "-yy",
-            "-e",
-            "trace=read,recvfrom,recvmsg,readv",
-            "-o",
-        ])
-        .arg(log)
-        .arg(env!("CARGO_BIN_EXE_casevault"))
-        .args(args)
-        .env("AWS_ENDPOINT_URL", &srv.endpoint)
-        .env("AWS_ACCESS_KEY_ID", &srv.access)
-        .env("AWS_SECRET_ACCESS_KEY", &srv.secret)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_CONFIG_FILE", "/nonexistent/casevault-test")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/casevault-test")
-        .env_remove("AWS_PROFILE")
-        .env(crate::util::PANIC_LOG_ENV, crate::util::panic_log())
-        .output()
-        .unwrap();
+        .trim_end_matches('/');
     let peer = format!(":{port}]");
-    let bytes = fs::read_to_string(log)
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains("TCP") && l.contains(&peer))
-        .filter_map(|l| l.rsplit_once("= ")?.1.trim().parse::<u64>().ok())
-        .sum();
-    Some((out, bytes))
+    let mut cmd = srv.std_cmd();
+    cmd.args(args);
+    crate::util::strace_reads(&cmd, log, |l| l.contains("TCP") && l.contains(&peer))
 }
 
 /// Issue #12 through #13: `list` and `unseal --path` of a version 3 vault
@@ -970,17 +959,9 @@ fn read_paths_as_nobody() {
         return;
     };
     let run = |args: &[&std::ffi::OsStr]| {
-        let out = u
-            .cmd()
-            .args(args)
-            .env("AWS_ENDPOINT_URL", &srv.endpoint)
-            .env("AWS_ACCESS_KEY_ID", &srv.access)
-            .env("AWS_SECRET_ACCESS_KEY", &srv.secret)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_CONFIG_FILE", "/nonexistent/casevault-test")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/casevault-test")
-            .output()
-            .unwrap();
+        let mut c = u.cmd();
+        c.args(args).envs(srv.vars());
+        let out = c.output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!err.contains("panicked"), "{err}");
         (out.status.code(), err)

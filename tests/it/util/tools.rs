@@ -43,3 +43,44 @@ pub fn run_tool(cmd: &mut std::process::Command) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// Run `cmd` (the casevault binary with its arguments and environment)
+/// under strace and sum what every read(2)-family call returned on the
+/// descriptors whose strace `-yy` decoration `on` accepts (a file
+/// `<PATH>`, a socket `TCP:[…:PORT]`): bytes read, counted from outside
+/// the binary. `log` is strace's output, removed afterwards. `None`
+/// locally without strace (under CI, a failure).
+pub fn strace_reads(
+    cmd: &std::process::Command,
+    log: &std::path::Path,
+    on: impl Fn(&str) -> bool,
+) -> Option<(std::process::Output, u64)> {
+    let strace = tool("strace")?;
+    let mut s = std::process::Command::new(strace);
+    s.args([
+        "-f",
+        "-qq",
+        "-yy",
+        "-e",
+        "trace=read,pread64,readv,preadv,recvfrom,recvmsg",
+        "-o",
+    ])
+    .arg(log)
+    .arg(cmd.get_program())
+    .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => s.env(k, v),
+            None => s.env_remove(k),
+        };
+    }
+    let out = s.output().unwrap();
+    let bytes = std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter(|l| on(l))
+        .filter_map(|l| l.rsplit_once("= ")?.1.trim().parse::<u64>().ok())
+        .sum();
+    std::fs::remove_file(log).unwrap();
+    Some((out, bytes))
+}
