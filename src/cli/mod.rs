@@ -12,6 +12,7 @@ mod list;
 mod man;
 mod record;
 mod rekey;
+mod repair;
 mod report;
 mod seal;
 mod store;
@@ -83,6 +84,18 @@ enum Command {
     /// 2 usage, 3 verification or the custody chain failed (the report is
     /// still written, headed by the failure), 4 no -i identity opens VAULT.
     Report(report::ReportArgs),
+    /// Check a vault against its parity file and rebuild damaged bytes,
+    /// without a key.
+    ///
+    /// Finds damaged blocks with VAULT.par (written by seal --parity),
+    /// rebuilds them, and replaces VAULT only when the result matches its
+    /// .sha256 sidecar (and VAULT.sig if present). A damaged parity file is
+    /// written anew once the vault is intact.
+    ///
+    /// Exit codes: 0 intact or repaired, 1 error (e.g. no parity file),
+    /// 2 usage, 3 damage beyond the parity budget or not locatable
+    /// (nothing changed).
+    Repair(repair::RepairArgs),
     /// Seal every new or changed case of an inbox into a vault store.
     ///
     /// For cron or a systemd timer; the set-up is in OPERATIONS.md, which the
@@ -120,6 +133,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::List(a) => list::run(a),
         Command::Rekey(a) => rekey::run(a),
         Command::Report(a) => report::run(a),
+        Command::Repair(a) => repair::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Custody(c) => custody::run(c),
         Command::Store(c) => store::run(c),
