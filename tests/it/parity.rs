@@ -555,3 +555,102 @@ fn repair_as_nobody_keeps_owner_and_mode_and_fails_cleanly() {
     assert_error_message(&err);
     assert!(fs::read(&p.vault).unwrap() == bad);
 }
+
+/// Damage one byte in the middle of `vault`, repair, and check it is back.
+fn damage_and_repair(vault: &Path) {
+    let good = fs::read(vault).unwrap();
+    let mut bad = good.clone();
+    flip(&mut bad, good.len() / 2);
+    fs::write(vault, &bad).unwrap();
+    casevault().arg("repair").arg(vault).assert().code(0);
+    assert!(
+        fs::read(vault).unwrap() == good,
+        "{} not repaired",
+        vault.display()
+    );
+}
+
+#[test]
+fn rekey_writes_or_renews_the_parity_file() {
+    let p = px(1 << 20, 5);
+    let key = p.fx.key.path.to_str().unwrap().to_string();
+    let rcpt = p.fx.key.recipient.clone();
+    // In place, without --parity: the old parity file described the old
+    // bytes; it is written anew, same percentage.
+    casevault()
+        .arg("rekey")
+        .arg(&p.vault)
+        .args(["--in-place", "-i", &key, "-r", &rcpt])
+        .assert()
+        .code(0);
+    let renewed = fs::read(par_of(&p.vault)).unwrap();
+    let len = fs::metadata(&p.vault).unwrap().len() as usize;
+    assert_eq!(renewed.len(), expected_par_len(len, 5));
+    assert!(renewed != p.par);
+    damage_and_repair(&p.vault);
+
+    // To a new vault with --parity.
+    let new = p.fx.vault("new.vault");
+    let a = casevault()
+        .arg("rekey")
+        .arg(&p.vault)
+        .arg("-o")
+        .arg(&new)
+        .args(["-i", &key, "-r", &rcpt, "--parity", "20", "--json"])
+        .assert()
+        .code(0);
+    assert_eq!(json_of(&a)["parity"], par_of(&new).to_str().unwrap());
+    let len = fs::metadata(&new).unwrap().len() as usize;
+    assert_eq!(
+        fs::read(par_of(&new)).unwrap().len(),
+        expected_par_len(len, 20)
+    );
+    damage_and_repair(&new);
+}
+
+#[test]
+fn store_push_carries_the_parity_file_or_writes_one() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "C1").root.clone();
+    let (src, dst, dst2) = (
+        fx.root().join("src"),
+        fx.root().join("dst"),
+        fx.root().join("dst2"),
+    );
+    for d in [&src, &dst, &dst2] {
+        fs::create_dir_all(d.join("C1")).unwrap();
+    }
+    let with = src.join("C1/C1.20261129T010000.000001Z.vault");
+    fx.seal(&case, &with, &["--parity", "10"]);
+    let without = src.join("C1/C1.20261129T020000.000001Z.vault");
+    fx.seal(&case, &without, &[]);
+
+    // The source's parity file travels with its vault; none is made up.
+    casevault()
+        .args(["store", "push"])
+        .arg(&src)
+        .arg(&dst)
+        .assert()
+        .code(0);
+    let copied = dst.join("C1").join(with.file_name().unwrap());
+    assert!(fs::read(par_of(&copied)).unwrap() == fs::read(par_of(&with)).unwrap());
+    assert!(!par_of(&dst.join("C1").join(without.file_name().unwrap())).exists());
+    damage_and_repair(&copied);
+
+    // --parity: every copy gets one computed from the source.
+    casevault()
+        .args(["store", "push", "--parity", "5"])
+        .arg(&src)
+        .arg(&dst2)
+        .assert()
+        .code(0);
+    for v in [&with, &without] {
+        let c = dst2.join("C1").join(v.file_name().unwrap());
+        let len = fs::metadata(&c).unwrap().len() as usize;
+        assert_eq!(
+            fs::read(par_of(&c)).unwrap().len(),
+            expected_par_len(len, 5)
+        );
+        damage_and_repair(&c);
+    }
+}
