@@ -359,28 +359,85 @@ impl<W: Write> Builder<W> {
     }
 }
 
-/// A writer that passes everything to `inner` and feeds a [`Builder`].
-pub struct Tee<W: Write, P: Write> {
-    inner: W,
-    parity: Option<Builder<P>>,
+/// A [`Builder`] on a thread of its own, fed copies of what is written
+/// (seal's output thread hashes and writes the vault; parity is computed
+/// beside it instead of after it). At most [`IN_FLIGHT`] buffers wait.
+pub struct Worker<W: Write + Send + 'static> {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    handle: Option<std::thread::JoinHandle<io::Result<Builder<W>>>>,
 }
 
-impl<W: Write, P: Write> Tee<W, P> {
-    pub fn new(inner: W, parity: Option<Builder<P>>) -> Self {
+/// Buffers queued for the parity thread (each one pipeline buffer).
+const IN_FLIGHT: usize = 4;
+
+impl<W: Write + Send + 'static> Worker<W> {
+    pub fn spawn(mut builder: Builder<W>) -> io::Result<Worker<W>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
+        let handle = std::thread::Builder::new()
+            .name("casevault-parity".into())
+            .spawn(move || {
+                for buf in rx {
+                    builder.update(&buf)?;
+                }
+                Ok(builder)
+            })?;
+        Ok(Worker {
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    /// Queue a copy of `buf`.
+    pub fn send(&mut self, buf: &[u8]) -> io::Result<()> {
+        let sent = self.tx.as_ref().map(|tx| tx.send(buf.to_vec()));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The thread stopped: its error says why.
+            _ => Err(self
+                .stop()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the parity thread stopped"))),
+        }
+    }
+
+    fn stop(&mut self) -> io::Result<Builder<W>> {
+        self.tx = None;
+        match self.handle.take().map(|h| h.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(io::Error::other("the parity thread stopped")),
+        }
+    }
+
+    /// Wait for every queued buffer, then finish the parity file with the
+    /// vault's SHA-256.
+    pub fn finish(mut self, vault_sha256: [u8; 32]) -> io::Result<W> {
+        self.stop()?.finish(vault_sha256)
+    }
+}
+
+/// A writer that passes everything to `inner` and feeds a parity
+/// [`Worker`].
+pub struct Tee<W: Write, P: Write + Send + 'static> {
+    inner: W,
+    parity: Option<Worker<P>>,
+}
+
+impl<W: Write, P: Write + Send + 'static> Tee<W, P> {
+    pub fn new(inner: W, parity: Option<Worker<P>>) -> Self {
         Tee { inner, parity }
     }
 
-    /// The inner writer and the parity builder.
-    pub fn into_parts(self) -> (W, Option<Builder<P>>) {
+    /// The inner writer and the parity worker.
+    pub fn into_parts(self) -> (W, Option<Worker<P>>) {
         (self.inner, self.parity)
     }
 }
 
-impl<W: Write, P: Write> Write for Tee<W, P> {
+impl<W: Write, P: Write + Send + 'static> Write for Tee<W, P> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         if let Some(p) = &mut self.parity {
-            p.update(&buf[..n])?;
+            p.send(&buf[..n])?;
         }
         Ok(n)
     }

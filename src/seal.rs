@@ -315,6 +315,10 @@ fn output_stage<W: Write + Send + 'static>(
         // Whole pipeline buffers go to the file: no BufWriter (and no copy).
         // The parity builder sees the same bytes (FORMAT §15).
         let par_target = crate::parity::path(&target);
+        let parity = match parity.map(crate::parity::Worker::spawn).transpose() {
+            Ok(p) => p,
+            Err(e) => return Err(Error::io("cannot write", &par_target, e)),
+        };
         let mut hashing = HashingWriter::new(crate::parity::Tee::new(vault_file, parity));
         match chunks.drain(&mut hashing) {
             Ok(true) => {}
