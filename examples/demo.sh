@@ -6,16 +6,26 @@
 # Needs only Rust (cargo) and the base tools of a Debian system.
 # Exits non-zero on any failure. Everything happens in a temporary
 # directory that is removed at the end.
+#
+# CASEVAULT_BIN=/usr/bin/casevault bash examples/demo.sh runs the demo
+# against an installed casevault (the Debian package's, say) instead of
+# building one; scripts/test-deb does that.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
-echo "==> building: cargo build --release --locked"
-cargo build --release --locked --quiet
-target_dir=${CARGO_TARGET_DIR:-target}
-case "$target_dir" in /*) ;; *) target_dir="$repo/$target_dir" ;; esac
-bin="$target_dir/release/casevault"
+if [ -n "${CASEVAULT_BIN:-}" ]; then
+    bin=$CASEVAULT_BIN
+    [ -x "$bin" ] || { echo "demo: CASEVAULT_BIN=$bin is not an executable" >&2; exit 1; }
+    echo "==> using $bin ($("$bin" --version))"
+else
+    echo "==> building: cargo build --release --locked"
+    cargo build --release --locked --quiet
+    target_dir=${CARGO_TARGET_DIR:-target}
+    case "$target_dir" in /*) ;; *) target_dir="$repo/$target_dir" ;; esac
+    bin="$target_dir/release/casevault"
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/casevault-demo.XXXXXX")
 trap 'rm -rf -- "$work"' EXIT

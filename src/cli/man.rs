@@ -17,11 +17,13 @@ pub struct CompletionsArgs {
 
 #[derive(Args)]
 pub struct ManArgs {
-    /// A subcommand (e.g. sweep) whose page to print instead.
-    #[arg(conflicts_with = "list")]
-    command: Option<String>,
-    /// List the subcommands that have a page of their own, one per line
-    /// (for installing every casevault-COMMAND(1) page).
+    /// A subcommand whose page to print instead: `sweep`, or a nested one
+    /// as `store audit` or `store-audit` (page casevault-store-audit(1)).
+    #[arg(conflicts_with = "list", value_name = "COMMAND")]
+    command: Vec<String>,
+    /// List every subcommand that has a page of its own, nested ones
+    /// included (`store-audit`), one per line: casevault-NAME(1) is its page
+    /// and `casevault man NAME` prints it (for installing every page).
     #[arg(long)]
     list: bool,
 }
@@ -35,33 +37,62 @@ pub fn completions(a: CompletionsArgs) -> anyhow::Result<Exit> {
 pub fn man(a: ManArgs) -> anyhow::Result<Exit> {
     let mut cmd = <Cli as clap::CommandFactory>::command();
     cmd.build();
+    let pages = pages(&cmd, &[]);
     if a.list {
-        for sub in cmd
-            .get_subcommands()
-            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
-        {
-            println!("{}", sub.get_name());
+        for path in &pages {
+            println!("{}", path.join("-"));
         }
         return Ok(Exit::Success);
     }
-    let page = match a.command {
-        None => cmd,
-        Some(name) => {
-            let sub = cmd
-                .find_subcommand(&name)
-                .ok_or_else(|| Error::Usage(format!("no such command: {}", sanitize(&name))))?
-                .clone();
-            // The process ends right after; leaking one short string is fine
-            // (clap names are &'static without its "string" feature).
-            sub.name(String::leak(format!("casevault-{name}")) as &str)
-                .bin_name(String::leak(format!("casevault {name}")) as &str)
-                .version(env!("CARGO_PKG_VERSION"))
+    let page = if a.command.is_empty() {
+        cmd
+    } else {
+        let wanted = a.command.join("-");
+        let path = pages
+            .iter()
+            .find(|p| p.join("-") == wanted)
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "no such command: {} (`casevault man --list` names every page)",
+                    sanitize(&a.command.join(" "))
+                ))
+            })?;
+        let mut sub = &cmd;
+        for name in path {
+            sub = sub
+                .find_subcommand(name)
+                .expect("every path of pages() names subcommands of cmd");
         }
+        // The process ends right after; leaking two short strings is fine
+        // (clap names are &'static without its "string" feature).
+        sub.clone()
+            .name(String::leak(format!("casevault-{wanted}")) as &str)
+            .bin_name(String::leak(format!("casevault {}", path.join(" "))) as &str)
+            .version(env!("CARGO_PKG_VERSION"))
     };
     let usage = synopsis(&page);
     let page = page.override_usage(usage);
     clap_mangen::Man::new(page).render(&mut std::io::stdout())?;
     Ok(Exit::Success)
+}
+
+/// The command path (below `casevault`) of every subcommand that gets a page
+/// of its own, at any depth, parents before their children, in clap's
+/// order: walked from the clap definitions, so a new subcommand gets a page
+/// (and the Debian package installs it) without a list to update. Hidden
+/// subcommands and clap's `help` have none.
+fn pages(cmd: &clap::Command, parent: &[String]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        let mut path = parent.to_vec();
+        path.push(sub.get_name().to_string());
+        out.push(path.clone());
+        out.extend(pages(sub, &path));
+    }
+    out
 }
 
 /// The SYNOPSIS line of a man page: clap's usage with "[OPTIONS]" spelled

@@ -99,8 +99,8 @@ enum Command {
     /// Seal every new or changed case of an inbox into a vault store.
     ///
     /// For cron or a systemd timer; the set-up is in OPERATIONS.md, which the
-    /// documented install puts in /usr/local/share/doc/casevault/ (docs/ in
-    /// the source). Every immediate subdirectory of INBOX is a case (its name is the case id); hidden
+    /// Debian package installs in /usr/share/doc/casevault/ (a source
+    /// install in /usr/local/share/doc/casevault/; docs/ in the source). Every immediate subdirectory of INBOX is a case (its name is the case id); hidden
     /// entries and non-directories are reported as skipped. A case is sealed
     /// to STORE/CASE/CASE.YYYYMMDDTHHMMSS.ffffffZ.vault (+ .sha256) unless it
     /// is unchanged since its last seal. Never prompts, never reads stdin.

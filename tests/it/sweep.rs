@@ -836,6 +836,8 @@ fn completions_and_man_page_are_generated() {
 
 /// Issue #17 item 11: every subcommand has a page (`man --list` names them
 /// for installing), and SYNOPSIS shows each option's value placeholder.
+/// Issue #15: nested subcommands (`store audit`) have pages too, since the
+/// Debian package installs one page per line of `man --list`.
 #[test]
 fn man_pages_list_every_command_and_show_value_placeholders() {
     let list = stdout_of(&casevault().args(["man", "--list"]).assert().code(0));
@@ -850,9 +852,14 @@ fn man_pages_list_every_command_and_show_value_placeholders() {
             "list",
             "rekey",
             "report",
+            "repair",
             "sweep",
             "custody",
+            "custody-show",
+            "custody-verify",
             "store",
+            "store-audit",
+            "store-push",
             "completions",
             "man"
         ]
@@ -865,12 +872,26 @@ fn man_pages_list_every_command_and_show_value_placeholders() {
             .nth(1)
             .and_then(|s| s.lines().next())
             .unwrap_or_else(|| panic!("{name}: no SYNOPSIS"));
+        let words = name.replace('-', " ");
         assert!(
-            synopsis.starts_with(&format!("\\fBcasevault {name}\\fR")),
+            synopsis.starts_with(&format!("\\fBcasevault {words}\\fR")),
             "{name}: {synopsis}"
         );
         assert!(!synopsis.contains("[OPTIONS]"), "{name}: {synopsis}");
     }
+    // A nested page by its words or its page name, and its parent's page
+    // pointing to it.
+    let by_words = stdout_of(&casevault().args(["man", "store", "audit"]).assert().code(0));
+    let by_name = stdout_of(&casevault().args(["man", "store-audit"]).assert().code(0));
+    assert_eq!(by_words, by_name);
+    assert!(by_words.contains("\\-\\-min\\-retain"), "{by_words}");
+    let store = stdout_of(&casevault().args(["man", "store"]).assert().code(0));
+    assert!(store.contains("casevault\\-store\\-audit(1)"), "{store}");
+    let a = casevault()
+        .args(["man", "store", "nosuch"])
+        .assert()
+        .code(2);
+    assert!(stderr_of(&a).contains("no such command: store nosuch"));
     let sweep = stdout_of(&casevault().args(["man", "sweep"]).assert().code(0));
     for want in [
         "[\\-\\-keep <N>]",
