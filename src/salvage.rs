@@ -79,6 +79,9 @@ pub struct SalvageReport {
     /// A scan stopped here (tar offset) and why: what the vault held
     /// after it is unknown unless the index says.
     pub stopped: Option<Stopped>,
+    /// Read through the index: every damaged unit of the payload (zstd
+    /// frame, or 64 KiB age chunk of an uncompressed vault).
+    pub damage: Vec<Damage>,
     /// As unseal's (docs/CLI.md).
     pub mtimes_not_stored: Vec<MtimeNotStored>,
 }
@@ -133,6 +136,19 @@ pub struct Unverifiable {
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unverified_copy: Option<String>,
+}
+
+/// A part of the payload that does not decrypt or decode.
+#[derive(Debug, Serialize)]
+pub struct Damage {
+    /// `"zstd frame"` or `"age chunk"`.
+    pub unit: &'static str,
+    /// Its index (frame number in the seek table, or chunk number).
+    pub index: u64,
+    /// The tar bytes it held, `[tar_start, tar_end)`.
+    pub tar_start: u64,
+    pub tar_end: u64,
+    pub reason: String,
 }
 
 /// Where a scan stopped.
@@ -351,11 +367,7 @@ fn indexed_in(
             }
             Kind::File => {
                 let start = e.offset.unwrap_or(0);
-                let known = units.known_bad(&ix.rv.borrow(), start, end);
-                let outcome = match known {
-                    Some(why) => Copied::Unreadable(why),
-                    None => copy_entry(ix, &case_id, e, &mut x, &mut buf)?,
-                };
+                let outcome = copy_entry(ix, &mut units, &case_id, e, &mut x, &mut buf)?;
                 match outcome {
                     Copied::Verified => {
                         report.restored.files += 1;
@@ -363,11 +375,21 @@ fn indexed_in(
                         crate::progress::add_file();
                         kept.push(e.clone());
                     }
-                    Copied::Unreadable(first) => {
+                    Copied::Unreadable(why, true) => report.lost.push(Lost {
+                        path: case_rel(&e.path).to_string(),
+                        kind: "file",
+                        size: e.size,
+                        reason: why,
+                        unverified_copy: None,
+                    }),
+                    Copied::Unreadable(first, false) => {
                         let _ = fs::remove_file(root.join(case_rel(&e.path)));
                         // Age's reader is spent after a chunk failed.
                         ix.rv.borrow_mut().reopen(ids)?;
-                        let why = units.find_bad(&ix.rv, ids, start, end)?.unwrap_or(first);
+                        let why = match units.find_bad(&ix.rv, ids, start, end)? {
+                            Some(why) => why,
+                            None => first,
+                        };
                         report.lost.push(Lost {
                             path: case_rel(&e.path).to_string(),
                             kind: "file",
@@ -392,6 +414,8 @@ fn indexed_in(
         }
     }
     drop(x);
+    units.sweep(&ix.rv, ids, payload_end)?;
+    report.damage = units.found;
     let json = CaseJson {
         entries: kept,
         ..ix.json.clone()
@@ -402,32 +426,44 @@ fn indexed_in(
 /// How copying one entry ended (errors that stop the salvage aside).
 enum Copied {
     Verified,
-    /// Some of its bytes did not decrypt or decode.
-    Unreadable(String),
+    /// Some of its bytes did not decrypt or decode: why, and whether the
+    /// unit at fault was known bad already (nothing was read).
+    Unreadable(String, bool),
     /// Every byte read, but not the recorded size or SHA-256.
     Mismatch(String),
 }
 
 /// Copy file entry `e` from its offset into the staging directory,
 /// checking its header, size and SHA-256 (FORMAT §13.3 step 6).
+/// An entry is lost when its header or data (not its padding) touches a
+/// damaged unit: units already known bad are not read again.
 fn copy_entry(
     ix: &Index,
+    units: &mut Units,
     case_id: &str,
     e: &Entry,
     x: &mut Staging<'_>,
     buf: &mut [u8],
 ) -> Result<Copied> {
     let unreadable = |err: Error| match err {
-        Error::Integrity(f) => Ok(Copied::Unreadable(f.to_string())),
+        Error::Integrity(f) => Ok(Copied::Unreadable(f.to_string(), false)),
         other => Err(other),
     };
     let rel = case_rel(&e.path);
     let offset = e.offset.unwrap_or(0);
+    let known = units.known_bad(&ix.rv.borrow(), offset, offset + 512);
+    if let Some(why) = known {
+        return Ok(Copied::Unreadable(why, true));
+    }
     let header = crate::read::select::header_at(&mut ix.rv.borrow_mut(), offset, case_id, e);
     let (data_at, size) = match header {
         Ok(h) => h,
         Err(err) => return unreadable(err),
     };
+    let known = units.known_bad(&ix.rv.borrow(), offset, data_at + size);
+    if let Some(why) = known {
+        return Ok(Copied::Unreadable(why, true));
+    }
     x.reserve(rel, size)?;
     let mut out = x.create_file(rel)?;
     let mut h = Sha256::new();
@@ -445,6 +481,7 @@ fn copy_entry(
         left -= k as u64;
     }
     out.flush().map_err(|err| x.write_error(rel, err))?;
+    units.mark_good(&ix.rv.borrow(), offset, data_at + size);
     let digest = hex(&h.finalize());
     if Some(digest.as_str()) != e.sha256.as_deref() {
         return Ok(Copied::Mismatch(format!(
@@ -460,6 +497,9 @@ fn copy_entry(
 #[derive(Default)]
 struct Units {
     bad: HashMap<usize, String>,
+    good: HashSet<usize>,
+    /// The bad units in the order found, for the report.
+    found: Vec<Damage>,
 }
 
 impl Units {
@@ -475,6 +515,37 @@ impl Units {
             off = ustart + len;
         }
         None
+    }
+
+    /// Remember that the units of `[start, end)` were read.
+    fn mark_good(&mut self, rv: &RandomVault, start: u64, end: u64) {
+        let mut off = start;
+        while off < end {
+            let (_, i, ustart, len) = rv.unit_of(off);
+            self.good.insert(i);
+            off = ustart + len;
+        }
+    }
+
+    /// Try every unit of the payload `[0, end)` that no file needed (it
+    /// holds only directory headers or padding), so that the report names
+    /// all damage in it.
+    fn sweep(
+        &mut self,
+        rv: &std::cell::RefCell<RandomVault>,
+        ids: &[&dyn age::Identity],
+        end: u64,
+    ) -> Result<()> {
+        let mut off = 0;
+        while off < end {
+            crate::signal::check()?;
+            let (_, i, ustart, len) = rv.borrow().unit_of(off);
+            if !self.good.contains(&i) && !self.bad.contains_key(&i) {
+                self.find_bad(rv, ids, ustart, ustart + 1)?;
+            }
+            off = ustart + len;
+        }
+        Ok(())
     }
 
     /// After a failed copy: try each unit of `[start, end)` in turn and
@@ -502,6 +573,13 @@ impl Units {
                         ustart + len
                     );
                     self.bad.insert(i, why.clone());
+                    self.found.push(Damage {
+                        unit: what,
+                        index: i as u64,
+                        tar_start: ustart,
+                        tar_end: ustart + len,
+                        reason: f.to_string(),
+                    });
                     return Ok(Some(why));
                 }
                 Err(e) => return Err(e),
@@ -551,6 +629,7 @@ fn new_report(opts: &SalvageOptions, read: &'static str) -> SalvageReport {
         lost: Vec::new(),
         unverifiable: Vec::new(),
         stopped: None,
+        damage: Vec::new(),
         mtimes_not_stored: Vec::new(),
     }
 }
@@ -592,6 +671,7 @@ fn finish(
     report.complete = report.lost.is_empty()
         && report.unverifiable.is_empty()
         && report.stopped.is_none()
+        && report.damage.is_empty()
         && report.index.state == "checked";
     Ok(report)
 }
@@ -882,7 +962,16 @@ fn walk_tar(vault: &Path, r: &mut dyn Read, x: &mut Staging<'_>, s: &mut Scanned
         let at = pos;
         pos += 512;
         if block.iter().all(|&b| b == 0) {
-            return Ok(()); // the end-of-archive marker
+            // The end-of-archive marker: read on to the authenticated end,
+            // so that damage after it is reported too.
+            loop {
+                match r.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => pos += n as u64,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return stop(s, vault, pos, e),
+                }
+            }
         }
         if !random::checksum_ok(&block) {
             halt(s, at, format!("no valid tar header at tar offset {at}"));
@@ -988,19 +1077,18 @@ fn walk_tar(vault: &Path, r: &mut dyn Read, x: &mut Staging<'_>, s: &mut Scanned
         let mut out = x.create_file(rel)?;
         let mut h = Sha256::new();
         let mut got = 0u64;
-        while got < padded {
+        while got < size {
             crate::signal::check()?;
-            let k = (buf.len() as u64).min(padded - got) as usize;
+            let k = (buf.len() as u64).min(size - got) as usize;
             if let Err(e) = fill(r, &mut buf[..k]) {
-                s.partial = Some((bag.to_string(), size, got.min(size)));
-                // Keep what was read (the part of `buf` that arrived is
-                // unknown to read_exact, so only whole reads are kept).
+                // Keep what was read: only whole reads are known to have
+                // arrived.
+                s.partial = Some((bag.to_string(), size, got));
                 out.flush().map_err(|err| x.write_error(rel, err))?;
                 return stop(s, vault, pos, e);
             }
-            let data = (size.saturating_sub(got)).min(k as u64) as usize;
-            h.update(&buf[..data]);
-            out.write_all(&buf[..data])
+            h.update(&buf[..k]);
+            out.write_all(&buf[..k])
                 .map_err(|err| x.write_error(rel, err))?;
             got += k as u64;
             pos += k as u64;
@@ -1013,5 +1101,11 @@ fn walk_tar(vault: &Path, r: &mut dyn Read, x: &mut Staging<'_>, s: &mut Scanned
                 sha256: hex(&h.finalize()),
             },
         ));
+        // The padding: the file is whole even if the stream stops here.
+        let pad = (padded - size) as usize;
+        if let Err(e) = fill(r, &mut buf[..pad]) {
+            return stop(s, vault, pos, e);
+        }
+        pos += pad as u64;
     }
 }
