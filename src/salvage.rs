@@ -715,8 +715,10 @@ struct Found {
 struct Scanned {
     case_id: Option<String>,
     files: Vec<(String, Found)>,
-    /// The file being read when the stream stopped: path, size, bytes got.
-    partial: Option<(String, u64, u64)>,
+    /// Files cut by damage: path, size, bytes got.
+    partial: Vec<(String, u64, u64)>,
+    /// Chunks skipped (raw tar in a binary vault).
+    damage: Vec<Damage>,
     stopped: Option<Stopped>,
     json: Option<Vec<u8>>,
     tagmanifest: Option<Vec<u8>>,
@@ -735,10 +737,11 @@ fn scan_in(
         fd: scratch.fd.as_fd(),
         parent: ParentCache::default(),
     };
-    let s = read_stream(&opts.vault, ids, &mut x)?;
+    let mut s = read_stream(&opts.vault, ids, &mut x)?;
     drop(x);
     report.case_id = s.case_id.clone();
     report.stopped = s.stopped;
+    report.damage = std::mem::take(&mut s.damage);
     let json = s.json.as_ref().and_then(|j| {
         let listed = s.tagmanifest.as_ref().and_then(|t| {
             let text = std::str::from_utf8(t).ok()?;
@@ -813,7 +816,8 @@ fn scan_in(
                         kept.push(e.clone());
                         continue;
                     }
-                    let (reason, copy) = match (&f, &s.partial) {
+                    let cut = s.partial.iter().find(|(p, _, _)| *p == e.path);
+                    let (reason, copy) = match (&f, cut) {
                         (Some(f), _) => (
                             format!(
                                 "its bytes decrypt but are {} bytes with SHA-256 {}, casevault.json records {} bytes with {}",
@@ -824,13 +828,12 @@ fn scan_in(
                             ),
                             places.uv.put(&scratch.path.join(rel), rel)?,
                         ),
-                        (None, Some((p, size, got))) if *p == e.path => (
-                            format!("the vault's readable part ends inside it ({got} of {size} bytes)"),
+                        (None, Some((_, size, got))) => (
+                            format!("damage cuts it: {got} of {size} bytes read before it"),
                             places.uv.put(&scratch.path.join(rel), rel)?,
                         ),
-                        (None, _) => (
-                            "its bytes lie after the damage (the payload could not be read past it)"
-                                .to_string(),
+                        (None, None) => (
+                            "its tar entry lies in damaged or unread bytes".to_string(),
                             None,
                         ),
                     };
@@ -844,16 +847,15 @@ fn scan_in(
                 }
             }
         }
-    } else if let Some((p, size, got)) = &s.partial {
+    }
+    for (p, size, got) in s.partial.iter().filter(|_| json.is_none()) {
         let rel = case_rel(p);
         let copy = places.uv.put(&scratch.path.join(rel), rel)?;
         report.lost.push(Lost {
             path: rel.to_string(),
             kind: "file",
             size: Some(*size),
-            reason: format!(
-                "the vault's readable part ends inside it ({got} of {size} bytes); what follows is unknown"
-            ),
+            reason: format!("damage cuts it: {got} of {size} bytes read before it"),
             unverified_copy: copy,
         });
     }
@@ -895,73 +897,343 @@ fn scan_in(
 
 /// Read the plaintext from its start: every regular file under `data/`
 /// into `x`, the tag files that matter into memory, until the stream
-/// ends or stops.
+/// ends or stops. A binary vault whose plaintext is the tar itself
+/// (`--compress none`) goes on after a damaged chunk, at the next tar
+/// header in the next chunk that authenticates.
 fn read_stream(vault: &Path, ids: &[&dyn age::Identity], x: &mut Staging<'_>) -> Result<Scanned> {
-    let f = crate::source::open_one(vault, "cannot open vault")?;
-    let plain = cipher::age_reader_with(BufReader::with_capacity(BUF_SIZE, SourceReader(f)), ids)
-        .map_err(|e| cipher::map_error(vault, e))?;
-    let mut plain = BufReader::with_capacity(BUF_SIZE, plain);
     let mut s = Scanned::default();
-    let zstd = match plain.fill_buf() {
-        Ok(b) => b.starts_with(&format::ZSTD_MAGIC),
-        Err(e) => {
-            stop(&mut s, vault, 0, e)?;
-            return Ok(s);
+    let mut head = [0u8; 10];
+    let n = {
+        let mut f = crate::source::open_one(vault, "cannot open vault")?;
+        crate::io::retry(|| f.read(&mut head))
+            .map_err(|e| Error::io("cannot read vault", vault, e))?
+    };
+    let armored = head[..n].starts_with(b"-----");
+    let zstd = {
+        let f = crate::source::open_one(vault, "cannot open vault")?;
+        let mut plain = cipher::age_reader_with(BufReader::new(SourceReader(f)), ids)
+            .map_err(|e| cipher::map_error(vault, e))?;
+        let mut magic = [0u8; 4];
+        match plain.read_exact(&mut magic) {
+            Ok(()) => Some(magic == format::ZSTD_MAGIC),
+            Err(e) if crate::io::is_source_error(&e) => {
+                return Err(Error::io("cannot read vault", vault, e))
+            }
+            Err(_) => None, // the first chunk is damaged (or the stream empty)
         }
     };
-    let mut tar: Box<dyn Read> = if zstd {
-        let (d, _log) = crate::frames::FramedDecoder::new(plain)
-            .map_err(|e| Error::io("cannot start zstd", vault, e))?;
-        Box::new(d)
-    } else {
-        Box::new(plain)
-    };
-    walk_tar(vault, &mut tar, x, &mut s)?;
+    match (armored, zstd) {
+        (false, Some(false) | None) => {
+            // Raw tar in a binary vault: chunks can be skipped.
+            let mut src = Resync::open(vault, ids)?;
+            if zstd.is_none() {
+                // Start at the first chunk that authenticates.
+                match src.skip(0)? {
+                    Some(next) => s.damage.push(skipped(
+                        0,
+                        next,
+                        "the first age chunk does not authenticate",
+                    )),
+                    None => {
+                        s.stopped = Some(Stopped {
+                            tar_offset: 0,
+                            reason: "no age chunk of the payload authenticates".into(),
+                        });
+                        return Ok(s);
+                    }
+                }
+            }
+            walk_tar(vault, &mut src, x, &mut s)?;
+        }
+        (_, Some(true)) => {
+            let f = crate::source::open_one(vault, "cannot open vault")?;
+            let plain =
+                cipher::age_reader_with(BufReader::with_capacity(BUF_SIZE, SourceReader(f)), ids)
+                    .map_err(|e| cipher::map_error(vault, e))?;
+            let (d, _log) =
+                crate::frames::FramedDecoder::new(BufReader::with_capacity(BUF_SIZE, plain))
+                    .map_err(|e| Error::io("cannot start zstd", vault, e))?;
+            walk_tar(vault, &mut NoResync(d), x, &mut s)?;
+        }
+        (true, _) => {
+            let f = crate::source::open_one(vault, "cannot open vault")?;
+            let plain =
+                cipher::age_reader_with(BufReader::with_capacity(BUF_SIZE, SourceReader(f)), ids)
+                    .map_err(|e| cipher::map_error(vault, e))?;
+            walk_tar(
+                vault,
+                &mut NoResync(BufReader::with_capacity(BUF_SIZE, plain)),
+                x,
+                &mut s,
+            )?;
+        }
+    }
     Ok(s)
 }
 
-/// Note where and why the scan stopped; an I/O error of the vault file
-/// itself (or a signal) stops the salvage instead.
-fn stop(s: &mut Scanned, vault: &Path, at: u64, e: io::Error) -> Result<()> {
-    match crate::io::classify_stream_error(vault, "reading the payload", e) {
-        Error::Integrity(f) => {
-            s.stopped = Some(Stopped {
-                tar_offset: at,
-                reason: f.to_string(),
-            });
-            Ok(())
-        }
-        other => Err(other),
+fn skipped(from: u64, to: u64, why: &str) -> Damage {
+    Damage {
+        unit: "age chunk",
+        index: from / AGE_CHUNK_PLAIN,
+        tar_start: from,
+        tar_end: to,
+        reason: why.to_string(),
     }
 }
 
-/// Read `buf.len()` bytes, or say why not.
-fn fill(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<()> {
-    r.read_exact(buf)
+/// Plaintext bytes in one age STREAM chunk.
+const AGE_CHUNK_PLAIN: u64 = 64 * 1024;
+/// Ciphertext bytes of one full age STREAM chunk (plaintext and tag).
+const AGE_CHUNK_CIPHER: u64 = AGE_CHUNK_PLAIN + 16;
+
+/// A plaintext a scan can go on in after damage.
+trait Source: Read {
+    /// After a read failed: move to the start of the next age chunk that
+    /// authenticates and return its plaintext offset; `None` when there
+    /// is none, or this source cannot skip (zstd, armor).
+    fn resync(&mut self) -> Result<Option<(u64, u64)>>;
 }
 
-/// The tar walk of a scan: strict about what it accepts (FORMAT §3), it
-/// stops at the first thing it cannot read.
-fn walk_tar(vault: &Path, r: &mut dyn Read, x: &mut Staging<'_>, s: &mut Scanned) -> Result<()> {
+/// A source that cannot skip damage.
+struct NoResync<R>(R);
+
+impl<R: Read> Read for NoResync<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: Read> Source for NoResync<R> {
+    fn resync(&mut self) -> Result<Option<(u64, u64)>> {
+        Ok(None)
+    }
+}
+
+/// The plaintext of a binary vault, read chunk after chunk; after a chunk
+/// fails to authenticate, a new age reader starts at the next chunk that
+/// does (age's reader is spent after a failure). Chunk positions are
+/// fixed (FORMAT §14.1), so nothing after the damage moves.
+struct Resync<'a> {
+    vault: PathBuf,
+    ids: &'a [&'a dyn age::Identity],
+    plain: age::stream::StreamReader<SourceReader<crate::source::VaultInput>>,
+    /// Plaintext bytes delivered so far (from offset 0).
+    pos: u64,
+    /// Chunks in the file (the last may be cut short).
+    chunks: u64,
+}
+
+impl<'a> Resync<'a> {
+    fn open(vault: &Path, ids: &'a [&'a dyn age::Identity]) -> Result<Self> {
+        let mut f = crate::source::open_one(vault, "cannot open vault")?;
+        let err = |e| Error::io("cannot read vault", vault, e);
+        let len = io::Seek::seek(&mut f, io::SeekFrom::End(0)).map_err(err)?;
+        io::Seek::seek(&mut f, io::SeekFrom::Start(0)).map_err(err)?;
+        // The header ends with the line `--- MAC`; the payload nonce (16
+        // bytes) follows it.
+        let mut head = Vec::new();
+        let mut r = BufReader::new(&mut f);
+        let header_len = loop {
+            let mut line = Vec::new();
+            let n = r
+                .by_ref()
+                .take(64 * 1024)
+                .read_until(b'\n', &mut line)
+                .map_err(err)?;
+            if n == 0 || head.len() > 16 << 20 {
+                return Err(Error::integrity("the age header does not end"));
+            }
+            head.extend_from_slice(&line);
+            if line.starts_with(b"--- ") {
+                break head.len() as u64;
+            }
+        };
+        let payload = len.saturating_sub(header_len + 16);
+        let plain = new_reader(vault, ids)?;
+        Ok(Resync {
+            vault: vault.to_path_buf(),
+            ids,
+            plain,
+            pos: 0,
+            chunks: payload.div_ceil(AGE_CHUNK_CIPHER),
+        })
+    }
+
+    /// Position at the start of the first chunk from the one holding
+    /// `from` on that authenticates.
+    fn skip(&mut self, from: u64) -> Result<Option<u64>> {
+        let mut k = from / AGE_CHUNK_PLAIN;
+        while k < self.chunks {
+            crate::signal::check()?;
+            let at = k * AGE_CHUNK_PLAIN;
+            let mut plain = new_reader(&self.vault, self.ids)?;
+            // Seek one byte in, then back: a seek to a chunk boundary
+            // would authenticate the last chunk (age computes the length),
+            // which a damaged or truncated vault fails.
+            let res = io::Seek::seek(&mut plain, io::SeekFrom::Start(at + 1))
+                .and_then(|_| io::Seek::seek(&mut plain, io::SeekFrom::Start(at)));
+            match res {
+                Ok(_) => {
+                    self.plain = plain;
+                    self.pos = at;
+                    return Ok(Some(at));
+                }
+                Err(e) if crate::io::is_source_error(&e) => {
+                    return Err(Error::io("cannot read vault", &self.vault, e))
+                }
+                Err(_) => k += 1,
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn new_reader(
+    vault: &Path,
+    ids: &[&dyn age::Identity],
+) -> Result<age::stream::StreamReader<SourceReader<crate::source::VaultInput>>> {
+    let f = crate::source::open_one(vault, "cannot open vault")?;
+    let dec = age::Decryptor::new(SourceReader(f)).map_err(|e| cipher::map_error(vault, e))?;
+    dec.decrypt(ids.iter().copied())
+        .map_err(|e| cipher::map_error(vault, e))
+}
+
+impl Read for Resync<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.plain.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Source for Resync<'_> {
+    fn resync(&mut self) -> Result<Option<(u64, u64)>> {
+        // Reads stop at the start of the chunk that failed.
+        let failed = self.pos.div_ceil(AGE_CHUNK_PLAIN) * AGE_CHUNK_PLAIN;
+        Ok(self
+            .skip(failed + AGE_CHUNK_PLAIN)?
+            .map(|next| (failed, next)))
+    }
+}
+
+/// Fill `buf`: `Ok(false)` at a clean end of the stream before it is full.
+fn fill(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// How reading one piece of the tar stream ended.
+enum Got {
+    Ok,
+    /// The stream ended cleanly before it.
+    End,
+    /// Damage: the scan goes on at this tar offset (a chunk boundary).
+    Resumed(u64),
+    /// Damage, and nothing after it can be read.
+    Stopped,
+}
+
+/// Read `buf` from `r`; on damage, note it and try to resync.
+fn read_piece(
+    vault: &Path,
+    r: &mut dyn Source,
+    s: &mut Scanned,
+    at: u64,
+    buf: &mut [u8],
+) -> Result<Got> {
+    let e = match fill(r, buf) {
+        Ok(true) => return Ok(Got::Ok),
+        Ok(false) => return Ok(Got::End),
+        Err(e) => e,
+    };
+    let why = match crate::io::classify_stream_error(vault, "reading the payload", e) {
+        Error::Integrity(f) => f.to_string(),
+        other => return Err(other),
+    };
+    match r.resync()? {
+        Some((failed, next)) => {
+            s.damage.push(skipped(failed, next, &why));
+            Ok(Got::Resumed(next))
+        }
+        None => {
+            s.stopped = Some(Stopped {
+                tar_offset: at,
+                reason: why,
+            });
+            Ok(Got::Stopped)
+        }
+    }
+}
+
+/// The tar walk of a scan: strict about what it accepts (FORMAT §3). It
+/// stops at the first thing it cannot read, unless the source can skip
+/// damage: then it looks for the next tar header of this case after it.
+fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scanned) -> Result<()> {
     let mut pos = 0u64;
     let mut block = [0u8; 512];
     let mut pax: crate::read::tar::Pax = (None, None);
     let mut dirs: HashSet<String> = HashSet::new();
     let mut buf = vec![0u8; BUF_SIZE];
+    // After damage: looking for the next header; parents may be missing.
+    let mut searching = false;
+    let mut resynced = false;
     let halt = |s: &mut Scanned, at: u64, why: String| {
         s.stopped = Some(Stopped {
             tar_offset: at,
             reason: why,
         });
     };
-    loop {
+    // `continue 'entries` after a resync: the label is passed in, as
+    // macro hygiene requires.
+    macro_rules! piece {
+        ($l:lifetime, $at:expr, $buf:expr, $on_end:expr) => {
+            match read_piece(vault, r, s, $at, $buf)? {
+                Got::Ok => {}
+                Got::End => {
+                    $on_end;
+                    return Ok(());
+                }
+                Got::Resumed(next) => {
+                    pos = next;
+                    pax = (None, None);
+                    searching = true;
+                    resynced = true;
+                    continue $l;
+                }
+                Got::Stopped => return Ok(()),
+            }
+        };
+    }
+    'entries: loop {
         crate::signal::check()?;
-        if let Err(e) = fill(r, &mut block) {
-            return stop(s, vault, pos, e);
-        }
         let at = pos;
+        piece!('entries, at, &mut block, if !searching {
+            halt(s, at, format!("the tar stream ends without its end-of-archive marker (tar offset {at})"));
+        });
         pos += 512;
-        if block.iter().all(|&b| b == 0) {
+        if searching {
+            // A header of this case, or go on to the next block.
+            let ours = random::checksum_ok(&block)
+                && &block[257..263] == b"ustar\0"
+                && s.case_id.as_ref().is_some_and(|c| {
+                    block[156] == b'x'
+                        || tar::Header::from_byte_slice(&block)
+                            .path_bytes()
+                            .starts_with(format!("{c}/").as_bytes())
+                });
+            if !ours {
+                continue;
+            }
+            searching = false;
+        } else if block.iter().all(|&b| b == 0) {
             // The end-of-archive marker: read on to the authenticated end,
             // so that damage after it is reported too.
             loop {
@@ -969,7 +1241,10 @@ fn walk_tar(vault: &Path, r: &mut dyn Read, x: &mut Staging<'_>, s: &mut Scanned
                     Ok(0) => return Ok(()),
                     Ok(n) => pos += n as u64,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return stop(s, vault, pos, e),
+                    Err(e) => {
+                        let _ = read_piece_err(vault, s, pos, e)?;
+                        return Ok(());
+                    }
                 }
             }
         }
@@ -984,20 +1259,14 @@ fn walk_tar(vault: &Path, r: &mut dyn Read, x: &mut Staging<'_>, s: &mut Scanned
         };
         let padded = size.div_ceil(512) * 512;
         if block[156] == b'x' {
-            let mut data = vec![0u8; size.min(format::MAX_PAX + 1) as usize];
             if size > format::MAX_PAX {
                 halt(s, at, format!("oversized pax header at tar offset {at}"));
                 return Ok(());
             }
-            if let Err(e) = fill(r, &mut data) {
-                return stop(s, vault, at, e);
-            }
-            let mut pad = vec![0u8; (padded - size) as usize];
-            if let Err(e) = fill(r, &mut pad) {
-                return stop(s, vault, at, e);
-            }
+            let mut data = vec![0u8; padded as usize];
+            piece!('entries, pos, &mut data, halt(s, at, "the tar stream ends inside a pax header".into()));
             pos += padded;
-            match crate::read::parse_pax(&data) {
+            match crate::read::parse_pax(&data[..size as usize]) {
                 Ok(p) => pax = p,
                 Err(e) => {
                     halt(s, at, format!("{e} at tar offset {at}"));
@@ -1030,20 +1299,39 @@ fn walk_tar(vault: &Path, r: &mut dyn Read, x: &mut Staging<'_>, s: &mut Scanned
             halt(s, at, format!("{path:?} is outside the case directory"));
             return Ok(());
         };
-        let parent = bag.rsplit_once('/').map_or("", |(p, _)| p);
+        let bag = bag.to_string();
+        let parent = bag.rsplit_once('/').map_or("", |(p, _)| p).to_string();
         let payload = bag == "data" || bag.starts_with("data/");
-        if payload && bag != "data" && !dirs.contains(parent) {
-            halt(s, at, format!("{bag:?} comes before its directory"));
-            return Ok(());
+        if payload && bag != "data" && !dirs.contains(&parent) {
+            if !resynced {
+                halt(s, at, format!("{bag:?} comes before its directory"));
+                return Ok(());
+            }
+            // Its directory's header lay in the damage: make it here.
+            if parent != "data" {
+                let d = x.root.join(case_rel(&parent));
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .create(&d)
+                    .map_err(|e| Error::io("cannot create directory", &d, e))?;
+            }
+            let mut p = parent.as_str();
+            loop {
+                dirs.insert(p.to_string());
+                match p.rsplit_once('/') {
+                    Some((up, _)) => p = up,
+                    None => break,
+                }
+            }
         }
         if is_dir {
-            if !payload || !dirs.insert(bag.to_string()) {
+            if !payload || !dirs.insert(bag.clone()) {
                 halt(s, at, format!("unexpected directory {bag:?}"));
                 return Ok(());
             }
             if bag != "data" {
-                x.reserve(case_rel(bag), 0)?;
-                x.dir(case_rel(bag))?;
+                x.reserve(case_rel(&bag), 0)?;
+                x.dir(case_rel(&bag))?;
             }
             continue;
         }
@@ -1055,9 +1343,7 @@ fn walk_tar(vault: &Path, r: &mut dyn Read, x: &mut Staging<'_>, s: &mut Scanned
             let mut left = padded;
             while left > 0 {
                 let k = (buf.len() as u64).min(left) as usize;
-                if let Err(e) = fill(r, &mut buf[..k]) {
-                    return stop(s, vault, pos, e);
-                }
+                piece!('entries, pos, &mut buf[..k], halt(s, pos, format!("the tar stream ends inside {bag}")));
                 if keep {
                     let want = (size - (padded - left)).min(k as u64) as usize;
                     data.extend_from_slice(&buf[..want]);
@@ -1072,30 +1358,28 @@ fn walk_tar(vault: &Path, r: &mut dyn Read, x: &mut Staging<'_>, s: &mut Scanned
             }
             continue;
         }
-        let rel = case_rel(bag);
-        x.reserve(rel, size)?;
-        let mut out = x.create_file(rel)?;
+        let rel = case_rel(&bag).to_string();
+        x.reserve(&rel, size)?;
+        let mut out = x.create_file(&rel)?;
         let mut h = Sha256::new();
         let mut got = 0u64;
         while got < size {
             crate::signal::check()?;
             let k = (buf.len() as u64).min(size - got) as usize;
-            if let Err(e) = fill(r, &mut buf[..k]) {
-                // Keep what was read: only whole reads are known to have
-                // arrived.
-                s.partial = Some((bag.to_string(), size, got));
-                out.flush().map_err(|err| x.write_error(rel, err))?;
-                return stop(s, vault, pos, e);
-            }
+            // Only whole reads are known to have arrived: a file cut
+            // short keeps those.
+            s.partial.push((bag.clone(), size, got));
+            piece!('entries, pos, &mut buf[..k], halt(s, pos, format!("the tar stream ends inside {bag:?}")));
+            s.partial.pop();
             h.update(&buf[..k]);
             out.write_all(&buf[..k])
-                .map_err(|err| x.write_error(rel, err))?;
+                .map_err(|err| x.write_error(&rel, err))?;
             got += k as u64;
             pos += k as u64;
         }
-        out.flush().map_err(|err| x.write_error(rel, err))?;
+        out.flush().map_err(|err| x.write_error(&rel, err))?;
         s.files.push((
-            bag.to_string(),
+            bag.clone(),
             Found {
                 size,
                 sha256: hex(&h.finalize()),
@@ -1103,9 +1387,22 @@ fn walk_tar(vault: &Path, r: &mut dyn Read, x: &mut Staging<'_>, s: &mut Scanned
         ));
         // The padding: the file is whole even if the stream stops here.
         let pad = (padded - size) as usize;
-        if let Err(e) = fill(r, &mut buf[..pad]) {
-            return stop(s, vault, pos, e);
-        }
+        piece!('entries, pos, &mut buf[..pad], halt(s, pos, "the tar stream ends inside padding".into()));
         pos += pad as u64;
+    }
+}
+
+/// An error after the end-of-archive marker: noted as where the scan
+/// stopped.
+fn read_piece_err(vault: &Path, s: &mut Scanned, at: u64, e: io::Error) -> Result<()> {
+    match crate::io::classify_stream_error(vault, "reading the payload", e) {
+        Error::Integrity(f) => {
+            s.stopped = Some(Stopped {
+                tar_offset: at,
+                reason: f.to_string(),
+            });
+            Ok(())
+        }
+        other => Err(other),
     }
 }
