@@ -383,19 +383,34 @@ fn indexed_in(
                         unverified_copy: None,
                     }),
                     Copied::Unreadable(first, false) => {
-                        let _ = fs::remove_file(root.join(case_rel(&e.path)));
+                        // What was copied before the damage (whole reads
+                        // only) goes apart, if asked; else it is removed.
+                        let from = root.join(case_rel(&e.path));
+                        let got = fs::symlink_metadata(&from).map_or(0, |m| m.len());
+                        let copy = if got > 0 {
+                            places.uv.put(&from, case_rel(&e.path))?
+                        } else {
+                            let _ = fs::remove_file(&from);
+                            None
+                        };
                         // Age's reader is spent after a chunk failed.
                         ix.rv.borrow_mut().reopen(ids)?;
                         let why = match units.find_bad(&ix.rv, ids, start, end)? {
                             Some(why) => why,
                             None => first,
                         };
+                        let why = match copy {
+                            Some(_) => format!(
+                                "{why}; its first {got} bytes, read before the damage, are under --unverified"
+                            ),
+                            None => why,
+                        };
                         report.lost.push(Lost {
                             path: case_rel(&e.path).to_string(),
                             kind: "file",
                             size: e.size,
                             reason: why,
-                            unverified_copy: None,
+                            unverified_copy: copy,
                         });
                     }
                     Copied::Mismatch(why) => {

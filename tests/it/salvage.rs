@@ -352,6 +352,39 @@ fn one_damaged_middle_chunk_costs_exactly_the_entries_it_holds() {
             // The same vault, unseal: refused, nothing written.
             fx.unseal_fails(&vault, &fx.dest(&format!("mid-u-{n}")), 3, &[]);
         }
+        // Damage 2.5 MiB into the big file: with --unverified, what was
+        // read of it before the damage goes apart, a prefix of the source.
+        let vault = fx.vault(&format!("mid-{compress}-late.vault"));
+        fs::copy(&clean, &vault).unwrap();
+        damage_chunk(&vault, &g, 40, 1000);
+        let (dest, uv) = (
+            fx.dest(&format!("mid-{compress}-late")),
+            fx.dest(&format!("mid-{compress}-late-uv")),
+        );
+        let j = salvage(
+            &fx,
+            &vault,
+            &dest,
+            &["--unverified", uv.to_str().unwrap()],
+            3,
+        );
+        assert_eq!(paths(&j["lost"]), g.files_in(&g.damaged_tar(40)));
+        let big = j["lost"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["path"] == "a-big.bin")
+            .unwrap();
+        assert_eq!(big["unverified_copy"], "a-big.bin");
+        let got = fs::read(uv.join("a-big.bin")).unwrap();
+        let src = fs::read(c.root.join("a-big.bin")).unwrap();
+        assert!(
+            got.len() >= 1 << 20 && got.len() < src.len(),
+            "{}",
+            got.len()
+        );
+        assert!(src.starts_with(&got));
+        assert!(!dest.join("a-big.bin").exists());
     }
 }
 
