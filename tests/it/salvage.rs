@@ -624,6 +624,17 @@ fn a_version_1_vault_gives_what_lies_outside_the_damage() {
             .unwrap()["version"]
             .clone();
         assert_eq!(version, 1);
+        // Undamaged: read by the scan, every file checked, exit 0.
+        let whole = fx.dest(&format!("old-{}-clean", compression.as_str()));
+        let j = salvage(&fx, &clean, &whole, &[], 0);
+        assert_eq!(
+            (&j["read"], &j["index"]["state"]),
+            (&"scan".into(), &"checked".into())
+        );
+        assert_eq!(j["restored"]["files"], files.len());
+        for (p, data) in &files {
+            assert_eq!(&fs::read(whole.join(p)).unwrap(), data, "{p}");
+        }
         let bytes = fs::read(&clean).unwrap();
         let mac = bytes.windows(5).position(|w| w == b"\n--- ").unwrap() + 1;
         let hl = bytes[mac..].iter().position(|&b| b == b'\n').unwrap() + mac + 1;
