@@ -850,6 +850,7 @@ fn man_pages_list_every_command_and_show_value_placeholders() {
             "list",
             "rekey",
             "report",
+            "salvage",
             "sweep",
             "custody",
             "store",
