@@ -15,6 +15,7 @@ pub mod frames;
 pub mod io;
 pub mod keys;
 pub mod manifest;
+pub mod parity;
 mod pipe;
 pub mod progress;
 pub mod read;

@@ -70,6 +70,8 @@ pub struct RekeyOptions {
     /// written. Required with `sign`, so that rekey never vouches for a
     /// vault nobody trusted sealed (issue #10 item 12).
     pub sealer: Option<crate::verify::SignatureCheck>,
+    /// `--parity PERCENT`: write the new vault's parity file (FORMAT §15).
+    pub parity: Option<u32>,
 }
 
 /// The outcome of a rekey (`--json` object).
@@ -101,6 +103,10 @@ pub struct RekeyReport {
     /// `--signers`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sealed_by: Option<crate::format::Signer>,
+    /// The new vault's `VAULT.par` (with `--parity`, or rewritten because
+    /// the replaced vault had one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parity: Option<PathBuf>,
 }
 
 /// Re-encrypt `opts.vault`; see the module doc.
@@ -137,6 +143,7 @@ pub fn rekey(opts: RekeyOptions) -> Result<RekeyReport> {
     }
     let sidecar = sidecar_path(&target);
     let signature = commit(&opts, &target, copied.file, &copied.sha256)?;
+    let parity = parity_for(&target, opts.parity)?;
     Ok(RekeyReport {
         source: source.clone(),
         source_sha256: opened.vault_sha256,
@@ -154,7 +161,41 @@ pub fn rekey(opts: RekeyOptions) -> Result<RekeyReport> {
         in_place: opts.in_place,
         signature,
         sealed_by,
+        parity,
     })
+}
+
+/// The parity file of the new vault at `target`: written with `--parity`;
+/// otherwise one already at `VAULT.par` describes the bytes just replaced
+/// (`--in-place`, `--force`), so it is written anew with its own
+/// percentage, or removed if even that cannot be read from it.
+fn parity_for(target: &Path, percent: Option<u32>) -> Result<Option<PathBuf>> {
+    use std::os::unix::fs::PermissionsExt;
+    let par = crate::parity::path(target);
+    let percent = match percent {
+        Some(p) => p,
+        None => match std::fs::symlink_metadata(&par) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("cannot read", &par, e)),
+            Ok(_) => match crate::parity::ParFile::open(&par) {
+                Ok(old) => old.geometry.percent,
+                Err(_) => {
+                    std::fs::remove_file(&par)
+                        .map_err(|e| Error::io("cannot remove the stale parity file", &par, e))?;
+                    crate::io::sync_parent_dir(target)?;
+                    return Ok(None);
+                }
+            },
+        },
+    };
+    let mode = std::fs::metadata(target)
+        .map_err(|e| Error::io("cannot read", target, e))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    crate::parity::write_for(target, percent, mode)?;
+    crate::io::sync_parent_dir(target)?;
+    Ok(Some(par))
 }
 
 /// The vault to write: `-o NEW_VAULT`, or VAULT itself with `--in-place`.
@@ -551,6 +592,7 @@ mod tests {
             force: false,
             sign: None,
             sealer: None,
+            parity: None,
         };
         let out = AtomicFile::create(&dir.path().join("n.vault")).unwrap();
         let good = hex(&Sha256::digest(&ct));

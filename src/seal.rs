@@ -46,6 +46,8 @@ pub struct SealOptions {
     /// [`OUTPUT_MODE`] unless a sweep store grants its group read access
     /// (docs/OPERATIONS.md §3.2).
     pub output_mode: u32,
+    /// Write `VAULT.par` with this percentage of parity (FORMAT §15).
+    pub parity: Option<u32>,
 }
 
 /// The mode of a vault and its sidecar and signature: the owner's alone.
@@ -79,6 +81,9 @@ pub struct SealReport {
     /// `VAULT.sig`, when signed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<PathBuf>,
+    /// `VAULT.par`, with `--parity`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parity: Option<PathBuf>,
     /// The signer recorded in `casevault.json`, when signed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signer: Option<format::Signer>,
@@ -134,14 +139,17 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
     refuse_output(&opts, root)?;
     let vault_file = AtomicFile::create(&opts.output)?;
     vault_file.set_mode(opts.output_mode)?;
-    let (vault_file, digest, vault_bytes, bag, sealed_at) = pipeline(&opts, root, vault_file)?;
+    let parity = ParityFile::create(&opts)?;
+    let builder = parity.as_ref().map(|p| p.builder()).transpose()?;
+    let (out, bag, sealed_at) = pipeline(&opts, root, vault_file, builder)?;
     let written = Written {
-        vault_sha256: hex(&digest),
-        vault_bytes,
+        vault_sha256: hex(&out.digest),
+        vault_bytes: out.bytes,
         sidecar,
         signature: None,
+        parity: None,
     };
-    let written = commit(&opts, vault_file, written)?;
+    let written = commit(&opts, out.sink, parity, written)?;
     Ok(report(&opts, bag, sealed_at, written))
 }
 
@@ -149,36 +157,63 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
 /// instead of a file: the same walk, archive, compression and encryption
 /// as [`seal_from`], but no file, sidecar or signature is written, and
 /// `opts.output` only names the vault in messages and the report. The
-/// caller finishes `sink` (returned) and writes the sidecar and signature.
+/// caller finishes `sink` (returned) and writes the sidecar and signature,
+/// and, with `opts.parity`, uploads the parity file (returned as an
+/// unnamed temporary file, complete; its offset is wherever writing left it).
 pub fn seal_to<W: Write + Send + 'static>(
     opts: SealOptions,
     root: &crate::walk::Root,
     sink: W,
-) -> Result<(SealReport, W)> {
+) -> Result<(SealReport, W, Option<fs::File>)> {
     let _progress = crate::progress::Guard;
     if opts.recipients.is_empty() {
         return Err(Error::Usage(
             "no recipients given: use -r RECIPIENT or -R FILE".into(),
         ));
     }
-    let (sink, digest, vault_bytes, bag, sealed_at) = pipeline(&opts, root, sink)?;
+    // The parity file goes to an unnamed temporary file (it holds only
+    // what the ciphertext implies) for the caller to upload beside it.
+    let parity = match opts.parity {
+        Some(percent) => {
+            let g = crate::parity::Geometry::new(percent)?;
+            let tmp = tempfile::tempfile().map_err(|e| {
+                Error::io(
+                    "cannot create a temporary file in",
+                    &std::env::temp_dir(),
+                    e,
+                )
+            })?;
+            let handle = tmp
+                .try_clone()
+                .map_err(|e| Error::io("cannot write", &std::env::temp_dir(), e))?;
+            let out = io::BufWriter::with_capacity(crate::io::BUF_SIZE, handle);
+            let b = crate::parity::Builder::new(g, out)
+                .map_err(|e| Error::io("cannot write", &std::env::temp_dir(), e))?;
+            Some((tmp, b))
+        }
+        None => None,
+    };
+    let (tmp, builder) = parity.unzip();
+    let (out, bag, sealed_at) = pipeline(&opts, root, sink, builder)?;
     let written = Written {
-        vault_sha256: hex(&digest),
-        vault_bytes,
+        vault_sha256: hex(&out.digest),
+        vault_bytes: out.bytes,
         sidecar: crate::sidecar::path(&opts.output),
         signature: None,
+        parity: None,
     };
-    Ok((report(&opts, bag, sealed_at, written), sink))
+    Ok((report(&opts, bag, sealed_at, written), out.sink, tmp))
 }
 
 /// The walk and the output stage (compress, encrypt, hash the ciphertext,
-/// write to `sink`); returns the sink, the ciphertext's SHA-256 and
-/// length, the bag and the seal time.
+/// write to `sink`, feed `parity`); returns what the output stage wrote,
+/// the bag and the seal time.
 fn pipeline<W: Write + Send + 'static>(
     opts: &SealOptions,
     root: &crate::walk::Root,
     sink: W,
-) -> Result<(W, [u8; 32], u64, Bag, String)> {
+    parity: Option<ParityBuilder>,
+) -> Result<(Output<W>, Bag, String)> {
     let case_dir = &opts.case_dir;
     let case_id = case_id_for(case_dir, opts.case_id.as_deref())?;
     let time = SealTime::now();
@@ -191,7 +226,7 @@ fn pipeline<W: Write + Send + 'static>(
     let mut pipe = PipeWriter::spawn(move |mut chunks| {
         // Hashing and writing the ciphertext run on a third thread, so
         // that encryption has a core of its own (issue #12).
-        let (out, failed) = output_stage(vault_file, target.clone());
+        let (out, failed) = output_stage(vault_file, parity, target.clone());
         let werr = |e: io::Error| failed.take_or(|| Error::io("cannot write vault", &target, e));
         let stream = crate::read::cipher::encrypt_writer(encryptor, armor, out).map_err(werr)?;
         let mut comp = Compressor::new(stream, compression, level).map_err(werr)?;
@@ -218,9 +253,50 @@ fn pipeline<W: Write + Send + 'static>(
             WalkError::Other(e) => e,
         });
     }
-    let (vault_file, digest, vault_bytes) = pipe.finish()?;
+    let out = pipe.finish()?;
     signal::check()?;
-    Ok((vault_file, digest, vault_bytes, walk.bag, time.sealed_at))
+    Ok((out, walk.bag, time.sealed_at))
+}
+
+/// The parity file's builder, writing into `VAULT.par`'s temporary file.
+type ParityBuilder = crate::parity::Builder<io::BufWriter<fs::File>>;
+
+/// What the output stage wrote: the sink, the ciphertext's SHA-256 and
+/// length, and the finished parity file's handle.
+struct Output<W> {
+    sink: W,
+    digest: [u8; 32],
+    bytes: u64,
+}
+
+/// `VAULT.par` being written (`--parity`), renamed into place with the vault.
+struct ParityFile {
+    file: AtomicFile,
+    geometry: crate::parity::Geometry,
+}
+
+impl ParityFile {
+    fn create(opts: &SealOptions) -> Result<Option<ParityFile>> {
+        let Some(percent) = opts.parity else {
+            return Ok(None);
+        };
+        let geometry = crate::parity::Geometry::new(percent)?;
+        let file = AtomicFile::create(&crate::parity::path(&opts.output))?;
+        file.set_mode(opts.output_mode)?;
+        Ok(Some(ParityFile { file, geometry }))
+    }
+
+    fn builder(&self) -> Result<ParityBuilder> {
+        let target = self.file.target();
+        let handle = self
+            .file
+            .file()
+            .try_clone()
+            .map_err(|e| Error::io("cannot write", target, e))?;
+        let out = io::BufWriter::with_capacity(crate::io::BUF_SIZE, handle);
+        crate::parity::Builder::new(self.geometry, out)
+            .map_err(|e| Error::io("cannot write", target, e))
+    }
 }
 
 /// The last stage of seal's pipeline: a thread that hashes the ciphertext
@@ -230,13 +306,16 @@ fn pipeline<W: Write + Send + 'static>(
 /// into it failing, is left in the returned [`Failed`].
 fn output_stage<W: Write + Send + 'static>(
     vault_file: W,
+    parity: Option<ParityBuilder>,
     target: PathBuf,
-) -> (PipeWriter<(W, [u8; 32], u64)>, Failed) {
+) -> (PipeWriter<Output<W>>, Failed) {
     let failed = Failed::default();
     let slot = failed.clone();
     let out = PipeWriter::spawn_named("casevault-output", move |mut chunks| {
         // Whole pipeline buffers go to the file: no BufWriter (and no copy).
-        let mut hashing = HashingWriter::new(vault_file);
+        // The parity builder sees the same bytes (FORMAT §15).
+        let par_target = crate::parity::path(&target);
+        let mut hashing = HashingWriter::new(crate::parity::Tee::new(vault_file, parity));
         match chunks.drain(&mut hashing) {
             Ok(true) => {}
             // The encrypting stage stopped: the temp file is removed on drop.
@@ -246,7 +325,20 @@ fn output_stage<W: Write + Send + 'static>(
                 return Err(Error::Refused("output stage stopped".into()));
             }
         }
-        Ok(hashing.finish())
+        let (tee, digest, bytes) = hashing.finish();
+        let (sink, parity) = tee.into_parts();
+        if let Some(p) = parity {
+            let perr = |e: io::Error| Error::io("cannot write", &par_target, e);
+            p.finish(digest)
+                .map_err(perr)?
+                .into_inner()
+                .map_err(|e| perr(e.into_error()))?;
+        }
+        Ok(Output {
+            sink,
+            digest,
+            bytes,
+        })
     });
     (out, failed)
 }
@@ -306,11 +398,17 @@ struct Written {
     vault_bytes: u64,
     sidecar: PathBuf,
     signature: Option<PathBuf>,
+    parity: Option<PathBuf>,
 }
 
 /// Write the sidecar (and `VAULT.sig`), then rename the vault and them
-/// into place and sync the directory.
-fn commit(opts: &SealOptions, vault_file: AtomicFile, mut w: Written) -> Result<Written> {
+/// (and `VAULT.par`) into place and sync the directory.
+fn commit(
+    opts: &SealOptions,
+    vault_file: AtomicFile,
+    parity: Option<ParityFile>,
+    mut w: Written,
+) -> Result<Written> {
     let side = crate::sidecar::write(&w.sidecar, &opts.output, &w.vault_sha256)?;
     side.set_mode(opts.output_mode)?;
     // The outer signature is computed from the ciphertext read back from
@@ -326,8 +424,27 @@ fn commit(opts: &SealOptions, vault_file: AtomicFile, mut w: Written) -> Result<
     vault_file.commit(opts.force)?;
     side.commit(true)?;
     w.signature = crate::sign::commit_vault_sig(sig, &opts.output)?;
+    w.parity = commit_parity(&opts.output, parity)?;
     crate::io::sync_parent_dir(&opts.output)?;
     Ok(w)
+}
+
+/// Rename `VAULT.par` into place; without `--parity`, remove a parity
+/// file left by the vault this one replaced (`--force`): it describes
+/// other bytes.
+fn commit_parity(vault: &Path, parity: Option<ParityFile>) -> Result<Option<PathBuf>> {
+    let target = crate::parity::path(vault);
+    match parity {
+        Some(p) => {
+            p.file.commit(true)?;
+            Ok(Some(target))
+        }
+        None => match fs::remove_file(&target) {
+            Ok(()) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("cannot remove the stale parity file", &target, e)),
+        },
+    }
 }
 
 /// The `--json` object of a seal.
@@ -350,6 +467,7 @@ fn report(opts: &SealOptions, mut bag: Bag, sealed_at: String, w: Written) -> Se
         entries: std::mem::take(&mut bag.sealed_entries),
         signer: opts.sign.as_ref().map(|k| k.signer()),
         signature: w.signature,
+        parity: w.parity,
     }
 }
 

@@ -12,6 +12,7 @@ mod list;
 mod man;
 mod record;
 mod rekey;
+mod repair;
 mod report;
 mod salvage;
 mod seal;
@@ -84,6 +85,18 @@ enum Command {
     /// 2 usage, 3 verification or the custody chain failed (the report is
     /// still written, headed by the failure), 4 no -i identity opens VAULT.
     Report(report::ReportArgs),
+    /// Check a vault against its parity file and rebuild damaged bytes,
+    /// without a key.
+    ///
+    /// Finds damaged blocks with VAULT.par (written by seal --parity),
+    /// rebuilds them, and replaces VAULT only when the result matches its
+    /// .sha256 sidecar (and VAULT.sig if present). A damaged parity file is
+    /// written anew once the vault is intact.
+    ///
+    /// Exit codes: 0 intact or repaired, 1 error (e.g. no parity file),
+    /// 2 usage, 3 damage beyond the parity budget or not locatable
+    /// (nothing changed).
+    Repair(repair::RepairArgs),
     /// Recover every file still provably intact from a damaged vault.
     ///
     /// For a vault that cannot be repaired. A file goes into DEST_DIR only
@@ -135,6 +148,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::List(a) => list::run(a),
         Command::Rekey(a) => rekey::run(a),
         Command::Report(a) => report::run(a),
+        Command::Repair(a) => repair::run(a),
         Command::Salvage(a) => salvage::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Custody(c) => custody::run(c),

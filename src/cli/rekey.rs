@@ -52,6 +52,11 @@ pub struct RekeyArgs {
     /// Replace an existing NEW_VAULT.
     #[arg(long, conflicts_with = "in_place")]
     force: bool,
+    /// Write PERCENT % of parity for the new vault (VAULT.par, FORMAT §15).
+    /// Without it, a parity file of the vault being replaced is written
+    /// anew with its own percentage.
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(1..=100))]
+    parity: Option<u32>,
     #[command(flatten)]
     sign: SignArgs,
     /// Re-encrypt only if VAULT's inner signature (casevault.sig, made when
@@ -99,6 +104,7 @@ pub fn run(a: RekeyArgs) -> anyhow::Result<Exit> {
         force: a.force,
         sign: key,
         sealer,
+        parity: a.parity,
     });
     let report = match res {
         Ok(r) => r,

@@ -42,6 +42,11 @@ pub struct SealArgs {
     /// Replace an existing vault and sidecar.
     #[arg(long)]
     force: bool,
+    /// Also write VAULT.par: PERCENT % of Reed-Solomon parity over the
+    /// vault file, so that `casevault repair` can rebuild damaged bytes
+    /// without a key (FORMAT §15). Default: no parity file.
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(1..=100))]
+    parity: Option<u32>,
     #[command(flatten)]
     sign: SignArgs,
     #[command(flatten)]
@@ -72,6 +77,7 @@ pub fn run(a: SealArgs) -> anyhow::Result<Exit> {
         collect_entries: false,
         sign: key,
         output_mode: seal::OUTPUT_MODE,
+        parity: a.parity,
     })?;
     record::print_then_record(
         a.output_args.json,

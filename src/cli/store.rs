@@ -131,6 +131,11 @@ pub struct PushArgs {
     /// Say what would be copied; write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Write PERCENT % of parity beside each copy (VAULT.par, FORMAT §15),
+    /// computed from the source. Without it a source's VAULT.par is
+    /// copied with its vault.
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(1..=100))]
+    parity: Option<u32>,
     /// One JSON object per vault, then a summary object (JSON Lines).
     #[arg(long)]
     json: bool,
@@ -228,6 +233,7 @@ fn run_push(a: PushArgs) -> anyhow::Result<Exit> {
         dry_run: a.dry_run,
         retention,
         custody: a.custody.custody(key.as_ref()),
+        parity: a.parity,
     };
     let json = a.json;
     let sum = push::push(&src, &dst, &opts, &mut |r| {

@@ -52,6 +52,10 @@ pub struct SweepArgs {
     /// Compression of the tar stream inside each vault.
     #[arg(long, value_enum, default_value = "zstd", value_name = "zstd|none")]
     compress: CompressArg,
+    /// Write PERCENT % of parity beside each vault (VAULT.par; in an S3
+    /// store the object KEY.par), for `casevault repair` (FORMAT §15).
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(1..=100))]
+    parity: Option<u32>,
     #[command(flatten)]
     sign: SignArgs,
     /// Append custody records (sealed, removed-source) to LOG instead of
@@ -112,6 +116,7 @@ pub fn run(a: SweepArgs) -> anyhow::Result<Exit> {
         dry_run: a.dry_run,
         compression: a.compress.into(),
         zstd_level: seal::DEFAULT_ZSTD_LEVEL,
+        parity: a.parity,
         sign,
         custody,
         retain: a.retention.retain,

@@ -29,6 +29,9 @@ pub struct PushOptions {
     pub retention: RetentionPlan,
     /// `--custody`: a `copied` record per vault copied.
     pub custody: Option<Custody>,
+    /// `--parity PERCENT`: write a parity file for each copy (FORMAT §15);
+    /// without it, a parity file the source has travels with its vault.
+    pub parity: Option<u32>,
 }
 
 /// What happened to one vault.
@@ -196,10 +199,118 @@ fn push_one(src: &Store, dst: &Store, v: &VaultRef, opts: &PushOptions) -> Resul
         Err(e) => return Err(e),
     };
     if copied {
+        // The parity file before the sidecar: a sidecar in DST says the
+        // copy is complete (a second push skips it).
+        if let Err(e) = push_parity(dst, &from, &to, &expected, opts) {
+            match e {
+                Error::Integrity(_) => {
+                    problems_of(e, &mut rec.problems);
+                    return Ok(rec);
+                }
+                other => return Err(other),
+            }
+        }
         write_neighbours(dst, &to, sig_bytes.as_deref(), &side_bytes, opts)?;
         rec.status = PushStatus::Copied;
     }
     Ok(rec)
+}
+
+/// Whether `p` (a file or an S3 object) exists.
+fn exists(p: &Path) -> Result<bool> {
+    #[cfg(feature = "s3")]
+    if let Some(loc) = crate::s3::Location::of_path(p) {
+        return Ok(crate::s3::client()?.head(&loc?, None)?.is_some());
+    }
+    match std::fs::symlink_metadata(p) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("cannot read", p, e)),
+    }
+}
+
+/// Give the copy at `to` its parity file: built from the source with
+/// `--parity` (the source read once more, and its digest checked again),
+/// else the source's own `VAULT.par` copied as it is, if it has one.
+fn push_parity(
+    dst: &Store,
+    from: &Path,
+    to: &Path,
+    expected: &str,
+    opts: &PushOptions,
+) -> Result<()> {
+    let src_par = crate::parity::path(from);
+    let tmp_dir = std::env::temp_dir();
+    let tmp_err = |e: io::Error| Error::io("cannot write a temporary file in", &tmp_dir, e);
+    let mut tmp = tempfile::tempfile().map_err(tmp_err)?;
+    match opts.parity {
+        Some(percent) => {
+            let g = crate::parity::Geometry::new(percent)?;
+            let out = io::BufWriter::new(tmp.try_clone().map_err(tmp_err)?);
+            let mut b = crate::parity::Builder::new(g, out).map_err(tmp_err)?;
+            let mut input = crate::source::open_one(from, "cannot open vault")?;
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; BUF_SIZE];
+            loop {
+                crate::signal::check()?;
+                let n = crate::io::retry(|| input.read(&mut buf))
+                    .map_err(|e| Error::io("cannot read vault", from, e))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                b.update(&buf[..n]).map_err(tmp_err)?;
+            }
+            let digest: [u8; 32] = h.finalize().into();
+            if hex(&digest) != expected {
+                return Err(Error::integrity(format!(
+                    "{} changed while its parity was computed (it now hashes to {}); no parity file written",
+                    from.display(),
+                    hex(&digest)
+                )));
+            }
+            b.finish(digest)
+                .map_err(tmp_err)?
+                .into_inner()
+                .map_err(|e| tmp_err(e.into_error()))?;
+        }
+        None => {
+            if !exists(&src_par)? {
+                return Ok(());
+            }
+            let mut input = crate::source::open_one(&src_par, "cannot open parity file")?;
+            io::copy(&mut input, &mut tmp)
+                .map_err(|e| Error::io("cannot copy parity file", &src_par, e))?;
+        }
+    }
+    use std::io::Seek;
+    tmp.seek(io::SeekFrom::Start(0)).map_err(tmp_err)?;
+    publish(dst, &crate::parity::path(to), &mut tmp, opts)
+}
+
+/// Write everything `r` yields to `p` in DST, whole or not at all.
+fn publish(
+    dst: &Store,
+    p: &Path,
+    r: &mut dyn Read,
+    #[cfg_attr(not(feature = "s3"), allow(unused_variables))] opts: &PushOptions,
+) -> Result<()> {
+    match dst {
+        Store::Local(_) => {
+            let mut f = AtomicFile::create(p)?;
+            io::copy(r, &mut f).map_err(|e| Error::io("cannot write", p, e))?;
+            f.commit(true)?;
+            crate::io::sync_parent_dir(p)
+        }
+        #[cfg(feature = "s3")]
+        Store::S3(_) => {
+            let loc = crate::s3::Location::of_path(p).expect("an s3:// path")?;
+            let tmp = std::env::temp_dir();
+            let read_err = |e: io::Error| Error::io("cannot read a temporary file in", &tmp, e);
+            let up = crate::s3::upload::upload(&loc, r, &read_err, None)?;
+            super::apply_retention(&loc, up.version_id.as_deref(), &opts.retention).map(drop)
+        }
+    }
 }
 
 fn problems_of(e: Error, out: &mut Vec<String>) {

@@ -62,6 +62,8 @@ pub struct SweepOptions {
     pub dry_run: bool,
     pub compression: Compression,
     pub zstd_level: i32,
+    /// `--parity PERCENT`: write each vault's parity file (FORMAT §15).
+    pub parity: Option<u32>,
     /// `--sign`: sign each vault (and the custody records).
     pub sign: Option<crate::sign::SigningKey>,
     /// `--custody`: append `sealed` and `removed-source` records (issue #5).
@@ -354,6 +356,7 @@ impl Sweep<'_> {
             collect_entries: self.opts.remove_source,
             sign: self.opts.sign.clone(),
             output_mode: self.modes.file,
+            parity: self.opts.parity,
         })
     }
 

@@ -162,7 +162,7 @@ impl Sweep<'_> {
         let vault_loc = case_prefix.with_key(format!("{}{name}", case_prefix.key));
         let vault = PathBuf::from(vault_loc.to_string());
         let sink = UploadWriter::start(&vault_loc, self.opts.sign.is_some())?;
-        let (report, sink) = seal::seal_to(
+        let (report, sink, parity) = seal::seal_to(
             self.seal_options(&src.path, case, vault.clone())?,
             src,
             sink,
@@ -194,6 +194,11 @@ impl Sweep<'_> {
             let sig_loc = vault_loc.suffixed(".sig");
             let v = c.put_small(&sig_loc, text.into_bytes(), None)?;
             apply_retention(&sig_loc, v.as_deref(), &plan)?;
+        }
+        if let Some(file) = parity {
+            let par_loc = vault_loc.suffixed(".par");
+            let up = upload_parity(&par_loc, file)?;
+            apply_retention(&par_loc, up.version_id.as_deref(), &plan)?;
         }
         let side_loc = vault_loc.suffixed(".sha256");
         let line = crate::manifest::line(&report.vault_sha256, &name);
@@ -227,4 +232,22 @@ impl Sweep<'_> {
         }
         Ok(())
     }
+}
+
+/// Upload a vault's parity file (written by the seal to an unnamed
+/// temporary file) as `KEY.par` (FORMAT §15).
+fn upload_parity(
+    loc: &crate::s3::Location,
+    mut file: std::fs::File,
+) -> Result<crate::s3::upload::Uploaded> {
+    use std::io::{Seek, SeekFrom};
+    let tmp = std::env::temp_dir();
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io("cannot read the parity file in", &tmp, e))?;
+    crate::s3::upload::upload(
+        loc,
+        &mut file,
+        &|e| Error::io("cannot read the parity file in", &tmp, e),
+        None,
+    )
 }

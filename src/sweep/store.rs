@@ -226,8 +226,13 @@ pub fn check_vault(path: &Path) -> Result<VaultCheck> {
 /// harmless sidecar, never a vault that has lost its checksum).
 pub fn delete_vault(path: &Path) -> Result<()> {
     fs::remove_file(path).map_err(|e| Error::io("cannot remove", path, e))?;
-    // The sidecar, then the signature (issue #5) if the vault was signed.
-    for side in [sidecar_path(path), crate::sign::sig_path(path)] {
+    // The sidecar, then the signature (issue #5) if the vault was signed,
+    // and its parity file (issue #16).
+    for side in [
+        sidecar_path(path),
+        crate::sign::sig_path(path),
+        crate::parity::path(path),
+    ] {
         match fs::remove_file(&side) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 return Err(Error::io("cannot remove", &side, e))

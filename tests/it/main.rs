@@ -18,6 +18,7 @@ mod key_hygiene;
 mod keygen;
 mod list;
 mod ops;
+mod parity;
 mod partial;
 mod passphrase;
 mod plugin;

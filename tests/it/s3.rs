@@ -1024,3 +1024,76 @@ fn read_paths_as_nobody() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Issue #16: `sweep --parity` to a bucket writes `KEY.par` under the same
+/// retention; `store push` brings it back with its vault, and it repairs
+/// the local copy; `store push --parity` makes one for a copy to S3.
+#[test]
+fn parity_objects_beside_vaults() {
+    let Some(srv) = server() else { return };
+    let l = Local::new();
+    let b = srv.bucket("par", true);
+    let url = format!("s3://{b}/lab");
+    let out = l
+        .sweep_cmd(srv, &url, &["--retain", "1d", "--parity", "10"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys = srv.keys(&b);
+    let pars: Vec<&String> = keys.iter().filter(|k| k.ends_with(".vault.par")).collect();
+    assert_eq!((keys.len(), pars.len()), (6, 2), "{keys:?}");
+    for k in &pars {
+        let loc = Location {
+            bucket: b.clone(),
+            key: (*k).clone(),
+        };
+        let r = srv.client.get_retention(&loc, None).unwrap();
+        assert_eq!(
+            r.unwrap_or_else(|| panic!("{k}: no retention")).mode,
+            "COMPLIANCE"
+        );
+    }
+    // Back to a directory: the parity file comes along and repairs.
+    let back = l.p("back");
+    fs::create_dir(&back).unwrap();
+    srv.cmd()
+        .args(["store", "push", &url])
+        .arg(&back)
+        .assert()
+        .code(0);
+    let vault_key = pars[0].trim_end_matches(".par").trim_start_matches("lab/");
+    let vault = back.join(vault_key);
+    let good = fs::read(&vault).unwrap();
+    let mut bad = good.clone();
+    bad[good.len() / 3] ^= 0xff;
+    fs::write(&vault, &bad).unwrap();
+    casevault().arg("repair").arg(&vault).assert().code(0);
+    assert!(fs::read(&vault).unwrap() == good);
+    // A repair of the object itself is refused: it works on a copy.
+    srv.cmd()
+        .args(["repair", &format!("{url}/{vault_key}")])
+        .assert()
+        .code(2);
+
+    // store push --parity from a directory without parity files.
+    l.sweep_local();
+    let b2 = srv.bucket("par2", true);
+    let url2 = format!("s3://{b2}/lab");
+    srv.cmd()
+        .args(["store", "push", "--retain", "1d", "--parity", "5"])
+        .arg(l.p("store"))
+        .arg(&url2)
+        .assert()
+        .code(0);
+    let keys2 = srv.keys(&b2);
+    assert_eq!(
+        keys2.iter().filter(|k| k.ends_with(".vault.par")).count(),
+        2,
+        "{keys2:?}"
+    );
+}

@@ -850,6 +850,7 @@ fn man_pages_list_every_command_and_show_value_placeholders() {
             "list",
             "rekey",
             "report",
+            "repair",
             "salvage",
             "sweep",
             "custody",
@@ -1225,4 +1226,33 @@ fn remove_source_of_a_case_with_many_directories_needs_few_descriptors() {
     assert_eq!(recs["C1"]["removed_files"], 300);
     assert_eq!(recs["C1"]["removed_dirs"], 601);
     assert!(!case.exists());
+}
+
+#[test]
+fn parity_is_written_beside_each_vault_and_pruned_with_it() {
+    let env = Env::new();
+    small_case(&env.case("C1"), 1);
+    let (recs, _) = env.sweep_json(&["--parity", "10"], 0);
+    let vault = PathBuf::from(recs["C1"]["vault"].as_str().unwrap());
+    let par = PathBuf::from(format!("{}.par", vault.display()));
+    assert!(par.is_file(), "no parity file beside {}", vault.display());
+    // It repairs the vault it was written for.
+    let pristine = fs::read(&vault).unwrap();
+    let mut bad = pristine.clone();
+    bad[pristine.len() / 2] ^= 1;
+    fs::write(&vault, &bad).unwrap();
+    casevault().arg("repair").arg(&vault).assert().code(0);
+    assert!(fs::read(&vault).unwrap() == pristine);
+
+    // The next generation replaces the first under --keep 1: its parity
+    // file goes with it.
+    fs::write(env.case("C1/notes.txt"), "generation 2\n").unwrap();
+    let (recs, _) = env.sweep_json(&["--parity", "10", "--keep", "1"], 0);
+    let newer = PathBuf::from(recs["C1"]["vault"].as_str().unwrap());
+    assert!(
+        !vault.exists() && !par.exists(),
+        "pruned vault left its parity file"
+    );
+    assert!(PathBuf::from(format!("{}.par", newer.display())).is_file());
+    env.sweep(&["--parity", "0"]).code(2);
 }

@@ -1,0 +1,656 @@
+//! Issue #16, parity: `seal --parity`, `casevault repair` (FORMAT §15).
+//! Every repair is checked against the pristine bytes, the stock
+//! `sha256sum -c` and the stock `age -d`; every refusal against an
+//! unchanged directory.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::*;
+
+/// FORMAT §15 constants, restated here rather than taken from the crate.
+const S: usize = 4096;
+const K: usize = 8192;
+
+fn par_of(vault: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.par", vault.display()))
+}
+
+fn recovery_for(k: usize, percent: usize) -> usize {
+    (k * percent).div_ceil(100)
+}
+
+/// The parity file's length for a vault of `len` bytes (FORMAT §15.2).
+fn expected_par_len(len: usize, percent: usize) -> usize {
+    let mut total = 2 * 128;
+    let mut rest = len;
+    while rest > 0 {
+        let bytes = rest.min(S * K);
+        let k = bytes.div_ceil(S);
+        let m = recovery_for(k, percent);
+        total += 2 * (64 + 4 * k + 4 * m) + m * S;
+        rest -= bytes;
+    }
+    total
+}
+
+/// Offset of the first byte of age payload chunk `i` (after the header
+/// and the 16-byte nonce).
+fn chunk_at(vault: &[u8], i: usize) -> usize {
+    let end = vault.windows(5).position(|w| w == b"\n--- ").unwrap() + 5;
+    let nl = end + vault[end..].iter().position(|&b| b == b'\n').unwrap() + 1;
+    nl + 16 + i * AGE_CHUNK
+}
+
+fn flip(bytes: &mut [u8], at: usize) {
+    bytes[at] ^= 0x5a;
+}
+
+/// Damage every shard in `shards` (indices into the vault's shards).
+fn damage_shards(bytes: &mut [u8], shards: impl IntoIterator<Item = usize>) {
+    for s in shards {
+        flip(bytes, s * S + 17);
+    }
+}
+
+struct Px {
+    fx: Fx,
+    vault: PathBuf,
+    pristine: Vec<u8>,
+    par: Vec<u8>,
+}
+
+/// A vault of about `len` bytes of incompressible payload, sealed with
+/// `--parity percent` (`--compress none`: the vault's size follows `len`).
+fn px(len: usize, percent: u32) -> Px {
+    let fx = Fx::new();
+    let case = fx.cases().join("PAR-1");
+    CaseTree::new(&case)
+        .file("extraction/blob.bin", &seeded_bytes(16, len))
+        .file("report.xml", b"<report/>\n");
+    let vault = fx.vault("par.vault");
+    let json = fx.seal(
+        &case,
+        &vault,
+        &["--compress", "none", "--parity", &percent.to_string()],
+    );
+    assert_eq!(json["parity"], par_of(&vault).to_str().unwrap());
+    let pristine = fs::read(&vault).unwrap();
+    let par = fs::read(par_of(&vault)).unwrap();
+    Px {
+        fx,
+        vault,
+        pristine,
+        par,
+    }
+}
+
+impl Px {
+    /// `repair VAULT --json` → (exit code, JSON, stderr).
+    fn repair(&self, extra: &[&str]) -> (i32, serde_json::Value, String) {
+        let a = casevault()
+            .arg("repair")
+            .arg(&self.vault)
+            .arg("--json")
+            .args(extra)
+            .assert();
+        let out = a.get_output();
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (out.status.code().unwrap(), json, stderr_of(&a))
+    }
+
+    fn write_vault(&self, bytes: &[u8]) {
+        fs::write(&self.vault, bytes).unwrap();
+    }
+
+    /// The vault is back to its sealed bytes and the stock tools agree.
+    fn assert_pristine(&self) {
+        assert!(
+            fs::read(&self.vault).unwrap() == self.pristine,
+            "vault not restored"
+        );
+        if let Some(sha) = tool("sha256sum") {
+            let out = Command::new(sha)
+                .arg("-c")
+                .arg("par.vault.sha256")
+                .current_dir(self.fx.out())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "sha256sum -c: {out:?}");
+        }
+    }
+
+    /// Stock `age -d` decrypts the vault (the whole ciphertext is right,
+    /// header and last chunk included).
+    fn assert_age_decrypts(&self) {
+        let Some(age) = tool("age") else { return };
+        let out = Command::new(age)
+            .arg("-d")
+            .arg("-i")
+            .arg(&self.fx.key.path)
+            .arg(&self.vault)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "age -d: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout.len() > 1000);
+    }
+
+    /// Every file of the output directory, with its bytes.
+    fn out_state(&self) -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = fs::read_dir(self.fx.out())
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().into_string().unwrap(),
+                    fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[test]
+fn seal_writes_the_parity_file_only_when_asked() {
+    let p = px(3 << 20, 5);
+    assert_eq!(p.par.len(), expected_par_len(p.pristine.len(), 5));
+    assert_eq!(&p.par[..8], b"CVPARITY");
+    assert_eq!(&p.par[p.par.len() - 128..][..8], b"CVPARITY");
+    let mode = fs::metadata(par_of(&p.vault)).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // Without --parity: no parity file; and --force over a vault that had
+    // one removes it (it describes other bytes).
+    let case = p.fx.cases().join("PAR-1");
+    let other = p.fx.vault("plain.vault");
+    let json = p.fx.seal(&case, &other, &[]);
+    assert!(json.get("parity").is_none());
+    assert!(!par_of(&other).exists());
+    p.fx.seal(&case, &p.vault, &["--force"]);
+    assert!(
+        !par_of(&p.vault).exists(),
+        "stale parity file left beside a re-sealed vault"
+    );
+
+    for bad in ["0", "101", "x"] {
+        seal_cmd(&case, p.fx.vault("n.vault"), &p.fx.key.recipient)
+            .args(["--parity", bad])
+            .assert()
+            .code(2);
+    }
+    assert!(!p.fx.vault("n.vault").exists());
+}
+
+#[test]
+fn an_intact_vault_is_left_alone() {
+    let p = px(1 << 20, 5);
+    let before = p.out_state();
+    let (code, json, _) = p.repair(&[]);
+    assert_eq!(code, 0);
+    assert_eq!(json["outcome"], "clean");
+    assert_eq!(json["damaged_shards"], 0);
+    assert_eq!(json["parity_rewritten"], false);
+    assert_eq!(p.out_state(), before);
+}
+
+#[test]
+fn repairs_the_header_first_middle_and_last_chunk_and_scattered_shards() {
+    let p = px(3 << 20, 5);
+    let n_shards = p.pristine.len().div_ceil(S);
+    let budget = recovery_for(n_shards, 5);
+    let last_chunk = (p.pristine.len() - chunk_at(&p.pristine, 0)) / AGE_CHUNK;
+    let cases: Vec<(&str, Vec<usize>)> = vec![
+        ("age header", vec![40]),
+        ("first chunk", vec![chunk_at(&p.pristine, 0) + 3]),
+        (
+            "middle chunk",
+            vec![chunk_at(&p.pristine, last_chunk / 2) + 100],
+        ),
+        ("last chunk", vec![p.pristine.len() - 1]),
+        (
+            "scattered shards, the whole budget",
+            (0..budget)
+                .map(|i| (i * n_shards / budget) * S + 9)
+                .collect(),
+        ),
+    ];
+    for (what, offsets) in cases {
+        let mut bad = p.pristine.clone();
+        for &o in &offsets {
+            flip(&mut bad, o);
+        }
+        p.write_vault(&bad);
+        let (code, json, err) = p.repair(&[]);
+        assert_eq!(code, 0, "{what}: {err}");
+        assert_eq!(json["outcome"], "repaired", "{what}");
+        let shards: std::collections::BTreeSet<usize> = offsets.iter().map(|o| o / S).collect();
+        assert_eq!(json["damaged_shards"], shards.len(), "{what}");
+        assert_eq!(json["checked_against"], "sidecar");
+        p.assert_pristine();
+        if what == "age header" || what == "last chunk" {
+            p.assert_age_decrypts();
+        }
+    }
+    // Scattered shards take a text report too.
+    let mut bad = p.pristine.clone();
+    damage_shards(&mut bad, [1, 100, 700]);
+    p.write_vault(&bad);
+    let a = casevault().arg("repair").arg(&p.vault).assert().code(0);
+    let text = stdout_of(&a);
+    assert!(
+        text.contains("repaired 3 damaged shards in 1 stripes"),
+        "{text}"
+    );
+    p.assert_pristine();
+    verify_cmd(&p.vault, &p.fx.key.path).assert().code(0);
+}
+
+#[test]
+fn damage_beyond_the_budget_changes_nothing() {
+    let p = px(3 << 20, 5);
+    let n_shards = p.pristine.len().div_ceil(S);
+    let budget = recovery_for(n_shards, 5);
+    let mut bad = p.pristine.clone();
+    damage_shards(&mut bad, 200..200 + budget + 1);
+    p.write_vault(&bad);
+    let before = p.out_state();
+    let (code, json, err) = p.repair(&[]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(json["outcome"], "unrepairable");
+    assert_eq!(json["damage"][0]["damaged_data_shards"], budget + 1);
+    assert_eq!(json["damage"][0]["usable_recovery_shards"], budget);
+    assert_eq!(json["damage"][0]["repairable"], false);
+    assert!(err.contains("beyond the parity budget"), "{err}");
+    assert!(err.contains("par.vault"), "{err}");
+    assert_eq!(p.out_state(), before, "a refused repair changed files");
+    // Exactly at the budget it is repaired.
+    let mut bad = p.pristine.clone();
+    damage_shards(&mut bad, 200..200 + budget);
+    p.write_vault(&bad);
+    assert_eq!(p.repair(&[]).0, 0);
+    p.assert_pristine();
+}
+
+#[test]
+fn stripes_are_repaired_or_refused_one_by_one() {
+    // Three stripes: 2 full (32 MiB each) and a short one.
+    let p = px(70 << 20, 5);
+    let n = p.pristine.len().div_ceil(S);
+    assert!(n > 2 * K);
+    let budget_full = recovery_for(K, 5);
+    let mut bad = p.pristine.clone();
+    damage_shards(&mut bad, (0..50).map(|i| i * 100));
+    damage_shards(&mut bad, (2 * K..n).step_by(97));
+    p.write_vault(&bad);
+    let (code, json, err) = p.repair(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json["stripes"], 3);
+    let stripes: Vec<u64> = json["damage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["stripe"].as_u64().unwrap())
+        .collect();
+    assert_eq!(stripes, [0, 2]);
+    p.assert_pristine();
+    p.assert_age_decrypts();
+
+    // A burst beyond the middle stripe's budget: refused, whatever the
+    // other stripes could do.
+    let mut bad = p.pristine.clone();
+    damage_shards(&mut bad, [3]);
+    damage_shards(&mut bad, K + 10..K + 10 + budget_full + 1);
+    p.write_vault(&bad);
+    let (code, json, _) = p.repair(&[]);
+    assert_eq!(code, 3);
+    assert_eq!(json["damage"][1]["stripe"], 1);
+    assert_eq!(json["damage"][1]["repairable"], false);
+    assert_eq!(json["damage"][0]["repairable"], true);
+    assert!(fs::read(&p.vault).unwrap() == bad);
+}
+
+#[test]
+fn a_truncated_or_extended_vault_is_cut_back_to_its_bytes() {
+    let p = px(2 << 20, 5);
+    let cut = &p.pristine[..p.pristine.len() - 5000];
+    p.write_vault(cut);
+    let (code, json, err) = p.repair(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json["outcome"], "repaired");
+    p.assert_pristine();
+
+    let mut longer = p.pristine.clone();
+    longer.extend_from_slice(b"appended by a broken copy");
+    p.write_vault(&longer);
+    let (code, json, _) = p.repair(&[]);
+    assert_eq!(code, 0);
+    assert_eq!(json["outcome"], "repaired");
+    p.assert_pristine();
+}
+
+/// Geometry of a one-stripe vault's parity file: the offsets of its
+/// first table copy, its recovery shards and its second copy.
+fn one_stripe_layout(vault_len: usize, percent: usize) -> (usize, usize, usize) {
+    let k = vault_len.div_ceil(S);
+    let m = recovery_for(k, percent);
+    let table = 64 + 4 * k + 4 * m;
+    (128, 128 + table, 128 + table + m * S)
+}
+
+#[test]
+fn a_damaged_parity_file_says_what_survives() {
+    let p = px(2 << 20, 5);
+    let len = p.pristine.len();
+    let (t1, rec, t2) = one_stripe_layout(len, 5);
+    let par_path = par_of(&p.vault);
+    let mut bad_vault = p.pristine.clone();
+    damage_shards(&mut bad_vault, [5, 50]);
+
+    // Each damage to the parity file that leaves enough of it.
+    let survivable: Vec<(&str, Vec<usize>, &str)> = vec![
+        ("header", vec![20], "header_ok"),
+        ("trailer", vec![p.par.len() - 100], "trailer_ok"),
+        ("one table copy", vec![t1 + 40], "table_copies_damaged"),
+        (
+            "recovery shards",
+            vec![rec + 10, rec + S + 10],
+            "recovery_shards_damaged",
+        ),
+    ];
+    for (what, offsets, field) in survivable {
+        let mut par = p.par.clone();
+        for &o in &offsets {
+            flip(&mut par, o);
+        }
+        fs::write(&par_path, &par).unwrap();
+        p.write_vault(&bad_vault);
+        let (code, json, err) = p.repair(&[]);
+        assert_eq!(code, 0, "{what}: {err}");
+        assert_eq!(json["outcome"], "repaired", "{what}");
+        let state = &json["parity_state"][field];
+        match field {
+            "header_ok" | "trailer_ok" => assert_eq!(*state, false, "{what}"),
+            "table_copies_damaged" => assert_eq!(*state, 1, "{what}"),
+            _ => assert_eq!(*state, 2, "{what}"),
+        }
+        assert_eq!(json["parity_rewritten"], true, "{what}");
+        p.assert_pristine();
+        // The parity file is written anew: byte for byte the sealed one.
+        assert!(
+            fs::read(&par_path).unwrap() == p.par,
+            "{what}: parity not rewritten"
+        );
+    }
+
+    // A clean vault with a damaged parity file: exit 0, parity rewritten.
+    let mut par = p.par.clone();
+    flip(&mut par, rec + 3 * S);
+    fs::write(&par_path, &par).unwrap();
+    let (code, json, _) = p.repair(&[]);
+    assert_eq!((code, &json["outcome"]), (0, &serde_json::json!("clean")));
+    assert_eq!(json["parity_state"]["recovery_shards_damaged"], 1);
+    assert!(fs::read(&par_path).unwrap() == p.par);
+
+    // Not enough left: both table copies of the damaged stripe, or both
+    // geometry blocks. Nothing changes.
+    let fatal: Vec<(&str, Vec<usize>, &str)> = vec![
+        (
+            "both table copies",
+            vec![t1 + 40, t2 + 40],
+            "tables are lost",
+        ),
+        (
+            "header and trailer",
+            vec![20, p.par.len() - 100],
+            "both its header and its trailer are damaged",
+        ),
+    ];
+    for (what, offsets, message) in fatal {
+        let mut par = p.par.clone();
+        for &o in &offsets {
+            flip(&mut par, o);
+        }
+        fs::write(&par_path, &par).unwrap();
+        p.write_vault(&bad_vault);
+        let before = p.out_state();
+        let (code, _, err) = p.repair(&[]);
+        assert_eq!(code, 3, "{what}: {err}");
+        assert!(err.contains(message), "{what}: {err}");
+        assert_eq!(p.out_state(), before, "{what}");
+    }
+}
+
+#[test]
+fn the_sidecar_decides_and_the_trailer_stands_in_for_a_lost_one() {
+    let p = px(1 << 20, 10);
+    let side = PathBuf::from(format!("{}.sha256", p.vault.display()));
+    let mut bad = p.pristine.clone();
+    damage_shards(&mut bad, [7]);
+
+    // No sidecar: the trailer's digest is the reference, and says so.
+    let line = fs::read(&side).unwrap();
+    fs::remove_file(&side).unwrap();
+    p.write_vault(&bad);
+    let (code, json, _) = p.repair(&[]);
+    assert_eq!(code, 0);
+    assert_eq!(json["checked_against"], "parity trailer");
+    assert!(fs::read(&p.vault).unwrap() == p.pristine);
+    fs::write(&side, &line).unwrap();
+
+    // A parity file of another vault: refused, nothing changed.
+    let other = px(1 << 20, 10);
+    fs::write(par_of(&p.vault), &other.par).unwrap();
+    p.write_vault(&bad);
+    let before = p.out_state();
+    let (code, _, err) = p.repair(&[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("describes another vault"), "{err}");
+    assert_eq!(p.out_state(), before);
+
+    // No parity file at all: an error naming it.
+    fs::remove_file(par_of(&p.vault)).unwrap();
+    let (code, _, err) = p.repair(&[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("par.vault.par"), "{err}");
+    assert_error_message(&err);
+
+    // --parity names another file; an S3 vault is refused (repair works
+    // on a local copy).
+    fs::write(p.fx.root().join("elsewhere.par"), &p.par).unwrap();
+    let elsewhere = p.fx.root().join("elsewhere.par");
+    let (code, json, _) = p.repair(&["--parity", elsewhere.to_str().unwrap()]);
+    assert_eq!(
+        (code, &json["outcome"]),
+        (0, &serde_json::json!("repaired"))
+    );
+    casevault()
+        .args(["repair", "s3://bucket/C/C.vault"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn a_signed_vault_is_accepted_only_if_its_signature_still_verifies() {
+    let Some(keygen) = tool("ssh-keygen") else {
+        return;
+    };
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "SIG-PAR").root.clone();
+    let ssh = fx.root().join("ssh_key");
+    run_tool(
+        Command::new(keygen)
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "a@lab", "-f"])
+            .arg(&ssh),
+    );
+    let vault = fx.vault("par.vault");
+    fx.seal(
+        &case,
+        &vault,
+        &["--sign", ssh.to_str().unwrap(), "--parity", "20"],
+    );
+    let pristine = fs::read(&vault).unwrap();
+    let p = Px {
+        par: fs::read(par_of(&vault)).unwrap(),
+        fx,
+        vault,
+        pristine,
+    };
+    let mut bad = p.pristine.clone();
+    flip(&mut bad, 300);
+    p.write_vault(&bad);
+    assert_eq!(p.repair(&[]).0, 0);
+    p.assert_pristine();
+
+    // A VAULT.sig that does not verify over the rebuilt bytes: refused.
+    let sig = PathBuf::from(format!("{}.sig", p.vault.display()));
+    let text = fs::read_to_string(&sig).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mid = lines.len() / 2;
+    let swapped: String = lines[mid].chars().rev().collect();
+    lines[mid] = swapped;
+    fs::write(&sig, lines.join("\n") + "\n").unwrap();
+    p.write_vault(&bad);
+    let before = p.out_state();
+    let (code, _, err) = p.repair(&[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("par.vault.sig"), "{err}");
+    assert_eq!(p.out_state(), before);
+}
+
+#[test]
+fn repair_as_nobody_keeps_owner_and_mode_and_fails_cleanly() {
+    let p = px(1 << 20, 5);
+    let mut bad = p.pristine.clone();
+    damage_shards(&mut bad, [3, 9]);
+    p.write_vault(&bad);
+    let Some(nobody) = crate::unpriv::Unprivileged::new(p.fx.root()) else {
+        return;
+    };
+    let out = nobody.run([std::ffi::OsStr::new("repair"), p.vault.as_os_str()]);
+    assert_exit(&out, 0);
+    let meta = fs::metadata(&p.vault).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o777),
+        (crate::unpriv::NOBODY, 0o600)
+    );
+    assert!(fs::read(&p.vault).unwrap() == p.pristine);
+
+    // The vault's directory not writable by nobody: an error naming it,
+    // the damaged vault as it was.
+    p.write_vault(&bad);
+    std::os::unix::fs::chown(p.vault.parent().unwrap(), Some(0), Some(0)).unwrap();
+    fs::set_permissions(p.vault.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
+    let out = nobody.run([std::ffi::OsStr::new("repair"), p.vault.as_os_str()]);
+    assert_exit(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("out"), "{err}");
+    assert_error_message(&err);
+    assert!(fs::read(&p.vault).unwrap() == bad);
+}
+
+/// Damage one byte in the middle of `vault`, repair, and check it is back.
+fn damage_and_repair(vault: &Path) {
+    let good = fs::read(vault).unwrap();
+    let mut bad = good.clone();
+    flip(&mut bad, good.len() / 2);
+    fs::write(vault, &bad).unwrap();
+    casevault().arg("repair").arg(vault).assert().code(0);
+    assert!(
+        fs::read(vault).unwrap() == good,
+        "{} not repaired",
+        vault.display()
+    );
+}
+
+#[test]
+fn rekey_writes_or_renews_the_parity_file() {
+    let p = px(1 << 20, 5);
+    let key = p.fx.key.path.to_str().unwrap().to_string();
+    let rcpt = p.fx.key.recipient.clone();
+    // In place, without --parity: the old parity file described the old
+    // bytes; it is written anew, same percentage.
+    casevault()
+        .arg("rekey")
+        .arg(&p.vault)
+        .args(["--in-place", "-i", &key, "-r", &rcpt])
+        .assert()
+        .code(0);
+    let renewed = fs::read(par_of(&p.vault)).unwrap();
+    let len = fs::metadata(&p.vault).unwrap().len() as usize;
+    assert_eq!(renewed.len(), expected_par_len(len, 5));
+    assert!(renewed != p.par);
+    damage_and_repair(&p.vault);
+
+    // To a new vault with --parity.
+    let new = p.fx.vault("new.vault");
+    let a = casevault()
+        .arg("rekey")
+        .arg(&p.vault)
+        .arg("-o")
+        .arg(&new)
+        .args(["-i", &key, "-r", &rcpt, "--parity", "20", "--json"])
+        .assert()
+        .code(0);
+    assert_eq!(json_of(&a)["parity"], par_of(&new).to_str().unwrap());
+    let len = fs::metadata(&new).unwrap().len() as usize;
+    assert_eq!(
+        fs::read(par_of(&new)).unwrap().len(),
+        expected_par_len(len, 20)
+    );
+    damage_and_repair(&new);
+}
+
+#[test]
+fn store_push_carries_the_parity_file_or_writes_one() {
+    let fx = Fx::new();
+    let case = small_case(&fx.cases(), "C1").root.clone();
+    let (src, dst, dst2) = (
+        fx.root().join("src"),
+        fx.root().join("dst"),
+        fx.root().join("dst2"),
+    );
+    for d in [&src, &dst, &dst2] {
+        fs::create_dir_all(d.join("C1")).unwrap();
+    }
+    let with = src.join("C1/C1.20261129T010000.000001Z.vault");
+    fx.seal(&case, &with, &["--parity", "10"]);
+    let without = src.join("C1/C1.20261129T020000.000001Z.vault");
+    fx.seal(&case, &without, &[]);
+
+    // The source's parity file travels with its vault; none is made up.
+    casevault()
+        .args(["store", "push"])
+        .arg(&src)
+        .arg(&dst)
+        .assert()
+        .code(0);
+    let copied = dst.join("C1").join(with.file_name().unwrap());
+    assert!(fs::read(par_of(&copied)).unwrap() == fs::read(par_of(&with)).unwrap());
+    assert!(!par_of(&dst.join("C1").join(without.file_name().unwrap())).exists());
+    damage_and_repair(&copied);
+
+    // --parity: every copy gets one computed from the source.
+    casevault()
+        .args(["store", "push", "--parity", "5"])
+        .arg(&src)
+        .arg(&dst2)
+        .assert()
+        .code(0);
+    for v in [&with, &without] {
+        let c = dst2.join("C1").join(v.file_name().unwrap());
+        let len = fs::metadata(&c).unwrap().len() as usize;
+        assert_eq!(
+            fs::read(par_of(&c)).unwrap().len(),
+            expected_par_len(len, 5)
+        );
+        damage_and_repair(&c);
+    }
+}
