@@ -24,6 +24,7 @@ pub mod rekey;
 pub mod report;
 #[cfg(feature = "s3")]
 pub mod s3;
+pub mod salvage;
 pub mod sanitize;
 pub mod seal;
 pub mod sidecar;

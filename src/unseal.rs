@@ -79,11 +79,11 @@ pub struct MtimeNotStored {
 
 /// The extractor of unseal: creates each payload entry in the staging
 /// directory, relative to a descriptor of its parent directory.
-struct Staging<'a> {
-    root: PathBuf,
+pub(crate) struct Staging<'a> {
+    pub(crate) root: PathBuf,
     /// The staging directory (the case root).
-    fd: BorrowedFd<'a>,
-    parent: ParentCache,
+    pub(crate) fd: BorrowedFd<'a>,
+    pub(crate) parent: ParentCache,
 }
 
 impl Extract for Staging<'_> {
@@ -153,7 +153,7 @@ impl Extract for Staging<'_> {
 /// component instead of a walk of its whole path (issue #12). One
 /// descriptor at most, whatever the depth of the tree.
 #[derive(Default)]
-struct ParentCache {
+pub(crate) struct ParentCache {
     rel: String,
     fd: Option<OwnedFd>,
 }
@@ -191,7 +191,7 @@ pub fn free_margin(fs_bytes: u64) -> u64 {
 }
 
 /// Check that `dest` does not exist or is an empty directory.
-fn check_dest(dest: &Path) -> Result<()> {
+pub(crate) fn check_dest(dest: &Path) -> Result<()> {
     match fs::symlink_metadata(dest) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             // unseal creates DEST, never its parents: a mistyped path must
@@ -244,15 +244,15 @@ fn dest_not_empty(dest: &Path) -> Error {
 /// for fd-relative work. Until [`StagingDir::moved`] it is removed on every
 /// failure: explicitly by [`StagingDir::discard`], which reports what could
 /// not be removed, or, on a panic, by `Drop`.
-struct StagingDir {
-    path: PathBuf,
-    fd: OwnedFd,
+pub(crate) struct StagingDir {
+    pub(crate) path: PathBuf,
+    pub(crate) fd: OwnedFd,
     /// Renamed onto DEST: nothing left to remove.
-    moved: Cell<bool>,
+    pub(crate) moved: Cell<bool>,
 }
 
 impl StagingDir {
-    fn create(parent: &Path) -> Result<StagingDir> {
+    pub(crate) fn create(parent: &Path) -> Result<StagingDir> {
         let err = |e| Error::io("cannot create a staging directory in", parent, e);
         let path = tempfile::Builder::new()
             .prefix(STAGING_PREFIX)
@@ -290,7 +290,7 @@ impl StagingDir {
     /// Remove the staging directory after `error`. If anything remains,
     /// the error says so and names it; `error` stays the main message and
     /// decides the exit code.
-    fn discard(self, error: Error) -> Error {
+    pub(crate) fn discard(self, error: Error) -> Error {
         if self.moved.replace(true) {
             return error;
         }
@@ -457,7 +457,7 @@ pub fn unseal(opts: UnsealOptions) -> Result<UnsealReport> {
 
 /// The part of `rel` below `data/`, for fd-relative calls on the staging
 /// root (`data` itself is the root).
-fn case_rel(bag_path: &str) -> &str {
+pub(crate) fn case_rel(bag_path: &str) -> &str {
     bag_path.strip_prefix("data/").unwrap_or(".")
 }
 
@@ -810,7 +810,7 @@ fn check_links(
 
 /// Create the links and restore every entry's times and mode below the
 /// staging directory `dir` (at `root`), except the case root's own.
-fn restore_tree(
+pub(crate) fn restore_tree(
     dir: BorrowedFd<'_>,
     root: &Path,
     json: &CaseJson,
@@ -942,7 +942,7 @@ fn restore_leaves(
 /// The case root's own mode and mtime, now that the tree is `dest`: until
 /// here it stayed 0700, whatever the case records (issue #10 item 4).
 /// Through the descriptor `dir`, so no path can be swapped underneath.
-fn restore_root(
+pub(crate) fn restore_root(
     dir: BorrowedFd<'_>,
     dest: &Path,
     data: Option<&Entry>,

@@ -14,6 +14,7 @@ mod record;
 mod rekey;
 mod repair;
 mod report;
+mod salvage;
 mod seal;
 mod store;
 mod sweep;
@@ -96,6 +97,20 @@ enum Command {
     /// 2 usage, 3 damage beyond the parity budget or not locatable
     /// (nothing changed).
     Repair(repair::RepairArgs),
+    /// Recover every file still provably intact from a damaged vault.
+    ///
+    /// For a vault that cannot be repaired. A file goes into DEST_DIR only
+    /// if all its bytes come from age chunks that authenticate and its size
+    /// and SHA-256 match casevault.json; every other file is listed as lost
+    /// or unverifiable, with the reason. Version 3 vaults lose only the
+    /// entries inside a damaged zstd frame; other and truncated vaults give
+    /// what lies before the first damage. DEST_DIR appears complete or not
+    /// at all. Bytes that cannot be verified go only to --unverified DIR.
+    ///
+    /// Exit codes: 0 everything was recovered, 1 error (nothing written),
+    /// 2 usage, 3 something was lost (or the age header is damaged: then
+    /// nothing is written), 4 no -i identity opens VAULT.
+    Salvage(salvage::SalvageArgs),
     /// Seal every new or changed case of an inbox into a vault store.
     ///
     /// For cron or a systemd timer; the set-up is in OPERATIONS.md, which the
@@ -134,6 +149,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Rekey(a) => rekey::run(a),
         Command::Report(a) => report::run(a),
         Command::Repair(a) => repair::run(a),
+        Command::Salvage(a) => salvage::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Custody(c) => custody::run(c),
         Command::Store(c) => store::run(c),

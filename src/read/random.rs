@@ -52,6 +52,24 @@ impl RandomVault {
     /// for zstd, the seek table (step 2). `Ok(None)`: not a binary version
     /// 3 vault; read it by streaming.
     pub fn open(vault: &Path, identities: &[&dyn age::Identity]) -> Result<Option<RandomVault>> {
+        Self::open_with(vault, identities, false)
+    }
+
+    /// [`RandomVault::open`] for `salvage` (issue #16): a first age chunk
+    /// that does not authenticate does not stop it; the compression is
+    /// then told by the seek table's magic at the end of the plaintext.
+    pub fn open_salvage(
+        vault: &Path,
+        identities: &[&dyn age::Identity],
+    ) -> Result<Option<RandomVault>> {
+        Self::open_with(vault, identities, true)
+    }
+
+    fn open_with(
+        vault: &Path,
+        identities: &[&dyn age::Identity],
+        lenient_head: bool,
+    ) -> Result<Option<RandomVault>> {
         // A local file, or an S3 object read by ranged GETs (issue #13).
         let mut f = crate::source::open_one(vault, "cannot open vault")?;
         let mut head = [0u8; 5];
@@ -85,8 +103,19 @@ impl RandomVault {
             return Ok(None); // far too short: the full read says why
         }
         let mut magic = [0u8; 4];
-        rv.plain_at(0, &mut magic)?;
-        if magic == format::ZSTD_MAGIC {
+        let zstd = match rv.plain_at(0, &mut magic) {
+            Ok(()) => magic == format::ZSTD_MAGIC,
+            Err(Error::Integrity(_)) if lenient_head => {
+                // The first chunk is damaged (and age's reader spent):
+                // only a seek table at the end can say it is zstd.
+                rv.reopen(identities)?;
+                let mut tail = [0u8; 4];
+                rv.plain_at(plain_len - 4, &mut tail)?;
+                u32::from_le_bytes(tail) == frames::SEEKABLE_MAGIC
+            }
+            Err(e) => return Err(e),
+        };
+        if zstd {
             rv.compression = Compression::Zstd;
             let mut tail = [0u8; 4];
             rv.plain_at(plain_len - 4, &mut tail)?;
@@ -113,6 +142,49 @@ impl RandomVault {
             return Ok(None);
         }
         Ok(Some(rv))
+    }
+
+    /// After a read failed (an age chunk that does not authenticate),
+    /// age's reader cannot go on: start a new one over the same vault,
+    /// keeping the seek table and the frames read (`salvage`, issue #16).
+    /// `identities` unwrap the file key again (a
+    /// [`crate::keys::Remembering`] gives it at once).
+    pub fn reopen(&mut self, identities: &[&dyn age::Identity]) -> Result<()> {
+        let vault = self.vault.clone();
+        let f = crate::source::open_one(&vault, "cannot open vault")?;
+        let dec = age::Decryptor::new(SourceReader(f)).map_err(|e| cipher::map_error(&vault, e))?;
+        let mut plain = dec
+            .decrypt(identities.iter().copied())
+            .map_err(|e| cipher::map_error(&vault, e))?;
+        plain
+            .seek(SeekFrom::End(0))
+            .map_err(|e| classify_stream_error(&vault, "authenticating the end of the vault", e))?;
+        self.plain = plain;
+        Ok(())
+    }
+
+    /// The smallest part of the tar stream that damage costs, around tar
+    /// offset `off` (< the tar length): its zstd frame, or for an
+    /// uncompressed vault its 64 KiB age chunk. Returns whether it is a
+    /// frame, its index, its tar offset and its length.
+    pub fn unit_of(&self, off: u64) -> (bool, usize, u64, u64) {
+        match &self.table {
+            Some(t) => {
+                let i = t.frame_of(off);
+                let (_, _, start, len) = t.frame(i);
+                (true, i, start, len)
+            }
+            None => {
+                const CHUNK: u64 = 64 * 1024;
+                let start = off / CHUNK * CHUNK;
+                (
+                    false,
+                    (off / CHUNK) as usize,
+                    start,
+                    CHUNK.min(self.tar_len - start),
+                )
+            }
+        }
     }
 
     /// Length of the tar stream.
@@ -238,7 +310,7 @@ fn cursor_error(e: io::Error) -> Error {
 
 /// Whether a 512-byte tar header block's checksum field holds the sum of
 /// its bytes, the field itself counted as spaces.
-pub(super) fn checksum_ok(block: &[u8]) -> bool {
+pub(crate) fn checksum_ok(block: &[u8]) -> bool {
     let sum: u64 = block
         .iter()
         .enumerate()

@@ -144,7 +144,12 @@ pub fn extract<X: Extract>(
 
 /// The header(s) at `offset` must describe exactly entry `e` of case
 /// `case_id`; returns where its data starts and its size.
-fn header_at(rv: &mut RandomVault, offset: u64, case_id: &str, e: &Entry) -> Result<(u64, u64)> {
+pub(crate) fn header_at(
+    rv: &mut RandomVault,
+    offset: u64,
+    case_id: &str,
+    e: &Entry,
+) -> Result<(u64, u64)> {
     let bad = || {
         Error::integrity(format!(
             "{}: the offset of {:?} ({offset}) does not lead to its header (the index disagrees with the payload)",

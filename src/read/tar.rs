@@ -81,11 +81,11 @@ pub(crate) fn check_components(path: &str) -> Result<()> {
 
 /// What a pax extended header says about the entry after it: its `path`
 /// and `size`.
-pub(super) type Pax = (Option<String>, Option<u64>);
+pub(crate) type Pax = (Option<String>, Option<u64>);
 
 /// Read the pax extended header `entry` (of `size` bytes) and parse it;
 /// `pending` says one is already waiting for its entry.
-pub(super) fn read_pax<R: Read>(
+pub(crate) fn read_pax<R: Read>(
     entry: &mut R,
     size: u64,
     pending: bool,
@@ -105,7 +105,7 @@ pub(super) fn read_pax<R: Read>(
 /// The checked path of a directory or regular file entry (a directory's
 /// without its trailing `/`), from its header and the pax header before
 /// it. Anything else is refused.
-pub(super) fn entry_path(header: &tar::Header, size: u64, pax: Pax) -> Result<String> {
+pub(crate) fn entry_path(header: &tar::Header, size: u64, pax: Pax) -> Result<String> {
     let etype = header.entry_type();
     let (pax_path, pax_size) = pax;
     if !(etype.is_dir() || etype.is_file()) || header.as_ustar().is_none() {

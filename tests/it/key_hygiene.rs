@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::util::*;
 
-/// The four commands that read identity files, as argument lists that
+/// The commands that read identity files, as argument lists that
 /// succeed with a good key. `{DEST}` and `{NEW}` are fresh outputs.
 fn commands(fx: &Fx, vault: &Path, n: usize) -> Vec<(&'static str, Vec<std::ffi::OsString>)> {
     let dest = fx.dest(&format!("d{n}"));
@@ -21,6 +21,15 @@ fn commands(fx: &Fx, vault: &Path, n: usize) -> Vec<(&'static str, Vec<std::ffi:
             vec![os("unseal"), vault.into(), os("-o"), dest.into_os_string()],
         ),
         ("verify", vec![os("verify"), vault.into()]),
+        (
+            "salvage",
+            vec![
+                os("salvage"),
+                vault.into(),
+                os("-o"),
+                fx.dest(&format!("s{n}")).into_os_string(),
+            ],
+        ),
         ("list", vec![os("list"), vault.into()]),
         (
             "rekey",

@@ -29,6 +29,7 @@ mod report;
 mod roundtrip_prop;
 #[cfg(feature = "s3")]
 mod s3;
+mod salvage;
 mod seal;
 mod sign;
 mod sweep;

@@ -853,6 +853,7 @@ fn man_pages_list_every_command_and_show_value_placeholders() {
             "rekey",
             "report",
             "repair",
+            "salvage",
             "sweep",
             "custody",
             "custody-show",

@@ -1,0 +1,1509 @@
+//! `casevault salvage` (issue #16): recover every file of a damaged vault
+//! that can still be proven intact, and say exactly what was lost and why
+//! (docs/FORMAT.md §14).
+//!
+//! A file is restored into DEST only when all of its bytes come from age
+//! chunks that authenticate *and* its size and SHA-256 match the entry
+//! recorded in `casevault.json`. Everything else is listed: as *lost*
+//! (recorded, but not recoverable as recorded) or as *unverifiable* (found
+//! in the payload, but no recorded digest survives to check it against).
+//! Unverifiable bytes go, only when asked (`--unverified DIR`), to a
+//! separate directory; never into DEST.
+//!
+//! Two ways of reading:
+//! - **index**: a binary version 3 vault whose end authenticates and whose
+//!   metadata passes every check of FORMAT §13.3 steps 1–5. Each entry is
+//!   read from its recorded offset; a zstd frame (or, uncompressed, a
+//!   64 KiB age chunk) that does not decrypt or decode costs exactly the
+//!   entries whose tar bytes touch it.
+//! - **scan**: anything else (version 1 and 2, armored, truncated, or a
+//!   version 3 vault whose end or metadata is damaged): the plaintext is
+//!   read from its start until the first age chunk that does not
+//!   authenticate (or the first byte that does not decode). Files that end
+//!   before that point are verified against `casevault.json` if the scan
+//!   reached it intact, else they are unverifiable.
+//!
+//! The staging rules are unseal's: DEST (and UNVERIFIED) appear complete,
+//! by one rename each, or not at all.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::format::{self, CaseJson, Entry, Kind};
+use crate::io::{hex, SourceReader, BUF_SIZE};
+use crate::keys::BoxedIdentity;
+use crate::read::random::{self, RandomVault, Tail};
+use crate::read::{cipher, Extract, LinkStatus, Links};
+use crate::unseal::{self, case_rel, MtimeNotStored, ParentCache, Staging, StagingDir};
+use crate::{Error, Result};
+
+/// What to salvage and where.
+pub struct SalvageOptions {
+    pub vault: PathBuf,
+    /// Where verified files go (must not exist, or be empty).
+    pub dest: PathBuf,
+    pub identities: Vec<BoxedIdentity>,
+    /// `--unverified DIR`: where bytes that could not be verified go.
+    pub unverified: Option<PathBuf>,
+    pub allow_external_links: bool,
+}
+
+/// The outcome of a salvage (`--json` object, docs/CLI.md).
+#[derive(Debug, Serialize)]
+pub struct SalvageReport {
+    pub vault: PathBuf,
+    pub dest: PathBuf,
+    /// The directory holding unverified bytes: present when something was
+    /// written there.
+    pub unverified_dir: Option<PathBuf>,
+    /// The case id, when it could be read.
+    pub case_id: Option<String>,
+    /// `true` exactly when every recorded entry was restored (exit 0).
+    pub complete: bool,
+    /// `"index"` or `"scan"` (see the module documentation).
+    pub read: &'static str,
+    /// Whether the recorded metadata was found and checked.
+    pub index: IndexState,
+    /// What DEST holds, all verified.
+    pub restored: Counts,
+    /// Recorded entries (or, by a scan, files seen in part) not restored.
+    pub lost: Vec<Lost>,
+    /// Files found whole by a scan that no surviving record lets check.
+    pub unverifiable: Vec<Unverifiable>,
+    /// A scan stopped here (tar offset) and why: what the vault held
+    /// after it is unknown unless the index says.
+    pub stopped: Option<Stopped>,
+    /// Read through the index: every damaged unit of the payload (zstd
+    /// frame, or 64 KiB age chunk of an uncompressed vault).
+    pub damage: Vec<Damage>,
+    /// As unseal's (docs/CLI.md).
+    pub mtimes_not_stored: Vec<MtimeNotStored>,
+}
+
+/// Whether `casevault.json` was available to check against.
+#[derive(Debug, Serialize)]
+pub struct IndexState {
+    /// `"checked"`: read and checked (from the end, or by the scan);
+    /// `"damaged"`: a version 3 index that does not read or check;
+    /// `"missing"`: the scan did not reach it (or the vault keeps none at
+    /// its end and the scan stopped before it).
+    pub state: &'static str,
+    /// Why the index could not be used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// Counts of what was restored into DEST.
+#[derive(Debug, Default, Serialize)]
+pub struct Counts {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+}
+
+/// A lost entry.
+#[derive(Debug, Serialize)]
+pub struct Lost {
+    /// Path relative to the case folder.
+    pub path: String,
+    /// `"file"` or `"symlink"`.
+    pub kind: &'static str,
+    /// The recorded size (files), if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    pub reason: String,
+    /// Where its unverified bytes were put (under `unverified_dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unverified_copy: Option<String>,
+}
+
+/// A file whose bytes are all present and authenticated but that nothing
+/// recorded lets check.
+#[derive(Debug, Serialize)]
+pub struct Unverifiable {
+    pub path: String,
+    /// Its size as its tar header gives it.
+    pub size: u64,
+    /// SHA-256 of the bytes found.
+    pub sha256: String,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unverified_copy: Option<String>,
+}
+
+/// A part of the payload that does not decrypt or decode.
+#[derive(Debug, Serialize)]
+pub struct Damage {
+    /// `"zstd frame"` or `"age chunk"`.
+    pub unit: &'static str,
+    /// Its index (frame number in the seek table, or chunk number).
+    pub index: u64,
+    /// The tar bytes it held, `[tar_start, tar_end)`.
+    pub tar_start: u64,
+    pub tar_end: u64,
+    pub reason: String,
+}
+
+/// Where a scan stopped.
+#[derive(Debug, Serialize)]
+pub struct Stopped {
+    /// Tar stream offset up to which the payload was read.
+    pub tar_offset: u64,
+    pub reason: String,
+}
+
+/// Salvage a vault: see the module documentation.
+pub fn salvage(opts: SalvageOptions) -> Result<SalvageReport> {
+    let _progress = crate::progress::Guard;
+    unseal::check_dest(&opts.dest)?;
+    if let Some(u) = &opts.unverified {
+        if same_place(u, &opts.dest) {
+            return Err(Error::Usage(
+                "--unverified must name another directory than -o".into(),
+            ));
+        }
+        unseal::check_dest(u)?;
+    }
+    let remember = crate::keys::Remembering::new(&opts.identities);
+    let ids: [&dyn age::Identity; 1] = [&remember];
+    check_header(&opts.vault, &ids)?;
+    let problem = match open_index(&opts.vault, &ids) {
+        Ok(Some(ix)) => return indexed(&opts, &ids, ix),
+        Ok(None) => None,
+        Err(Error::Integrity(f)) => Some(f.to_string()),
+        Err(e) => return Err(e),
+    };
+    scan(&opts, &ids, problem)
+}
+
+fn same_place(a: &Path, b: &Path) -> bool {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    abs(a) == abs(b)
+}
+
+/// The age header: without it nothing decrypts. A header that does not
+/// parse, whose MAC fails, or whose stanza fails to decrypt is damage
+/// (exit 3); no identity matching is exit 4 (the CLI adds that a damaged
+/// stanza looks the same).
+fn check_header(vault: &Path, ids: &[&dyn age::Identity]) -> Result<()> {
+    let f = crate::source::open_one(vault, "cannot open vault")?;
+    match cipher::age_reader_with(BufReader::new(SourceReader(f)), ids) {
+        Ok(_) => Ok(()),
+        Err(e) => match cipher::map_error(vault, e) {
+            Error::Integrity(f) => Err(Error::integrity(format!(
+                "the age header is damaged ({f}): without it no byte of the vault can be \
+                 decrypted, so nothing was salvaged; only `casevault repair` with the vault's \
+                 parity file can bring it back"
+            ))),
+            other => Err(other),
+        },
+    }
+}
+
+/// A version 3 vault's checked metadata.
+struct Index {
+    rv: std::cell::RefCell<RandomVault>,
+    tail: Tail,
+    json: CaseJson,
+}
+
+/// Read the metadata from the end. `Ok(None)`: the vault has none there
+/// (version 1 or 2, armored); `Err(Integrity)`: it is damaged.
+fn open_index(vault: &Path, ids: &[&dyn age::Identity]) -> Result<Option<Index>> {
+    let Some(mut rv) = RandomVault::open_salvage(vault, ids)? else {
+        return Ok(None);
+    };
+    let Some(tail) = random::read_tail(&mut rv)? else {
+        return Ok(None);
+    };
+    let rv = std::cell::RefCell::new(rv);
+    let mut entries = Vec::new();
+    let (mut json, _signature) = random::check_meta(&rv, &tail, &mut |e| {
+        entries.push(e.clone());
+        Ok(())
+    })?;
+    json.entries = entries;
+    Ok(Some(Index { rv, tail, json }))
+}
+
+/// The staging directories of one salvage: DEST's, and UNVERIFIED's
+/// (created when first needed).
+struct Places {
+    dest: StagingDir,
+    uv: Unverified,
+}
+
+/// `--unverified DIR` and its staging directory, once created.
+struct Unverified {
+    target: Option<PathBuf>,
+    staging: Option<StagingDir>,
+}
+
+impl Places {
+    fn new(opts: &SalvageOptions) -> Result<Self> {
+        Ok(Places {
+            dest: StagingDir::create(&crate::io::parent_dir(&opts.dest))?,
+            uv: Unverified {
+                target: opts.unverified.clone(),
+                staging: None,
+            },
+        })
+    }
+
+    /// Discard both staging directories after `e`.
+    fn discard(self, e: Error) -> Error {
+        if let Some(u) = self.uv.staging {
+            let e = u.discard(e);
+            return self.dest.discard(e);
+        }
+        self.dest.discard(e)
+    }
+}
+
+impl Unverified {
+    /// Move the file at `from` to `rel` (case-relative) below the
+    /// unverified staging directory, if `--unverified` was given; else
+    /// remove it. Returns the path it now has there.
+    fn put(&mut self, from: &Path, rel: &str) -> Result<Option<String>> {
+        let Some(target) = &self.target else {
+            let _ = fs::remove_file(from);
+            return Ok(None);
+        };
+        if self.staging.is_none() {
+            self.staging = Some(StagingDir::create(&crate::io::parent_dir(target))?);
+        }
+        let root = &self.staging.as_ref().expect("created above").path;
+        let to = root.join(rel);
+        if let Some(parent) = to.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .create(parent)
+                .map_err(|e| Error::io("cannot create directory", parent, e))?;
+        }
+        if fs::rename(from, &to).is_err() {
+            fs::copy(from, &to).map_err(|e| Error::io("cannot write", &to, e))?;
+            fs::remove_file(from).map_err(|e| Error::io("cannot remove", from, e))?;
+        }
+        Ok(Some(rel.to_string()))
+    }
+}
+
+/// Salvage through the index (module documentation).
+fn indexed(opts: &SalvageOptions, ids: &[&dyn age::Identity], ix: Index) -> Result<SalvageReport> {
+    let mut places = Places::new(opts)?;
+    match indexed_in(opts, ids, &ix, &mut places) {
+        Ok(r) => Ok(r),
+        Err(e) => Err(places.discard(e)),
+    }
+}
+
+fn indexed_in(
+    opts: &SalvageOptions,
+    ids: &[&dyn age::Identity],
+    ix: &Index,
+    places: &mut Places,
+) -> Result<SalvageReport> {
+    let case_id = ix.tail.case_id.clone();
+    let payload_end = ix.tail.locator.tags[0].offset;
+    let mut report = new_report(opts, "index");
+    report.case_id = Some(case_id.clone());
+    report.index = IndexState {
+        state: "checked",
+        problem: None,
+    };
+    // Where each dir/file entry's tar bytes end: the next one's offset.
+    let offsets: Vec<u64> = ix
+        .json
+        .entries
+        .iter()
+        .filter(|e| e.kind != Kind::Symlink)
+        .map(|e| e.offset.unwrap_or(0))
+        .collect();
+    let mut next_end = offsets
+        .iter()
+        .skip(1)
+        .copied()
+        .chain(std::iter::once(payload_end));
+    let mut units = Units::default();
+    let mut links = Links::new(&ix.json);
+    let mut kept = Vec::new();
+    let root = places.dest.path.clone();
+    let mut x = Staging {
+        root: root.clone(),
+        fd: places.dest.fd.as_fd(),
+        parent: ParentCache::default(),
+    };
+    let mut buf = vec![0u8; BUF_SIZE];
+    for e in &ix.json.entries {
+        crate::signal::check()?;
+        let end = if e.kind == Kind::Symlink {
+            0
+        } else {
+            next_end.next().unwrap_or(payload_end)
+        };
+        match e.kind {
+            Kind::Dir => {
+                if e.path != "data" {
+                    x.reserve(case_rel(&e.path), 0)?;
+                    x.dir(case_rel(&e.path))?;
+                    report.restored.dirs += 1;
+                }
+                kept.push(e.clone());
+            }
+            Kind::Symlink => {
+                if let Some(why) = link_refused(opts, &mut links, e) {
+                    report.lost.push(lost_link(e, why));
+                } else {
+                    report.restored.symlinks += 1;
+                    kept.push(e.clone());
+                }
+            }
+            Kind::File => {
+                let start = e.offset.unwrap_or(0);
+                let outcome = copy_entry(ix, &mut units, &case_id, e, &mut x, &mut buf)?;
+                match outcome {
+                    Copied::Verified => {
+                        report.restored.files += 1;
+                        report.restored.bytes += e.size.unwrap_or(0);
+                        crate::progress::add_file();
+                        kept.push(e.clone());
+                    }
+                    Copied::Unreadable(why, true) => report.lost.push(Lost {
+                        path: case_rel(&e.path).to_string(),
+                        kind: "file",
+                        size: e.size,
+                        reason: why,
+                        unverified_copy: None,
+                    }),
+                    Copied::Unreadable(first, false) => {
+                        // What was copied before the damage (whole reads
+                        // only) goes apart, if asked; else it is removed.
+                        let from = root.join(case_rel(&e.path));
+                        let got = fs::symlink_metadata(&from).map_or(0, |m| m.len());
+                        let copy = if got > 0 {
+                            places.uv.put(&from, case_rel(&e.path))?
+                        } else {
+                            let _ = fs::remove_file(&from);
+                            None
+                        };
+                        // Age's reader is spent after a chunk failed.
+                        ix.rv.borrow_mut().reopen(ids)?;
+                        let why = match units.find_bad(&ix.rv, ids, start, end)? {
+                            Some(why) => why,
+                            None => first,
+                        };
+                        let why = match copy {
+                            Some(_) => format!(
+                                "{why}; its first {got} bytes, read before the damage, are under --unverified"
+                            ),
+                            None => why,
+                        };
+                        report.lost.push(Lost {
+                            path: case_rel(&e.path).to_string(),
+                            kind: "file",
+                            size: e.size,
+                            reason: why,
+                            unverified_copy: copy,
+                        });
+                    }
+                    Copied::Mismatch(why) => {
+                        let from = root.join(case_rel(&e.path));
+                        let copy = places.uv.put(&from, case_rel(&e.path))?;
+                        report.lost.push(Lost {
+                            path: case_rel(&e.path).to_string(),
+                            kind: "file",
+                            size: e.size,
+                            reason: why,
+                            unverified_copy: copy,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    drop(x);
+    units.sweep(&ix.rv, ids, payload_end)?;
+    report.damage = units.found;
+    let json = CaseJson {
+        entries: kept,
+        ..ix.json.clone()
+    };
+    finish(opts, places, &json, report)
+}
+
+/// How copying one entry ended (errors that stop the salvage aside).
+enum Copied {
+    Verified,
+    /// Some of its bytes did not decrypt or decode: why, and whether the
+    /// unit at fault was known bad already (nothing was read).
+    Unreadable(String, bool),
+    /// Every byte read, but not the recorded size or SHA-256.
+    Mismatch(String),
+}
+
+/// Copy file entry `e` from its offset into the staging directory,
+/// checking its header, size and SHA-256 (FORMAT §13.3 step 6).
+/// An entry is lost when its header or data (not its padding) touches a
+/// damaged unit: units already known bad are not read again.
+fn copy_entry(
+    ix: &Index,
+    units: &mut Units,
+    case_id: &str,
+    e: &Entry,
+    x: &mut Staging<'_>,
+    buf: &mut [u8],
+) -> Result<Copied> {
+    let unreadable = |err: Error| match err {
+        Error::Integrity(f) => Ok(Copied::Unreadable(f.to_string(), false)),
+        other => Err(other),
+    };
+    let rel = case_rel(&e.path);
+    let offset = e.offset.unwrap_or(0);
+    let known = units.known_bad(&ix.rv.borrow(), offset, offset + 512);
+    if let Some(why) = known {
+        return Ok(Copied::Unreadable(why, true));
+    }
+    let header = crate::read::select::header_at(&mut ix.rv.borrow_mut(), offset, case_id, e);
+    let (data_at, size) = match header {
+        Ok(h) => h,
+        Err(err) => return unreadable(err),
+    };
+    let known = units.known_bad(&ix.rv.borrow(), offset, data_at + size);
+    if let Some(why) = known {
+        return Ok(Copied::Unreadable(why, true));
+    }
+    x.reserve(rel, size)?;
+    let mut out = x.create_file(rel)?;
+    let mut h = Sha256::new();
+    let (mut pos, mut left) = (data_at, size);
+    while left > 0 {
+        crate::signal::check()?;
+        let k = (buf.len() as u64).min(left) as usize;
+        if let Err(err) = ix.rv.borrow_mut().read_at(pos, &mut buf[..k]) {
+            return unreadable(err);
+        }
+        h.update(&buf[..k]);
+        out.write_all(&buf[..k])
+            .map_err(|err| x.write_error(rel, err))?;
+        pos += k as u64;
+        left -= k as u64;
+    }
+    out.flush().map_err(|err| x.write_error(rel, err))?;
+    units.mark_good(&ix.rv.borrow(), offset, data_at + size);
+    let digest = hex(&h.finalize());
+    if Some(digest.as_str()) != e.sha256.as_deref() {
+        return Ok(Copied::Mismatch(format!(
+            "its bytes decrypt but hash to {digest}, casevault.json records {}",
+            e.sha256.as_deref().unwrap_or("-")
+        )));
+    }
+    Ok(Copied::Verified)
+}
+
+/// Which units (zstd frames, or age chunks of an uncompressed vault) were
+/// found not to decrypt or decode, and why.
+#[derive(Default)]
+struct Units {
+    bad: HashMap<usize, String>,
+    good: HashSet<usize>,
+    /// The bad units in the order found, for the report.
+    found: Vec<Damage>,
+}
+
+impl Units {
+    /// The reason, if the tar bytes `[start, end)` touch a unit already
+    /// known to be bad.
+    fn known_bad(&self, rv: &RandomVault, start: u64, end: u64) -> Option<String> {
+        let mut off = start;
+        while off < end {
+            let (_, i, ustart, len) = rv.unit_of(off);
+            if let Some(why) = self.bad.get(&i) {
+                return Some(why.clone());
+            }
+            off = ustart + len;
+        }
+        None
+    }
+
+    /// Remember that the units of `[start, end)` were read.
+    fn mark_good(&mut self, rv: &RandomVault, start: u64, end: u64) {
+        let mut off = start;
+        while off < end {
+            let (_, i, ustart, len) = rv.unit_of(off);
+            self.good.insert(i);
+            off = ustart + len;
+        }
+    }
+
+    /// Try every unit of the payload `[0, end)` that no file needed (it
+    /// holds only directory headers or padding), so that the report names
+    /// all damage in it.
+    fn sweep(
+        &mut self,
+        rv: &std::cell::RefCell<RandomVault>,
+        ids: &[&dyn age::Identity],
+        end: u64,
+    ) -> Result<()> {
+        let mut off = 0;
+        while off < end {
+            crate::signal::check()?;
+            let (_, i, ustart, len) = rv.borrow().unit_of(off);
+            if !self.good.contains(&i) && !self.bad.contains_key(&i) {
+                self.find_bad(rv, ids, ustart, ustart + 1)?;
+            }
+            off = ustart + len;
+        }
+        Ok(())
+    }
+
+    /// After a failed copy: try each unit of `[start, end)` in turn and
+    /// return the reason for the first that fails.
+    fn find_bad(
+        &mut self,
+        rv: &std::cell::RefCell<RandomVault>,
+        ids: &[&dyn age::Identity],
+        start: u64,
+        end: u64,
+    ) -> Result<Option<String>> {
+        let mut off = start;
+        while off < end {
+            let (frame, i, ustart, len) = rv.borrow().unit_of(off);
+            let mut one = [0u8; 1];
+            let res = rv.borrow_mut().read_at(ustart, &mut one);
+            match res {
+                Ok(()) => {}
+                Err(Error::Integrity(f)) => {
+                    rv.borrow_mut().reopen(ids)?;
+                    let what = if frame { "zstd frame" } else { "age chunk" };
+                    let why = format!(
+                        "its bytes lie in {what} {i} (tar bytes {ustart}..{}), which does not \
+                         decrypt or decode: {f}",
+                        ustart + len
+                    );
+                    self.bad.insert(i, why.clone());
+                    self.found.push(Damage {
+                        unit: what,
+                        index: i as u64,
+                        tar_start: ustart,
+                        tar_end: ustart + len,
+                        reason: f.to_string(),
+                    });
+                    return Ok(Some(why));
+                }
+                Err(e) => return Err(e),
+            }
+            off = ustart + len;
+        }
+        Ok(None)
+    }
+}
+
+/// Why link `e` is not recreated, if it is not.
+fn link_refused(opts: &SalvageOptions, links: &mut Links<'_>, e: &Entry) -> Option<String> {
+    if opts.allow_external_links {
+        return None;
+    }
+    match links.status(&e.path) {
+        LinkStatus::Outside(why) => Some(format!(
+            "points outside the case ({why}); --allow-external-links recreates it verbatim"
+        )),
+        _ => None,
+    }
+}
+
+fn lost_link(e: &Entry, reason: String) -> Lost {
+    Lost {
+        path: case_rel(&e.path).to_string(),
+        kind: "symlink",
+        size: None,
+        reason,
+        unverified_copy: None,
+    }
+}
+
+fn new_report(opts: &SalvageOptions, read: &'static str) -> SalvageReport {
+    SalvageReport {
+        vault: opts.vault.clone(),
+        dest: opts.dest.clone(),
+        unverified_dir: None,
+        case_id: None,
+        complete: false,
+        read,
+        index: IndexState {
+            state: "missing",
+            problem: None,
+        },
+        restored: Counts::default(),
+        lost: Vec::new(),
+        unverifiable: Vec::new(),
+        stopped: None,
+        damage: Vec::new(),
+        mtimes_not_stored: Vec::new(),
+    }
+}
+
+/// Restore links, times and modes of what `json` keeps, make it durable
+/// and move DEST (and UNVERIFIED) into place.
+fn finish(
+    opts: &SalvageOptions,
+    places: &mut Places,
+    json: &CaseJson,
+    mut report: SalvageReport,
+) -> Result<SalvageReport> {
+    crate::signal::check()?;
+    unseal::check_dest(&opts.dest)?;
+    let root = places.dest.path.clone();
+    let dir = places.dest.fd.as_fd();
+    let mut not_stored = Vec::new();
+    unseal::restore_tree(dir, &root, json, &mut not_stored)?;
+    let data = json.entries.iter().find(|e| e.path == "data").cloned();
+    crate::signal::check()?;
+    if let (Some(u), Some(target)) = (&places.uv.staging, &opts.unverified) {
+        unseal::check_dest(target)?;
+        rustix::fs::syncfs(u.fd.as_fd())
+            .map_err(|e| Error::io("cannot sync", &u.path, e.into()))?;
+        fs::rename(&u.path, target)
+            .map_err(|e| Error::io("cannot move the unverified files to", target, e))?;
+        u.moved.set(true);
+        crate::io::sync_parent_dir(target)?;
+        report.unverified_dir = Some(target.clone());
+    }
+    rustix::fs::syncfs(dir).map_err(|e| Error::io("cannot sync", &root, e.into()))?;
+    if let Err(e) = fs::rename(&root, &opts.dest) {
+        unseal::check_dest(&opts.dest)?;
+        return Err(Error::io("cannot move the salvaged case to", &opts.dest, e));
+    }
+    places.dest.moved.set(true);
+    unseal::restore_root(dir, &opts.dest, data.as_ref(), &mut not_stored)?;
+    report.mtimes_not_stored = not_stored;
+    report.complete = report.lost.is_empty()
+        && report.unverifiable.is_empty()
+        && report.stopped.is_none()
+        && report.damage.is_empty()
+        && report.index.state == "checked";
+    Ok(report)
+}
+
+/// Salvage by reading from the start (module documentation).
+fn scan(
+    opts: &SalvageOptions,
+    ids: &[&dyn age::Identity],
+    problem: Option<String>,
+) -> Result<SalvageReport> {
+    let mut places = Places::new(opts)?;
+    // Files found go first to a scratch directory beside DEST; only what
+    // checks against a record moves into DEST.
+    let scratch = match StagingDir::create(&crate::io::parent_dir(&opts.dest)) {
+        Ok(s) => s,
+        Err(e) => return Err(places.discard(e)),
+    };
+    let res = scan_in(opts, ids, problem, &mut places, &scratch);
+    let res = match res {
+        Ok(r) => Ok(r),
+        Err(e) => Err(places.discard(e)),
+    };
+    // Whatever is left in the scratch directory was not kept.
+    match res {
+        Ok(r) => match scratch.discard(Error::Refused(String::new())) {
+            Error::NotRemoved { what, .. } => Err(Error::Refused(what)),
+            _ => Ok(r),
+        },
+        Err(e) => Err(scratch.discard(e)),
+    }
+}
+
+/// A file read whole by the scan.
+struct Found {
+    size: u64,
+    sha256: String,
+}
+
+/// What a scan read.
+#[derive(Default)]
+struct Scanned {
+    case_id: Option<String>,
+    files: Vec<(String, Found)>,
+    /// Files cut by damage: path, size, bytes got.
+    partial: Vec<(String, u64, u64)>,
+    /// Chunks skipped (raw tar in a binary vault).
+    damage: Vec<Damage>,
+    stopped: Option<Stopped>,
+    json: Option<Vec<u8>>,
+    tagmanifest: Option<Vec<u8>>,
+}
+
+fn scan_in(
+    opts: &SalvageOptions,
+    ids: &[&dyn age::Identity],
+    problem: Option<String>,
+    places: &mut Places,
+    scratch: &StagingDir,
+) -> Result<SalvageReport> {
+    let mut report = new_report(opts, "scan");
+    let mut x = Staging {
+        root: scratch.path.clone(),
+        fd: scratch.fd.as_fd(),
+        parent: ParentCache::default(),
+    };
+    let mut s = read_stream(&opts.vault, ids, &mut x)?;
+    drop(x);
+    report.case_id = s.case_id.clone();
+    report.stopped = s.stopped;
+    report.damage = std::mem::take(&mut s.damage);
+    let json = s.json.as_ref().and_then(|j| {
+        let listed = s.tagmanifest.as_ref().and_then(|t| {
+            let text = std::str::from_utf8(t).ok()?;
+            let lines = crate::manifest::parse(format::TAGMANIFEST, text).ok()?;
+            lines
+                .into_iter()
+                .find(|(n, _)| n == format::CASEVAULT_JSON)
+                .map(|(_, h)| h)
+        });
+        // Checked by the tag manifest where it survives; else by age alone.
+        if s.tagmanifest.is_some() && listed.as_deref() != Some(hex(&Sha256::digest(j)).as_str()) {
+            return None;
+        }
+        CaseJson::parse(j)
+            .ok()
+            .filter(|c| Some(&c.case_id) == s.case_id.as_ref())
+    });
+    report.index = match (&json, problem) {
+        (Some(_), _) => IndexState {
+            state: "checked",
+            problem: None,
+        },
+        (None, Some(p)) => IndexState {
+            state: "damaged",
+            problem: Some(p),
+        },
+        (None, None) => IndexState {
+            state: "missing",
+            problem: Some(
+                "the scan did not reach an intact casevault.json (it lies after the damage)".into(),
+            ),
+        },
+    };
+    let mut found: HashMap<String, Found> = s.files.into_iter().collect();
+    let mut kept = Vec::new();
+    let root = places.dest.path.clone();
+    if let Some(json) = &json {
+        let mut links = Links::new(json);
+        let mut x = Staging {
+            root: root.clone(),
+            fd: places.dest.fd.as_fd(),
+            parent: ParentCache::default(),
+        };
+        for e in &json.entries {
+            crate::signal::check()?;
+            let rel = case_rel(&e.path);
+            match e.kind {
+                Kind::Dir => {
+                    if e.path != "data" {
+                        x.dir(rel)?;
+                        report.restored.dirs += 1;
+                    }
+                    kept.push(e.clone());
+                }
+                Kind::Symlink => match link_refused(opts, &mut links, e) {
+                    Some(why) => report.lost.push(lost_link(e, why)),
+                    None => {
+                        report.restored.symlinks += 1;
+                        kept.push(e.clone());
+                    }
+                },
+                Kind::File => {
+                    let f = found.remove(&e.path);
+                    let ok = f.as_ref().is_some_and(|f| {
+                        Some(f.size) == e.size && Some(f.sha256.as_str()) == e.sha256.as_deref()
+                    });
+                    if ok {
+                        fs::rename(scratch.path.join(rel), root.join(rel))
+                            .map_err(|err| Error::io("cannot move", &root.join(rel), err))?;
+                        report.restored.files += 1;
+                        report.restored.bytes += e.size.unwrap_or(0);
+                        kept.push(e.clone());
+                        continue;
+                    }
+                    let cut = s.partial.iter().find(|(p, _, _)| *p == e.path);
+                    let (reason, copy) = match (&f, cut) {
+                        (Some(f), _) => (
+                            format!(
+                                "its bytes decrypt but are {} bytes with SHA-256 {}, casevault.json records {} bytes with {}",
+                                f.size,
+                                f.sha256,
+                                e.size.unwrap_or(0),
+                                e.sha256.as_deref().unwrap_or("-")
+                            ),
+                            places.uv.put(&scratch.path.join(rel), rel)?,
+                        ),
+                        (None, Some((_, size, got))) => (
+                            format!("damage cuts it: {got} of {size} bytes read before it"),
+                            places.uv.put(&scratch.path.join(rel), rel)?,
+                        ),
+                        (None, None) => (
+                            "its tar entry lies in damaged or unread bytes".to_string(),
+                            None,
+                        ),
+                    };
+                    report.lost.push(Lost {
+                        path: rel.to_string(),
+                        kind: "file",
+                        size: e.size,
+                        reason,
+                        unverified_copy: copy,
+                    });
+                }
+            }
+        }
+    }
+    for (p, size, got) in s.partial.iter().filter(|_| json.is_none()) {
+        let rel = case_rel(p);
+        let copy = places.uv.put(&scratch.path.join(rel), rel)?;
+        report.lost.push(Lost {
+            path: rel.to_string(),
+            kind: "file",
+            size: Some(*size),
+            reason: format!("damage cuts it: {got} of {size} bytes read before it"),
+            unverified_copy: copy,
+        });
+    }
+    // Whole files no surviving record lets check, in payload order.
+    let mut rest: Vec<(String, Found)> = found.into_iter().collect();
+    rest.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, f) in rest {
+        let rel = case_rel(&path).to_string();
+        let copy = places.uv.put(&scratch.path.join(&rel), &rel)?;
+        report.unverifiable.push(Unverifiable {
+            path: rel,
+            size: f.size,
+            sha256: f.sha256,
+            reason: if json.is_some() {
+                "not recorded in casevault.json".into()
+            } else {
+                "complete and authenticated by age, but no recorded size and SHA-256 survive to check it against".into()
+            },
+            unverified_copy: copy,
+        });
+    }
+    let head = json.unwrap_or_else(|| CaseJson {
+        format: format::FORMAT_NAME.into(),
+        version: 0,
+        case_id: s.case_id.clone().unwrap_or_default(),
+        sealed_at: String::new(),
+        tool: String::new(),
+        compression: format::Compression::None,
+        entries: Vec::new(),
+        totals: Default::default(),
+        signer: None,
+    });
+    let json = CaseJson {
+        entries: kept,
+        ..head
+    };
+    finish(opts, places, &json, report)
+}
+
+/// Read the plaintext from its start: every regular file under `data/`
+/// into `x`, the tag files that matter into memory, until the stream
+/// ends or stops. A binary vault whose plaintext is the tar itself
+/// (`--compress none`) goes on after a damaged chunk, at the next tar
+/// header in the next chunk that authenticates.
+fn read_stream(vault: &Path, ids: &[&dyn age::Identity], x: &mut Staging<'_>) -> Result<Scanned> {
+    let mut s = Scanned::default();
+    let mut head = [0u8; 10];
+    let n = {
+        let mut f = crate::source::open_one(vault, "cannot open vault")?;
+        crate::io::retry(|| f.read(&mut head))
+            .map_err(|e| Error::io("cannot read vault", vault, e))?
+    };
+    let armored = head[..n].starts_with(b"-----");
+    let zstd = {
+        let f = crate::source::open_one(vault, "cannot open vault")?;
+        let mut plain = cipher::age_reader_with(BufReader::new(SourceReader(f)), ids)
+            .map_err(|e| cipher::map_error(vault, e))?;
+        let mut magic = [0u8; 4];
+        match plain.read_exact(&mut magic) {
+            Ok(()) => Some(magic == format::ZSTD_MAGIC),
+            Err(e) if crate::io::is_source_error(&e) => {
+                return Err(Error::io("cannot read vault", vault, e))
+            }
+            Err(_) => None, // the first chunk is damaged (or the stream empty)
+        }
+    };
+    match (armored, zstd) {
+        (false, Some(false) | None) => {
+            // Raw tar in a binary vault: chunks can be skipped.
+            let mut src = Resync::open(vault, ids)?;
+            if zstd.is_none() {
+                // Start at the first chunk that authenticates.
+                match src.skip(0)? {
+                    Some(next) => s.damage.push(skipped(
+                        0,
+                        next,
+                        "the first age chunk does not authenticate",
+                    )),
+                    None => {
+                        s.stopped = Some(Stopped {
+                            tar_offset: 0,
+                            reason: "no age chunk of the payload authenticates".into(),
+                        });
+                        return Ok(s);
+                    }
+                }
+            }
+            walk_tar(vault, &mut src, x, &mut s)?;
+        }
+        (_, Some(true)) => {
+            let f = crate::source::open_one(vault, "cannot open vault")?;
+            let plain =
+                cipher::age_reader_with(BufReader::with_capacity(BUF_SIZE, SourceReader(f)), ids)
+                    .map_err(|e| cipher::map_error(vault, e))?;
+            let (d, _log) =
+                crate::frames::FramedDecoder::new(BufReader::with_capacity(BUF_SIZE, plain))
+                    .map_err(|e| Error::io("cannot start zstd", vault, e))?;
+            walk_tar(vault, &mut NoResync(d), x, &mut s)?;
+        }
+        (true, _) => {
+            let f = crate::source::open_one(vault, "cannot open vault")?;
+            let plain =
+                cipher::age_reader_with(BufReader::with_capacity(BUF_SIZE, SourceReader(f)), ids)
+                    .map_err(|e| cipher::map_error(vault, e))?;
+            walk_tar(
+                vault,
+                &mut NoResync(BufReader::with_capacity(BUF_SIZE, plain)),
+                x,
+                &mut s,
+            )?;
+        }
+    }
+    Ok(s)
+}
+
+fn skipped(from: u64, to: u64, why: &str) -> Damage {
+    Damage {
+        unit: "age chunk",
+        index: from / AGE_CHUNK_PLAIN,
+        tar_start: from,
+        tar_end: to,
+        reason: why.to_string(),
+    }
+}
+
+/// Plaintext bytes in one age STREAM chunk.
+const AGE_CHUNK_PLAIN: u64 = 64 * 1024;
+/// Ciphertext bytes of one full age STREAM chunk (plaintext and tag).
+const AGE_CHUNK_CIPHER: u64 = AGE_CHUNK_PLAIN + 16;
+
+/// A plaintext a scan can go on in after damage.
+trait Source: Read {
+    /// After a read failed: move to the start of the next age chunk that
+    /// authenticates and return its plaintext offset; `None` when there
+    /// is none, or this source cannot skip (zstd, armor).
+    fn resync(&mut self) -> Result<Option<(u64, u64)>>;
+}
+
+/// A source that cannot skip damage.
+struct NoResync<R>(R);
+
+impl<R: Read> Read for NoResync<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: Read> Source for NoResync<R> {
+    fn resync(&mut self) -> Result<Option<(u64, u64)>> {
+        Ok(None)
+    }
+}
+
+/// The plaintext of a binary vault, read chunk after chunk; after a chunk
+/// fails to authenticate, a new age reader starts at the next chunk that
+/// does (age's reader is spent after a failure). Chunk positions are
+/// fixed (FORMAT §14.1), so nothing after the damage moves.
+struct Resync<'a> {
+    vault: PathBuf,
+    ids: &'a [&'a dyn age::Identity],
+    plain: age::stream::StreamReader<SourceReader<crate::source::VaultInput>>,
+    /// Plaintext bytes delivered so far (from offset 0).
+    pos: u64,
+    /// Chunks in the file (the last may be cut short).
+    chunks: u64,
+}
+
+impl<'a> Resync<'a> {
+    fn open(vault: &Path, ids: &'a [&'a dyn age::Identity]) -> Result<Self> {
+        let mut f = crate::source::open_one(vault, "cannot open vault")?;
+        let err = |e| Error::io("cannot read vault", vault, e);
+        let len = io::Seek::seek(&mut f, io::SeekFrom::End(0)).map_err(err)?;
+        io::Seek::seek(&mut f, io::SeekFrom::Start(0)).map_err(err)?;
+        // The header ends with the line `--- MAC`; the payload nonce (16
+        // bytes) follows it.
+        let mut head = Vec::new();
+        let mut r = BufReader::new(&mut f);
+        let header_len = loop {
+            let mut line = Vec::new();
+            let n = r
+                .by_ref()
+                .take(64 * 1024)
+                .read_until(b'\n', &mut line)
+                .map_err(err)?;
+            if n == 0 || head.len() > 16 << 20 {
+                return Err(Error::integrity("the age header does not end"));
+            }
+            head.extend_from_slice(&line);
+            if line.starts_with(b"--- ") {
+                break head.len() as u64;
+            }
+        };
+        let payload = len.saturating_sub(header_len + 16);
+        let plain = new_reader(vault, ids)?;
+        Ok(Resync {
+            vault: vault.to_path_buf(),
+            ids,
+            plain,
+            pos: 0,
+            chunks: payload.div_ceil(AGE_CHUNK_CIPHER),
+        })
+    }
+
+    /// Position at the start of the first chunk from the one holding
+    /// `from` on that authenticates.
+    fn skip(&mut self, from: u64) -> Result<Option<u64>> {
+        let mut k = from / AGE_CHUNK_PLAIN;
+        while k < self.chunks {
+            crate::signal::check()?;
+            let at = k * AGE_CHUNK_PLAIN;
+            let mut plain = new_reader(&self.vault, self.ids)?;
+            // Seek one byte in, then back: a seek to a chunk boundary
+            // would authenticate the last chunk (age computes the length),
+            // which a damaged or truncated vault fails.
+            let res = io::Seek::seek(&mut plain, io::SeekFrom::Start(at + 1))
+                .and_then(|_| io::Seek::seek(&mut plain, io::SeekFrom::Start(at)));
+            match res {
+                Ok(_) => {
+                    self.plain = plain;
+                    self.pos = at;
+                    return Ok(Some(at));
+                }
+                Err(e) if crate::io::is_source_error(&e) => {
+                    return Err(Error::io("cannot read vault", &self.vault, e))
+                }
+                Err(_) => k += 1,
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn new_reader(
+    vault: &Path,
+    ids: &[&dyn age::Identity],
+) -> Result<age::stream::StreamReader<SourceReader<crate::source::VaultInput>>> {
+    let f = crate::source::open_one(vault, "cannot open vault")?;
+    let dec = age::Decryptor::new(SourceReader(f)).map_err(|e| cipher::map_error(vault, e))?;
+    dec.decrypt(ids.iter().copied())
+        .map_err(|e| cipher::map_error(vault, e))
+}
+
+impl Read for Resync<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.plain.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Source for Resync<'_> {
+    fn resync(&mut self) -> Result<Option<(u64, u64)>> {
+        // Reads stop at the start of the chunk that failed.
+        let failed = self.pos.div_ceil(AGE_CHUNK_PLAIN) * AGE_CHUNK_PLAIN;
+        Ok(self
+            .skip(failed + AGE_CHUNK_PLAIN)?
+            .map(|next| (failed, next)))
+    }
+}
+
+/// Fill `buf`: `Ok(false)` at a clean end of the stream before it is full.
+fn fill(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// How reading one piece of the tar stream ended.
+enum Got {
+    Ok,
+    /// The stream ended cleanly before it.
+    End,
+    /// Damage: the scan goes on at this tar offset (a chunk boundary).
+    Resumed(u64),
+    /// Damage, and nothing after it can be read.
+    Stopped,
+}
+
+/// Read `buf` from `r`; on damage, note it and try to resync.
+fn read_piece(
+    vault: &Path,
+    r: &mut dyn Source,
+    s: &mut Scanned,
+    at: u64,
+    buf: &mut [u8],
+) -> Result<Got> {
+    let e = match fill(r, buf) {
+        Ok(true) => return Ok(Got::Ok),
+        Ok(false) => return Ok(Got::End),
+        Err(e) => e,
+    };
+    let why = match crate::io::classify_stream_error(vault, "reading the payload", e) {
+        Error::Integrity(f) => f.to_string(),
+        other => return Err(other),
+    };
+    match r.resync()? {
+        Some((failed, next)) => {
+            s.damage.push(skipped(failed, next, &why));
+            Ok(Got::Resumed(next))
+        }
+        None => {
+            s.stopped = Some(Stopped {
+                tar_offset: at,
+                reason: why,
+            });
+            Ok(Got::Stopped)
+        }
+    }
+}
+
+/// The tar walk of a scan: strict about what it accepts (FORMAT §3). It
+/// stops at the first thing it cannot read, unless the source can skip
+/// damage: then it looks for the next tar header of this case after it.
+fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scanned) -> Result<()> {
+    let mut pos = 0u64;
+    let mut block = [0u8; 512];
+    let mut pax: crate::read::tar::Pax = (None, None);
+    let mut dirs: HashSet<String> = HashSet::new();
+    let mut buf = vec![0u8; BUF_SIZE];
+    // After damage: looking for the next header; parents may be missing.
+    let mut searching = false;
+    let mut resynced = false;
+    let halt = |s: &mut Scanned, at: u64, why: String| {
+        s.stopped = Some(Stopped {
+            tar_offset: at,
+            reason: why,
+        });
+    };
+    // `continue 'entries` after a resync: the label is passed in, as
+    // macro hygiene requires.
+    macro_rules! piece {
+        ($l:lifetime, $at:expr, $buf:expr, $on_end:expr) => {
+            match read_piece(vault, r, s, $at, $buf)? {
+                Got::Ok => {}
+                Got::End => {
+                    $on_end;
+                    return Ok(());
+                }
+                Got::Resumed(next) => {
+                    pos = next;
+                    pax = (None, None);
+                    searching = true;
+                    resynced = true;
+                    continue $l;
+                }
+                Got::Stopped => return Ok(()),
+            }
+        };
+    }
+    'entries: loop {
+        crate::signal::check()?;
+        let at = pos;
+        piece!('entries, at, &mut block, if !searching {
+            halt(s, at, format!("the tar stream ends without its end-of-archive marker (tar offset {at})"));
+        });
+        pos += 512;
+        if searching {
+            // A header of this case, or go on to the next block.
+            let ours = random::checksum_ok(&block)
+                && &block[257..263] == b"ustar\0"
+                && s.case_id.as_ref().is_some_and(|c| {
+                    block[156] == b'x'
+                        || tar::Header::from_byte_slice(&block)
+                            .path_bytes()
+                            .starts_with(format!("{c}/").as_bytes())
+                });
+            if !ours {
+                continue;
+            }
+            searching = false;
+        } else if block.iter().all(|&b| b == 0) {
+            // The end-of-archive marker: read on to the authenticated end,
+            // so that damage after it is reported too.
+            loop {
+                match r.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => pos += n as u64,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        read_piece_err(vault, s, pos, e)?;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if !random::checksum_ok(&block) {
+            halt(s, at, format!("no valid tar header at tar offset {at}"));
+            return Ok(());
+        }
+        let header = tar::Header::from_byte_slice(&block);
+        let Ok(size) = header.entry_size() else {
+            halt(s, at, format!("malformed tar header at tar offset {at}"));
+            return Ok(());
+        };
+        let padded = size.div_ceil(512) * 512;
+        if block[156] == b'x' {
+            if size > format::MAX_PAX {
+                halt(s, at, format!("oversized pax header at tar offset {at}"));
+                return Ok(());
+            }
+            let mut data = vec![0u8; padded as usize];
+            piece!('entries, pos, &mut data, halt(s, at, "the tar stream ends inside a pax header".into()));
+            pos += padded;
+            match crate::read::parse_pax(&data[..size as usize]) {
+                Ok(p) => pax = p,
+                Err(e) => {
+                    halt(s, at, format!("{e} at tar offset {at}"));
+                    return Ok(());
+                }
+            }
+            continue;
+        }
+        let path = match crate::read::tar::entry_path(header, size, std::mem::take(&mut pax)) {
+            Ok(p) => p,
+            Err(e) => {
+                halt(s, at, format!("{e} at tar offset {at}"));
+                return Ok(());
+            }
+        };
+        let is_dir = header.entry_type().is_dir();
+        // The first entry names the case.
+        let Some(case_id) = s.case_id.clone() else {
+            if !is_dir || !format::is_valid_case_id(&path) {
+                halt(s, at, "the first tar entry is not a case directory".into());
+                return Ok(());
+            }
+            s.case_id = Some(path);
+            continue;
+        };
+        let Some(bag) = path
+            .strip_prefix(&case_id)
+            .and_then(|p| p.strip_prefix('/'))
+        else {
+            halt(s, at, format!("{path:?} is outside the case directory"));
+            return Ok(());
+        };
+        let bag = bag.to_string();
+        let parent = bag.rsplit_once('/').map_or("", |(p, _)| p).to_string();
+        let payload = bag == "data" || bag.starts_with("data/");
+        if payload && bag != "data" && !dirs.contains(&parent) {
+            if !resynced {
+                halt(s, at, format!("{bag:?} comes before its directory"));
+                return Ok(());
+            }
+            // Its directory's header lay in the damage: make it here.
+            if parent != "data" {
+                let d = x.root.join(case_rel(&parent));
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .create(&d)
+                    .map_err(|e| Error::io("cannot create directory", &d, e))?;
+            }
+            let mut p = parent.as_str();
+            loop {
+                dirs.insert(p.to_string());
+                match p.rsplit_once('/') {
+                    Some((up, _)) => p = up,
+                    None => break,
+                }
+            }
+        }
+        if is_dir {
+            if !payload || !dirs.insert(bag.clone()) {
+                halt(s, at, format!("unexpected directory {bag:?}"));
+                return Ok(());
+            }
+            if bag != "data" {
+                x.reserve(case_rel(&bag), 0)?;
+                x.dir(case_rel(&bag))?;
+            }
+            continue;
+        }
+        if !payload {
+            // A tag file: keep casevault.json and the tag manifest.
+            let keep = bag == format::CASEVAULT_JSON && size <= format::MAX_JSON_ABSOLUTE
+                || bag == format::TAGMANIFEST && size <= format::MAX_SMALL_TAG_FILE;
+            let mut data = Vec::new();
+            let mut left = padded;
+            while left > 0 {
+                let k = (buf.len() as u64).min(left) as usize;
+                piece!('entries, pos, &mut buf[..k], halt(s, pos, format!("the tar stream ends inside {bag}")));
+                if keep {
+                    let want = (size - (padded - left)).min(k as u64) as usize;
+                    data.extend_from_slice(&buf[..want]);
+                }
+                left -= k as u64;
+                pos += k as u64;
+            }
+            if bag == format::CASEVAULT_JSON && keep {
+                s.json = Some(data);
+            } else if bag == format::TAGMANIFEST && keep {
+                s.tagmanifest = Some(data);
+            }
+            continue;
+        }
+        let rel = case_rel(&bag).to_string();
+        x.reserve(&rel, size)?;
+        let mut out = x.create_file(&rel)?;
+        let mut h = Sha256::new();
+        let mut got = 0u64;
+        while got < size {
+            crate::signal::check()?;
+            let k = (buf.len() as u64).min(size - got) as usize;
+            // Only whole reads are known to have arrived: a file cut
+            // short keeps those.
+            s.partial.push((bag.clone(), size, got));
+            piece!('entries, pos, &mut buf[..k], halt(s, pos, format!("the tar stream ends inside {bag:?}")));
+            s.partial.pop();
+            h.update(&buf[..k]);
+            out.write_all(&buf[..k])
+                .map_err(|err| x.write_error(&rel, err))?;
+            got += k as u64;
+            pos += k as u64;
+        }
+        out.flush().map_err(|err| x.write_error(&rel, err))?;
+        s.files.push((
+            bag.clone(),
+            Found {
+                size,
+                sha256: hex(&h.finalize()),
+            },
+        ));
+        // The padding: the file is whole even if the stream stops here.
+        let pad = (padded - size) as usize;
+        piece!('entries, pos, &mut buf[..pad], halt(s, pos, "the tar stream ends inside padding".into()));
+        pos += pad as u64;
+    }
+}
+
+/// An error after the end-of-archive marker: noted as where the scan
+/// stopped.
+fn read_piece_err(vault: &Path, s: &mut Scanned, at: u64, e: io::Error) -> Result<()> {
+    match crate::io::classify_stream_error(vault, "reading the payload", e) {
+        Error::Integrity(f) => {
+            s.stopped = Some(Stopped {
+                tar_offset: at,
+                reason: f.to_string(),
+            });
+            Ok(())
+        }
+        other => Err(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Seek, SeekFrom};
+    use std::str::FromStr;
+
+    /// A binary age file of `plain` to a fresh X25519 identity, written to
+    /// `dir/v`.
+    fn vault(dir: &Path, plain: &[u8]) -> (PathBuf, age::x25519::Identity) {
+        let id = age::x25519::Identity::generate();
+        let r = age::x25519::Recipient::from_str(&id.to_public().to_string()).unwrap();
+        let enc =
+            age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient)).unwrap();
+        let mut out = Vec::new();
+        let mut w = enc.wrap_output(&mut out).unwrap();
+        w.write_all(plain).unwrap();
+        w.finish().unwrap();
+        let p = dir.join("v");
+        fs::write(&p, out).unwrap();
+        (p, id)
+    }
+
+    fn flip_chunk(p: &Path, k: u64) {
+        let mut b = fs::read(p).unwrap();
+        let mac = b.windows(5).position(|w| w == b"\n--- ").unwrap() + 1;
+        let hl = b[mac..].iter().position(|&c| c == b'\n').unwrap() + mac + 1;
+        b[hl + 16 + (k * AGE_CHUNK_CIPHER) as usize + 5] ^= 1;
+        fs::write(p, b).unwrap();
+    }
+
+    /// What the design relies on (age 0.12): after a chunk fails, age's
+    /// reader is spent, even for a seek to a later chunk; a seek to a
+    /// chunk boundary authenticates the last chunk, so it fails on a cut
+    /// vault, while one byte in and back does not.
+    #[test]
+    fn age_reader_behaviour_salvage_designs_around() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plain: Vec<u8> = (0..5 * AGE_CHUNK_PLAIN + 100).map(|i| i as u8).collect();
+        let (p, id) = vault(tmp.path(), &plain);
+        flip_chunk(&p, 2);
+        let ids: [&dyn age::Identity; 1] = [&id];
+        let mut r = new_reader(&p, &ids).unwrap();
+        let mut buf = vec![0u8; (2 * AGE_CHUNK_PLAIN) as usize];
+        r.read_exact(&mut buf).unwrap();
+        assert!(r.read(&mut buf).is_err(), "chunk 2 fails");
+        r.seek(SeekFrom::Start(3 * AGE_CHUNK_PLAIN + 1))
+            .unwrap_or(0);
+        assert!(r.read(&mut buf[..10]).is_err(), "the reader is spent");
+        // A new reader reads chunk 3 on.
+        let mut r = new_reader(&p, &ids).unwrap();
+        r.seek(SeekFrom::Start(3 * AGE_CHUNK_PLAIN)).unwrap();
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, &plain[3 * AGE_CHUNK_PLAIN as usize..]);
+
+        // Cut the file inside chunk 4: a seek to the boundary of chunk 3
+        // fails (age authenticates the last chunk), one byte in works.
+        let b = fs::read(&p).unwrap();
+        fs::write(&p, &b[..b.len() - 200]).unwrap();
+        let mut r = new_reader(&p, &ids).unwrap();
+        assert!(r.seek(SeekFrom::Start(3 * AGE_CHUNK_PLAIN)).is_err());
+        let mut s = Resync::open(&p, &ids).unwrap();
+        assert_eq!(
+            s.skip(2 * AGE_CHUNK_PLAIN).unwrap(),
+            Some(3 * AGE_CHUNK_PLAIN)
+        );
+        let mut got = vec![0u8; AGE_CHUNK_PLAIN as usize];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(
+            got,
+            &plain[3 * AGE_CHUNK_PLAIN as usize..4 * AGE_CHUNK_PLAIN as usize]
+        );
+        assert!(s.read(&mut got).is_err(), "chunk 4 is cut");
+        assert_eq!(s.resync().unwrap(), None, "nothing after the cut");
+        // From the start: chunk 2 fails, the resync lands on chunk 3.
+        let mut s = Resync::open(&p, &ids).unwrap();
+        let mut two = vec![0u8; 2 * AGE_CHUNK_PLAIN as usize];
+        s.read_exact(&mut two).unwrap();
+        assert!(s.read(&mut got).is_err());
+        assert_eq!(
+            s.resync().unwrap(),
+            Some((2 * AGE_CHUNK_PLAIN, 3 * AGE_CHUNK_PLAIN))
+        );
+    }
+}
