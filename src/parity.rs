@@ -364,6 +364,9 @@ impl<W: Write> Builder<W> {
 /// beside it instead of after it). At most [`IN_FLIGHT`] buffers wait.
 pub struct Worker<W: Write + Send + 'static> {
     tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    /// Buffers the thread is done with, for reuse: fresh allocations of
+    /// every copy cost more page faults than the parity's arithmetic.
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
     handle: Option<std::thread::JoinHandle<io::Result<Builder<W>>>>,
 }
 
@@ -373,23 +376,30 @@ const IN_FLIGHT: usize = 4;
 impl<W: Write + Send + 'static> Worker<W> {
     pub fn spawn(mut builder: Builder<W>) -> io::Result<Worker<W>> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
+        let (free_tx, free) = std::sync::mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT + 1);
         let handle = std::thread::Builder::new()
             .name("casevault-parity".into())
             .spawn(move || {
                 for buf in rx {
                     builder.update(&buf)?;
+                    // Full: the buffer is dropped instead.
+                    let _ = free_tx.try_send(buf);
                 }
                 Ok(builder)
             })?;
         Ok(Worker {
             tx: Some(tx),
+            free,
             handle: Some(handle),
         })
     }
 
     /// Queue a copy of `buf`.
     pub fn send(&mut self, buf: &[u8]) -> io::Result<()> {
-        let sent = self.tx.as_ref().map(|tx| tx.send(buf.to_vec()));
+        let mut copy = self.free.try_recv().unwrap_or_default();
+        copy.clear();
+        copy.extend_from_slice(buf);
+        let sent = self.tx.as_ref().map(|tx| tx.send(copy));
         match sent {
             Some(Ok(())) => Ok(()),
             // The thread stopped: its error says why.
@@ -787,9 +797,9 @@ pub fn repair(vault: &Path, par_path: &Path) -> Result<RepairReport> {
     }
     // Bytes beyond the recorded length are damage too: rewrite without them.
     if vmeta.len() != vault_len && pass.out.is_none() {
-        pass.start_output(vault_len)?;
+        pass.start_output()?;
     }
-    let (digest, out) = pass.finish();
+    let (digest, out) = pass.finish()?;
     if digest != expected {
         let lost = report.parity_state.tables_lost > 0;
         let why = match (&out, lost) {
@@ -916,7 +926,7 @@ impl<'a> Pass<'a> {
             return Ok(());
         }
         if self.out.is_none() {
-            self.start_output(start)?;
+            self.start_output()?;
         }
         let stripe = &mut self.buf[..k as usize * s];
         self.decoder = Some(decode_stripe(
@@ -929,47 +939,56 @@ impl<'a> Pass<'a> {
             stripe,
             self.decoder.take(),
         )?);
+        // Only the rebuilt shards are written: the rest of the copy is
+        // the vault's own bytes, checked by their CRCs.
+        if let Some(out) = &self.out {
+            for &j in &bad {
+                let from = j * s;
+                let to = ((j + 1) * s).min(bytes);
+                out.file()
+                    .write_all_at(&self.buf[from..to], start + from as u64)
+                    .map_err(|e| Error::io("cannot write", out.temp_path(), e))?;
+            }
+        }
         self.emit(bytes)
     }
 
     /// Hash the stripe in the buffer and write it if a rebuilt vault is
     /// being written.
+    /// Hash the (rebuilt) stripe in the buffer.
     fn emit(&mut self, bytes: usize) -> Result<()> {
-        if self.beyond {
-            return Ok(());
-        }
-        self.hasher.update(&self.buf[..bytes]);
-        if let Some(out) = &self.out {
-            let mut w = out.file();
-            w.write_all(&self.buf[..bytes])
-                .map_err(|e| Error::io("cannot write", out.temp_path(), e))?;
+        if !self.beyond {
+            self.hasher.update(&self.buf[..bytes]);
         }
         Ok(())
     }
 
-    /// Start the rebuilt vault: its first `upto` bytes are the vault's
-    /// (checked and hashed already), copied.
-    fn start_output(&mut self, upto: u64) -> Result<()> {
+    /// Start the rebuilt vault beside the vault: a copy of its first
+    /// `vault_len` bytes (as many as it has), made by the kernel
+    /// (copy_file_range: no pass through this process, and a shared-extent
+    /// clone on filesystems that can), into which the rebuilt shards are
+    /// then written at their places.
+    fn start_output(&mut self) -> Result<()> {
         let out = crate::io::AtomicFile::create(self.vault)?;
         out.set_mode(self.mode)?;
         let mut r = self.vf;
         r.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io("cannot read", self.vault, e))?;
-        let copied = io::copy(&mut r.take(upto), &mut out.file())
+        io::copy(&mut r.take(self.vault_len), &mut out.file())
             .map_err(|e| Error::io("cannot write", out.temp_path(), e))?;
-        if copied != upto {
-            return Err(Error::io(
-                "cannot read",
-                self.vault,
-                io::Error::from(io::ErrorKind::UnexpectedEof),
-            ));
-        }
         self.out = Some(out);
         Ok(())
     }
 
-    fn finish(self) -> ([u8; 32], Option<crate::io::AtomicFile>) {
-        (self.hasher.finalize().into(), self.out)
+    /// The digest of the rebuilt vault, and the rebuilt vault (cut or
+    /// extended to the recorded length) if one was written.
+    fn finish(self) -> Result<([u8; 32], Option<crate::io::AtomicFile>)> {
+        if let Some(out) = &self.out {
+            out.file()
+                .set_len(self.vault_len)
+                .map_err(|e| Error::io("cannot write", out.temp_path(), e))?;
+        }
+        Ok((self.hasher.finalize().into(), self.out))
     }
 }
 
