@@ -43,6 +43,9 @@ const MAX_SHARD: u32 = 1 << 20;
 /// Most data shards per stripe a reader accepts (the high-rate coder's
 /// limit with as many recovery shards).
 const MAX_STRIPE: u32 = 32768;
+/// Most bytes per stripe a reader accepts: a repair holds one stripe and
+/// its coder's work space, so a crafted geometry must not ask for more.
+const MAX_STRIPE_BYTES: u64 = 1 << 27;
 
 /// The path of a vault's parity file: `VAULT.par`.
 pub fn path(vault: &Path) -> PathBuf {
@@ -81,6 +84,7 @@ impl Geometry {
             && self.shard % 64 == 0
             && self.shard <= MAX_SHARD
             && (1..=MAX_STRIPE).contains(&self.stripe)
+            && self.stripe_bytes() <= MAX_STRIPE_BYTES
             && (1..=100).contains(&self.percent)
     }
 
@@ -116,7 +120,8 @@ impl Geometry {
         BLOCK_LEN as u64 + i * self.section_len(self.stripe)
     }
 
-    /// Length of the parity file of a vault of `len` bytes.
+    /// Length of the parity file of a vault of `len` bytes (saturating:
+    /// a crafted trailer may claim any length).
     pub fn par_len(&self, len: u64) -> u64 {
         let n = self.stripes(len);
         let last = if n == 0 {
@@ -124,7 +129,9 @@ impl Geometry {
         } else {
             self.section_len(self.k_of(n - 1, len))
         };
-        2 * BLOCK_LEN as u64 + n.saturating_sub(1) * self.section_len(self.stripe) + last
+        let full = n.saturating_sub(1) as u128 * self.section_len(self.stripe) as u128;
+        let total = 2 * BLOCK_LEN as u128 + full + last as u128;
+        u64::try_from(total).unwrap_or(u64::MAX)
     }
 }
 
@@ -1215,6 +1222,85 @@ mod tests {
             crate::io::hex(&Sha256::digest(&default)),
             "6c39c760817f65e3c776f7e8afca766e3df09f65ad16a6f5d970ef040e82c66c"
         );
+    }
+
+    #[test]
+    fn crafted_geometry_and_lengths_are_refused_without_panic() {
+        let g = Geometry {
+            shard: MAX_SHARD,
+            stripe: MAX_STRIPE,
+            percent: 100,
+        };
+        assert!(!g.valid(), "a 32 GiB stripe must not be accepted");
+        let g = Geometry::new(1).unwrap();
+        for len in [u64::MAX, u64::MAX / 2, 1 << 62] {
+            let _ = g.par_len(len);
+            let trailer = Block {
+                geometry: g,
+                vault_len: len,
+                stripes: g.stripes(len),
+                vault_sha256: [1; 32],
+            };
+            let b = trailer.encode(KIND_TRAILER);
+            assert!(Block::parse(&b, KIND_TRAILER).is_some());
+        }
+        let tiny = Geometry {
+            shard: 64,
+            stripe: 1,
+            percent: 100,
+        };
+        assert_eq!(tiny.par_len(u64::MAX), u64::MAX);
+    }
+
+    /// Damaged, truncated and crafted parity files never panic a repair,
+    /// and a repair that says "repaired" left exactly the sealed bytes.
+    #[test]
+    fn mangled_parity_files_never_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = dir.path().join("v.vault");
+        let data: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        fs::write(&vault, &data).unwrap();
+        let digest = crate::io::hex(&Sha256::digest(&data));
+        fs::write(crate::sidecar::path(&vault), format!("{digest}  v.vault\n")).unwrap();
+        write_for(&vault, 10, 0o600).unwrap();
+        let good = fs::read(path(&vault)).unwrap();
+        let mut seed = 0x9E3779B97F4A7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..300 {
+            let mut par = good.clone();
+            match round % 3 {
+                0 => par.truncate((next() % good.len() as u64) as usize),
+                1 => {
+                    for _ in 0..1 + next() % 8 {
+                        let at = (next() % par.len() as u64) as usize;
+                        par[at] = next() as u8;
+                    }
+                }
+                _ => {
+                    let at = (next() % 128) as usize;
+                    par[at] ^= 1 << (next() % 8);
+                    let end = par.len() - 1 - (next() % 128) as usize;
+                    par[end] ^= 1 << (next() % 8);
+                }
+            }
+            fs::write(path(&vault), &par).unwrap();
+            let mut bad = data.clone();
+            let at = (next() % data.len() as u64) as usize;
+            bad[at] ^= 0xff;
+            fs::write(&vault, &bad).unwrap();
+            if let Ok(r) = repair(&vault, &path(&vault)) {
+                if r.outcome == "repaired" {
+                    assert!(fs::read(&vault).unwrap() == data, "round {round}");
+                }
+            }
+        }
     }
 
     #[test]
