@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzz casevault's hostile-input readers with cargo-fuzz (libFuzzer).
 #
-#   scripts/fuzz.sh TARGET SECONDS   run TARGET (payload | parsers | index) for SECONDS
+#   scripts/fuzz.sh TARGET SECONDS   run TARGET (payload | parsers | index | parity) for SECONDS
 #   scripts/fuzz.sh seed             rebuild fuzz/seeds/ from freshly sealed vaults
 #
 # The toolchain is stable Rust: cargo-fuzz needs nightly flags, so this sets
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 usage() {
-    echo "usage: $0 (payload|parsers|index) SECONDS | $0 seed" >&2
+    echo "usage: $0 (payload|parsers|index|parity) SECONDS | $0 seed" >&2
     exit 2
 }
 
@@ -59,7 +59,7 @@ seed() {
 [ $# -ge 1 ] || usage
 case "$1" in
 seed) seed ;;
-payload | parsers | index)
+payload | parsers | index | parity)
     [ $# -eq 2 ] || usage
     target=$1 secs=$2
     command -v cargo-fuzz >/dev/null 2>&1 || {
