@@ -229,8 +229,8 @@ impl Table {
     }
 
     /// Parse a table that must describe stripe `index` with `k` data and
-    /// `m` recovery shards holding `bytes` vault bytes.
-    fn parse(t: &[u8], index: u64, k: u32, m: u32, bytes: u64) -> Option<Table> {
+    /// `m` recovery shards (holding `bytes` vault bytes, if given).
+    fn parse(t: &[u8], index: u64, k: u32, m: u32, bytes: Option<u64>) -> Option<Table> {
         if t.len() != table_len(k, m) {
             return None;
         }
@@ -240,14 +240,15 @@ impl Table {
         }
         let u32_at = |o: usize| u32::from_le_bytes(body[o..o + 4].try_into().unwrap());
         let u64_at = |o: usize| u64::from_le_bytes(body[o..o + 8].try_into().unwrap());
-        if u64_at(8) != index || u32_at(16) != k || u32_at(20) != m || u64_at(24) != bytes {
+        let fields = (u64_at(8), u32_at(16), u32_at(20));
+        if fields != (index, k, m) || bytes.is_some_and(|b| u64_at(24) != b) {
             return None;
         }
         let crcs: Vec<u32> = (0..(k + m) as usize).map(|j| u32_at(32 + 4 * j)).collect();
         let (data, recovery) = crcs.split_at(k as usize);
         Some(Table {
             index,
-            bytes,
+            bytes: u64_at(24),
             data: data.to_vec(),
             recovery: recovery.to_vec(),
         })
@@ -425,10 +426,9 @@ impl<W: Write + Send + 'static> Worker<W> {
         }
     }
 
-    /// Wait for every queued buffer, then finish the parity file with the
-    /// vault's SHA-256.
-    pub fn finish(mut self, vault_sha256: [u8; 32]) -> io::Result<W> {
-        self.stop()?.finish(vault_sha256)
+    /// Wait for every queued buffer; the builder, to be finished.
+    pub fn finish(mut self) -> io::Result<Builder<W>> {
+        self.stop()
     }
 }
 
@@ -463,26 +463,48 @@ impl<W: Write, P: Write + Send + 'static> Write for Tee<W, P> {
     }
 }
 
-/// Write the parity file of the vault file at `vault` to `out` (reads the
-/// vault once). Returns `out` unflushed.
-pub fn build_from<W: Write>(vault: &Path, g: Geometry, out: W) -> Result<W> {
-    let mut f = fs::File::open(vault).map_err(|e| Error::io("cannot open", vault, e))?;
-    let mut b = Builder::new(g, out).map_err(|e| Error::io("cannot write parity for", vault, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; crate::io::BUF_SIZE];
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("cannot read", vault, e)),
-        };
-        h.update(&buf[..n]);
-        b.update(&buf[..n])
-            .map_err(|e| Error::io("cannot write parity for", vault, e))?;
+/// A [`Builder`] writing into a file, buffered.
+pub type FileBuilder = Builder<io::BufWriter<fs::File>>;
+
+impl FileBuilder {
+    /// Start a parity file in `file` (a second handle on it is written).
+    pub fn to_file(g: Geometry, file: &fs::File) -> io::Result<FileBuilder> {
+        let handle = file.try_clone()?;
+        Builder::new(g, io::BufWriter::with_capacity(crate::io::BUF_SIZE, handle))
     }
-    b.finish(h.finalize().into())
-        .map_err(|e| Error::io("cannot write parity for", vault, e))
+
+    /// Feed everything `r` yields (the whole vault) and finish the file;
+    /// returns the vault's SHA-256. `read_err` and `write_err` name what
+    /// failed.
+    pub fn build(
+        mut self,
+        r: &mut dyn Read,
+        read_err: &dyn Fn(io::Error) -> Error,
+        write_err: &dyn Fn(io::Error) -> Error,
+    ) -> Result<[u8; 32]> {
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; crate::io::BUF_SIZE];
+        loop {
+            crate::signal::check()?;
+            let n = crate::io::retry(|| r.read(&mut buf)).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            self.update(&buf[..n]).map_err(write_err)?;
+        }
+        let digest = h.finalize().into();
+        self.finish_file(digest).map_err(write_err)?;
+        Ok(digest)
+    }
+
+    /// Finish with the vault's SHA-256 and flush the file.
+    pub fn finish_file(self, vault_sha256: [u8; 32]) -> io::Result<()> {
+        self.finish(vault_sha256)?
+            .into_inner()
+            .map_err(|e| e.into_error())?;
+        Ok(())
+    }
 }
 
 /// Write `VAULT.par` for the vault file at `vault`, atomically, with
@@ -497,17 +519,15 @@ pub fn write_to(vault: &Path, target: &Path, percent: u32, mode: u32) -> Result<
     let g = Geometry::new(percent)?;
     let file = crate::io::AtomicFile::create(target)?;
     file.set_mode(mode)?;
-    let handle = file
-        .file()
-        .try_clone()
-        .map_err(|e| Error::io("cannot write", target, e))?;
-    let out = build_from(
-        vault,
-        g,
-        io::BufWriter::with_capacity(crate::io::BUF_SIZE, handle),
-    )?;
-    out.into_inner()
-        .map_err(|e| Error::io("cannot write", target, e.into_error()))?;
+    let write_err = |e| Error::io("cannot write", target, e);
+    let mut input = fs::File::open(vault).map_err(|e| Error::io("cannot open", vault, e))?;
+    FileBuilder::to_file(g, file.file())
+        .map_err(write_err)?
+        .build(
+            &mut input,
+            &|e| Error::io("cannot read", vault, e),
+            &write_err,
+        )?;
     file.commit(true)
 }
 
@@ -597,54 +617,39 @@ impl ParFile {
             let k = (1..g.stripe).find(|&k| g.section_len(k) == rest)?;
             (n_full, k)
         };
-        let m = g.recovery_for(k);
-        let at = g.section_at(i);
-        let len = table_len(k, m);
-        for copy_at in [at, at + len as u64 + m as u64 * g.shard as u64] {
-            let mut t = vec![0u8; len];
-            if self.file.read_exact_at(&mut t, copy_at).is_err() {
-                continue;
-            }
-            // The byte count is what we are after: parse with each
-            // possible one is not needed, the table carries it.
-            if t.len() >= 32 {
-                let bytes = u64::from_le_bytes(t[24..32].try_into().unwrap());
-                if let Some(tb) = Table::parse(&t, i, k, m, bytes) {
-                    let start = i * g.stripe_bytes();
-                    if bytes.div_ceil(g.shard as u64) == k as u64 {
-                        return Some(start + tb.bytes);
-                    }
-                }
-            }
-        }
-        None
+        // The byte count is what is sought: the table must only agree
+        // with its shard count.
+        let tb = self.read_table(i, k, None).table?;
+        (tb.bytes.div_ceil(g.shard as u64) == k as u64).then(|| i * g.stripe_bytes() + tb.bytes)
     }
 
+    /// The table of stripe `i` of a vault of `vault_len` bytes.
     fn table(&self, i: u64, vault_len: u64) -> StripeTable {
         let g = self.geometry;
-        let k = g.k_of(i, vault_len);
-        let m = g.recovery_for(k);
         let bytes = (vault_len - i * g.stripe_bytes()).min(g.stripe_bytes());
+        self.read_table(i, g.k_of(i, vault_len), Some(bytes))
+    }
+
+    /// The first copy of stripe `i`'s table (of `k` data shards, and
+    /// `bytes` vault bytes if given) whose digest and fields check.
+    fn read_table(&self, i: u64, k: u32, bytes: Option<u64>) -> StripeTable {
+        let g = self.geometry;
+        let m = g.recovery_for(k);
         let at = g.section_at(i);
         let len = table_len(k, m);
-        let mut bad = 0;
-        let mut found = None;
+        let mut bad_copies = 0;
+        let mut table = None;
         for copy_at in [at, at + len as u64 + m as u64 * g.shard as u64] {
             let mut t = vec![0u8; len];
-            let parsed = match self.file.read_exact_at(&mut t, copy_at) {
-                Ok(()) => Table::parse(&t, i, k, m, bytes),
-                Err(_) => None,
-            };
-            match parsed {
-                Some(tb) if found.is_none() => found = Some(tb),
-                Some(_) => {}
-                None => bad += 1,
+            let parsed = self.file.read_exact_at(&mut t, copy_at).ok();
+            match parsed.and_then(|()| Table::parse(&t, i, k, m, bytes)) {
+                Some(tb) => {
+                    table.get_or_insert(tb);
+                }
+                None => bad_copies += 1,
             }
         }
-        StripeTable {
-            table: found,
-            bad_copies: bad,
-        }
+        StripeTable { table, bad_copies }
     }
 
     /// Recovery shard `j` of stripe `i` if its CRC is `want`.
@@ -709,7 +714,8 @@ pub struct ParityState {
 }
 
 impl ParityState {
-    fn damaged(&self) -> bool {
+    /// Whether any part of the parity file was found damaged.
+    pub fn damaged(&self) -> bool {
         !self.header_ok
             || !self.trailer_ok
             || self.table_copies_damaged > 0

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::format::{self, Compression, Entry, Kind, Totals};
 use crate::io::{hex, AtomicFile, HashingWriter};
 use crate::keys::BoxedRecipient;
+use crate::parity::FileBuilder;
 use crate::pipe::{Failed, Lend, PipeWriter};
 use crate::tarfmt;
 use crate::{manifest, signal, Error, Result};
@@ -176,19 +177,10 @@ pub fn seal_to<W: Write + Send + 'static>(
     let parity = match opts.parity {
         Some(percent) => {
             let g = crate::parity::Geometry::new(percent)?;
-            let tmp = tempfile::tempfile().map_err(|e| {
-                Error::io(
-                    "cannot create a temporary file in",
-                    &std::env::temp_dir(),
-                    e,
-                )
-            })?;
-            let handle = tmp
-                .try_clone()
-                .map_err(|e| Error::io("cannot write", &std::env::temp_dir(), e))?;
-            let out = io::BufWriter::with_capacity(crate::io::BUF_SIZE, handle);
-            let b = crate::parity::Builder::new(g, out)
-                .map_err(|e| Error::io("cannot write", &std::env::temp_dir(), e))?;
+            let tmp_err =
+                |e| Error::io("cannot write a temporary file in", &std::env::temp_dir(), e);
+            let tmp = tempfile::tempfile().map_err(tmp_err)?;
+            let b = FileBuilder::to_file(g, &tmp).map_err(tmp_err)?;
             Some((tmp, b))
         }
         None => None,
@@ -212,7 +204,7 @@ fn pipeline<W: Write + Send + 'static>(
     opts: &SealOptions,
     root: &crate::walk::Root,
     sink: W,
-    parity: Option<ParityBuilder>,
+    parity: Option<FileBuilder>,
 ) -> Result<(Output<W>, Bag, String)> {
     let case_dir = &opts.case_dir;
     let case_id = case_id_for(case_dir, opts.case_id.as_deref())?;
@@ -258,9 +250,6 @@ fn pipeline<W: Write + Send + 'static>(
     Ok((out, walk.bag, time.sealed_at))
 }
 
-/// The parity file's builder, writing into `VAULT.par`'s temporary file.
-type ParityBuilder = crate::parity::Builder<io::BufWriter<fs::File>>;
-
 /// What the output stage wrote: the sink, the ciphertext's SHA-256 and
 /// length, and the finished parity file's handle.
 struct Output<W> {
@@ -286,16 +275,9 @@ impl ParityFile {
         Ok(Some(ParityFile { file, geometry }))
     }
 
-    fn builder(&self) -> Result<ParityBuilder> {
-        let target = self.file.target();
-        let handle = self
-            .file
-            .file()
-            .try_clone()
-            .map_err(|e| Error::io("cannot write", target, e))?;
-        let out = io::BufWriter::with_capacity(crate::io::BUF_SIZE, handle);
-        crate::parity::Builder::new(self.geometry, out)
-            .map_err(|e| Error::io("cannot write", target, e))
+    fn builder(&self) -> Result<FileBuilder> {
+        FileBuilder::to_file(self.geometry, self.file.file())
+            .map_err(|e| Error::io("cannot write", self.file.target(), e))
     }
 }
 
@@ -306,7 +288,7 @@ impl ParityFile {
 /// into it failing, is left in the returned [`Failed`].
 fn output_stage<W: Write + Send + 'static>(
     vault_file: W,
-    parity: Option<ParityBuilder>,
+    parity: Option<FileBuilder>,
     target: PathBuf,
 ) -> (PipeWriter<Output<W>>, Failed) {
     let failed = Failed::default();
@@ -333,10 +315,9 @@ fn output_stage<W: Write + Send + 'static>(
         let (sink, parity) = tee.into_parts();
         if let Some(p) = parity {
             let perr = |e: io::Error| Error::io("cannot write", &par_target, e);
-            p.finish(digest)
-                .map_err(perr)?
-                .into_inner()
-                .map_err(|e| perr(e.into_error()))?;
+            p.finish()
+                .and_then(|b| b.finish_file(digest))
+                .map_err(perr)?;
         }
         Ok(Output {
             sink,

@@ -64,12 +64,7 @@ fn print_text(r: &RepairReport) {
         _ => {}
     }
     let p = &r.parity_state;
-    if !p.header_ok
-        || !p.trailer_ok
-        || p.table_copies_damaged > 0
-        || p.tables_lost > 0
-        || p.recovery_shards_damaged > 0
-    {
+    if p.damaged() {
         println!(
             "{}: damaged (header {}, trailer {}, {} tables with one copy damaged, {} tables lost, {} recovery shards damaged){}",
             sanitize(&r.parity.display().to_string()),

@@ -246,22 +246,15 @@ fn push_parity(
     match opts.parity {
         Some(percent) => {
             let g = crate::parity::Geometry::new(percent)?;
-            let out = io::BufWriter::new(tmp.try_clone().map_err(tmp_err)?);
-            let mut b = crate::parity::Builder::new(g, out).map_err(tmp_err)?;
             let mut input = crate::source::open_one(from, "cannot open vault")?;
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; BUF_SIZE];
-            loop {
-                crate::signal::check()?;
-                let n = crate::io::retry(|| input.read(&mut buf))
-                    .map_err(|e| Error::io("cannot read vault", from, e))?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-                b.update(&buf[..n]).map_err(tmp_err)?;
-            }
-            let digest: [u8; 32] = h.finalize().into();
+            let digest = crate::parity::FileBuilder::to_file(g, &tmp)
+                .map_err(tmp_err)?
+                .build(
+                    &mut input,
+                    &|e| Error::io("cannot read vault", from, e),
+                    &tmp_err,
+                )?;
+            // The parity file is unnamed: dropped with `tmp` if refused.
             if hex(&digest) != expected {
                 return Err(Error::integrity(format!(
                     "{} changed while its parity was computed (it now hashes to {}); no parity file written",
@@ -269,10 +262,6 @@ fn push_parity(
                     hex(&digest)
                 )));
             }
-            b.finish(digest)
-                .map_err(tmp_err)?
-                .into_inner()
-                .map_err(|e| tmp_err(e.into_error()))?;
         }
         None => {
             if !exists(&src_par)? {

@@ -589,6 +589,25 @@ fn rekey_writes_or_renews_the_parity_file() {
     assert!(renewed != p.par);
     damage_and_repair(&p.vault);
 
+    // A parity file whose header and trailer are both unreadable says
+    // nothing of its percentage: rekey removes it rather than leave a
+    // parity file of the replaced bytes.
+    let mut par = fs::read(par_of(&p.vault)).unwrap();
+    let n = par.len();
+    flip(&mut par, 20);
+    flip(&mut par, n - 100);
+    fs::write(par_of(&p.vault), &par).unwrap();
+    casevault()
+        .arg("rekey")
+        .arg(&p.vault)
+        .args(["--in-place", "-i", &key, "-r", &rcpt])
+        .assert()
+        .code(0);
+    assert!(
+        !par_of(&p.vault).exists(),
+        "unreadable stale parity file left"
+    );
+
     // To a new vault with --parity.
     let new = p.fx.vault("new.vault");
     let a = casevault()
