@@ -14,9 +14,10 @@
 //! SHA-256, and a damaged one costs only what it describes.
 
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use reed_solomon_simd::engine::DefaultEngine;
 use reed_solomon_simd::rate::{HighRateDecoder, HighRateEncoder, RateDecoder, RateEncoder};
@@ -652,14 +653,20 @@ impl ParFile {
         StripeTable { table, bad_copies }
     }
 
-    /// Recovery shard `j` of stripe `i` if its CRC is `want`.
-    fn recovery(&self, i: u64, k: u32, j: u32, want: u32) -> Option<Vec<u8>> {
+    /// The recovery shards of stripe `i` (of `k` data shards) whose CRC
+    /// is the one `table` gives, with their indices; one read.
+    fn recovery(&self, i: u64, k: u32, table: &Table) -> Vec<(u32, Vec<u8>)> {
         let g = self.geometry;
-        let m = g.recovery_for(k);
-        let at = g.section_at(i) + table_len(k, m) as u64 + j as u64 * g.shard as u64;
-        let mut r = vec![0u8; g.shard as usize];
-        self.file.read_exact_at(&mut r, at).ok()?;
-        (crc(&r) == want).then_some(r)
+        let (m, s) = (g.recovery_for(k), g.shard as usize);
+        let at = g.section_at(i) + table_len(k, m) as u64;
+        let mut all = vec![0u8; m as usize * s];
+        let got = read_upto(&self.file, &mut all, at).unwrap_or(0);
+        all.chunks_exact(s)
+            .zip(&table.recovery)
+            .enumerate()
+            .filter(|(j, (r, want))| (j + 1) * s <= got && crc(r) == **want)
+            .map(|(j, (r, _))| (j as u32, r.to_vec()))
+            .collect()
     }
 }
 
@@ -785,18 +792,31 @@ pub fn repair(vault: &Path, par_path: &Path) -> Result<RepairReport> {
     };
 
     // One pass: each stripe is read once, checked by CRC, rebuilt where
-    // damaged, hashed, and (from the first damage on) written beside the
-    // vault. An intact vault is only read.
+    // damaged and hashed. From the first damage on, a second thread
+    // writes the rebuilt vault beside the vault ([`copy_out`]), so that
+    // copying it and writing it back to disk overlap with the hashing.
+    // An intact vault is only read.
     let mode = {
         use std::os::unix::fs::PermissionsExt;
         vmeta.permissions().mode() & 0o7777
     };
-    let mut pass = Pass::new(&vf, vault, &par, vault_len, mode);
-    for i in 0..stripes {
-        crate::signal::check()?;
-        pass.stripe(i, &mut report)?;
-    }
-    if pass.beyond {
+    let passed = std::thread::scope(|scope| -> Result<_> {
+        let mut pass = Pass::new(scope, &vf, vault, &par, vault_len, mode);
+        for i in 0..stripes {
+            crate::signal::check()?;
+            pass.stripe(i, &mut report)?;
+        }
+        if pass.beyond {
+            return Ok(None);
+        }
+        // Bytes beyond the recorded length are damage too: rewrite
+        // without them.
+        if vmeta.len() != vault_len && pass.copier.is_none() {
+            pass.start_copier()?;
+        }
+        pass.finish().map(Some)
+    })?;
+    let Some((digest, out)) = passed else {
         let d = report
             .damage
             .iter()
@@ -807,12 +827,7 @@ pub fn repair(vault: &Path, par_path: &Path) -> Result<RepairReport> {
             d.stripe, d.offset, d.damaged_data_shards, d.usable_recovery_shards
         );
         return Ok(unrepairable(report, &why));
-    }
-    // Bytes beyond the recorded length are damage too: rewrite without them.
-    if vmeta.len() != vault_len && pass.out.is_none() {
-        pass.start_output()?;
-    }
-    let (digest, out) = pass.finish()?;
+    };
     if digest != expected {
         let lost = report.parity_state.tables_lost > 0;
         let why = match (&out, lost) {
@@ -839,30 +854,45 @@ pub fn repair(vault: &Path, par_path: &Path) -> Result<RepairReport> {
 }
 
 /// The single pass of a repair over the vault's stripes.
-struct Pass<'a> {
-    vf: &'a fs::File,
-    vault: &'a Path,
-    par: &'a ParFile,
+struct Pass<'scope, 'env> {
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    vf: &'env fs::File,
+    vault: &'env Path,
+    par: &'env ParFile,
     vault_len: u64,
     mode: u32,
     buf: Vec<u8>,
     hasher: Sha256,
-    /// The rebuilt vault, from the first damaged stripe on.
-    out: Option<crate::io::AtomicFile>,
+    /// The thread writing the rebuilt vault, from the first damage on.
+    copier: Option<Copier<'scope>>,
     decoder: Option<HighRateDecoder<DefaultEngine>>,
     /// A stripe was beyond its budget: stop writing, keep reporting.
     beyond: bool,
 }
 
-impl<'a> Pass<'a> {
+/// The writer of the rebuilt vault: [`copy_out`] on a thread of its own,
+/// fed one message per stripe.
+struct Copier<'scope> {
+    tx: mpsc::SyncSender<Rebuilt>,
+    thread: std::thread::ScopedJoinHandle<'scope, Result<crate::io::AtomicFile>>,
+}
+
+/// What the pass tells the copier: stripe `i` is checked, and these are
+/// its rebuilt data shards (index in the stripe, bytes); `None`: the
+/// pass is complete.
+type Rebuilt = Option<(u64, Vec<(usize, Vec<u8>)>)>;
+
+impl<'scope, 'env> Pass<'scope, 'env> {
     fn new(
-        vf: &'a fs::File,
-        vault: &'a Path,
-        par: &'a ParFile,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        vf: &'env fs::File,
+        vault: &'env Path,
+        par: &'env ParFile,
         vault_len: u64,
         mode: u32,
-    ) -> Pass<'a> {
+    ) -> Pass<'scope, 'env> {
         Pass {
+            scope,
             vf,
             vault,
             par,
@@ -870,14 +900,14 @@ impl<'a> Pass<'a> {
             mode,
             buf: vec![0u8; par.geometry.stripe_bytes() as usize],
             hasher: Sha256::new(),
-            out: None,
+            copier: None,
             decoder: None,
             beyond: false,
         }
     }
 
-    /// Check stripe `i`, rebuild it if damaged, hash it, write it if a
-    /// rebuilt vault is being written.
+    /// Check stripe `i`, rebuild it if damaged, hash it, and hand it to
+    /// the copier if the rebuilt vault is being written.
     fn stripe(&mut self, i: u64, report: &mut RepairReport) -> Result<()> {
         let g = self.par.geometry;
         let s = g.shard as usize;
@@ -902,24 +932,13 @@ impl<'a> Pass<'a> {
                 table_lost: true,
                 ..StripeDamage::default()
             });
-            return self.emit(bytes);
+            return self.emit(i, bytes, Vec::new());
         };
-        let bad: Vec<usize> = stripe
-            .chunks_exact(s)
-            .enumerate()
-            .filter(|(j, sh)| (j * s) >= got || crc(sh) != table.data[*j])
-            .map(|(j, _)| j)
-            .collect();
+        let bad = damaged_shards(stripe, s, got, &table.data);
         if bad.is_empty() {
-            return self.emit(bytes);
+            return self.emit(i, bytes, Vec::new());
         }
-        let usable: Vec<(u32, Vec<u8>)> = (0..m)
-            .filter_map(|j| {
-                self.par
-                    .recovery(i, k, j, table.recovery[j as usize])
-                    .map(|r| (j, r))
-            })
-            .collect();
+        let usable = self.par.recovery(i, k, &table);
         report.damaged_shards += bad.len() as u64;
         let repairable = usable.len() >= bad.len();
         report.damage.push(StripeDamage {
@@ -932,14 +951,15 @@ impl<'a> Pass<'a> {
             table_lost: false,
         });
         if !repairable {
+            // Stop the copier: its temporary file goes with it.
             self.beyond = true;
-            self.out = None;
+            self.copier = None;
         }
         if self.beyond {
             return Ok(());
         }
-        if self.out.is_none() {
-            self.start_output()?;
+        if self.copier.is_none() {
+            self.start_copier()?;
         }
         let stripe = &mut self.buf[..k as usize * s];
         self.decoder = Some(decode_stripe(
@@ -952,56 +972,208 @@ impl<'a> Pass<'a> {
             stripe,
             self.decoder.take(),
         )?);
-        // Only the rebuilt shards are written: the rest of the copy is
-        // the vault's own bytes, checked by their CRCs.
-        if let Some(out) = &self.out {
-            for &j in &bad {
-                let from = j * s;
-                let to = ((j + 1) * s).min(bytes);
-                out.file()
-                    .write_all_at(&self.buf[from..to], start + from as u64)
-                    .map_err(|e| Error::io("cannot write", out.temp_path(), e))?;
-            }
-        }
-        self.emit(bytes)
+        let rebuilt = bad
+            .iter()
+            .map(|&j| (j, self.buf[j * s..(j + 1) * s].to_vec()))
+            .collect();
+        self.emit(i, bytes, rebuilt)
     }
 
-    /// Hash the stripe in the buffer and write it if a rebuilt vault is
-    /// being written.
-    /// Hash the (rebuilt) stripe in the buffer.
-    fn emit(&mut self, bytes: usize) -> Result<()> {
-        if !self.beyond {
-            self.hasher.update(&self.buf[..bytes]);
+    /// Hash the (rebuilt) stripe `i` in the buffer and tell the copier,
+    /// if there is one, which shards it rebuilt.
+    fn emit(&mut self, i: u64, bytes: usize, rebuilt: Vec<(usize, Vec<u8>)>) -> Result<()> {
+        if self.beyond {
+            return Ok(());
         }
-        Ok(())
+        self.hasher.update(&self.buf[..bytes]);
+        self.send(Some((i, rebuilt)))
     }
 
-    /// Start the rebuilt vault beside the vault: a copy of its first
-    /// `vault_len` bytes (as many as it has), made by the kernel
-    /// (copy_file_range: no pass through this process, and a shared-extent
-    /// clone on filesystems that can), into which the rebuilt shards are
-    /// then written at their places.
-    fn start_output(&mut self) -> Result<()> {
+    fn send(&mut self, msg: Rebuilt) -> Result<()> {
+        let Some(c) = &self.copier else {
+            return Ok(());
+        };
+        if c.tx.send(msg).is_ok() {
+            return Ok(());
+        }
+        // The copier stopped early: its error says why.
+        let c = self.copier.take().expect("the copier is there");
+        drop(c.tx);
+        match c.thread.join() {
+            Ok(Err(e)) => Err(e),
+            _ => Err(copier_stopped(self.vault)),
+        }
+    }
+
+    /// Start writing the rebuilt vault beside the vault. The copier
+    /// writes every stripe before the current one at once, then each one
+    /// the pass sends.
+    fn start_copier(&mut self) -> Result<()> {
         let out = crate::io::AtomicFile::create(self.vault)?;
         out.set_mode(self.mode)?;
-        let mut r = self.vf;
-        r.seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io("cannot read", self.vault, e))?;
-        io::copy(&mut r.take(self.vault_len), &mut out.file())
-            .map_err(|e| Error::io("cannot write", out.temp_path(), e))?;
-        self.out = Some(out);
+        let (tx, rx) = mpsc::sync_channel(2);
+        let (vf, vault, par, len) = (self.vf, self.vault, self.par, self.vault_len);
+        let thread = self
+            .scope
+            .spawn(move || copy_out(vf, vault, par, len, out, rx));
+        self.copier = Some(Copier { tx, thread });
         Ok(())
     }
 
-    /// The digest of the rebuilt vault, and the rebuilt vault (cut or
-    /// extended to the recorded length) if one was written.
-    fn finish(self) -> Result<([u8; 32], Option<crate::io::AtomicFile>)> {
-        if let Some(out) = &self.out {
-            out.file()
-                .set_len(self.vault_len)
-                .map_err(|e| Error::io("cannot write", out.temp_path(), e))?;
+    /// The digest of the (rebuilt) vault, and the rebuilt vault if one
+    /// was written: complete, cut or extended to the recorded length,
+    /// not yet synced.
+    fn finish(mut self) -> Result<([u8; 32], Option<crate::io::AtomicFile>)> {
+        self.send(None)?;
+        let out = match self.copier.take() {
+            Some(c) => {
+                drop(c.tx);
+                match c.thread.join() {
+                    Ok(r) => Some(r?),
+                    Err(_) => return Err(copier_stopped(self.vault)),
+                }
+            }
+            None => None,
+        };
+        Ok((self.hasher.finalize().into(), out))
+    }
+}
+
+fn write_error(out: &crate::io::AtomicFile, e: io::Error) -> Error {
+    Error::io("cannot write", out.temp_path(), e)
+}
+
+fn copier_stopped(vault: &Path) -> Error {
+    Error::io(
+        "cannot write the repaired copy of",
+        vault,
+        io::Error::other("its writer thread stopped"),
+    )
+}
+
+/// The data shards of a stripe (zero-padded, `got` bytes of it read from
+/// the vault) that are damaged: missing from the vault, or not matching
+/// their CRC in `crcs`.
+/// An empty `crcs` checks nothing (a stripe whose table is lost).
+fn damaged_shards(stripe: &[u8], s: usize, got: usize, crcs: &[u32]) -> Vec<usize> {
+    if crcs.is_empty() {
+        return Vec::new();
+    }
+    stripe
+        .chunks_exact(s)
+        .enumerate()
+        .filter(|(j, sh)| (j * s) >= got || crc(sh) != crcs[*j])
+        .map(|(j, _)| j)
+        .collect()
+}
+
+/// Read size of the copier.
+const COPY_CHUNK: usize = 4 << 20;
+
+/// The copier: write the rebuilt vault into `out`, stripe by stripe in
+/// order, as the pass reports them checked, and return it complete.
+fn copy_out(
+    vf: &fs::File,
+    vault: &Path,
+    par: &ParFile,
+    vault_len: u64,
+    out: crate::io::AtomicFile,
+    rx: mpsc::Receiver<Rebuilt>,
+) -> Result<crate::io::AtomicFile> {
+    let s = par.geometry.shard as usize;
+    let mut c = CopyOut {
+        vf,
+        vault,
+        par,
+        vault_len,
+        buf: vec![0u8; COPY_CHUNK.max(s) / s * s],
+        out,
+    };
+    let mut next = 0;
+    // A closed channel without the final message: the pass gave up, and
+    // the temporary file goes.
+    while let Some((i, rebuilt)) = rx.recv().map_err(|_| copier_stopped(vault))? {
+        // The first message may be for a later stripe: the ones before
+        // it are intact, and copied now.
+        for j in next..i {
+            c.stripe(j, &[])?;
         }
-        Ok((self.hasher.finalize().into(), self.out))
+        c.stripe(i, &rebuilt)?;
+        next = i + 1;
+    }
+    for j in next..par.geometry.stripes(vault_len) {
+        c.stripe(j, &[])?;
+    }
+    c.out
+        .file()
+        .set_len(vault_len)
+        .map_err(|e| Error::io("cannot write", c.out.temp_path(), e))?;
+    Ok(c.out)
+}
+
+struct CopyOut<'a> {
+    vf: &'a fs::File,
+    vault: &'a Path,
+    par: &'a ParFile,
+    vault_len: u64,
+    out: crate::io::AtomicFile,
+    buf: Vec<u8>,
+}
+
+impl CopyOut<'_> {
+    /// Write stripe `i`: read again from the vault, every shard checked
+    /// against its CRC once more and written from the buffer it was
+    /// checked in, so the copy holds exactly the bytes the pass hashed (a
+    /// vault that changed in between is an error, not a silent bad copy);
+    /// the `rebuilt` shards (sorted by index) take the places of the
+    /// damaged ones.
+    fn stripe(&mut self, i: u64, rebuilt: &[(usize, Vec<u8>)]) -> Result<()> {
+        let g = self.par.geometry;
+        let s = g.shard as usize;
+        let start = i * g.stripe_bytes();
+        let bytes = (self.vault_len - start).min(g.stripe_bytes());
+        let table = self.par.table(i, self.vault_len).table;
+        let mut off = 0u64;
+        while off < bytes {
+            let n = (bytes - off).min(self.buf.len() as u64) as usize;
+            let span = n.div_ceil(s) * s;
+            let buf = &mut self.buf[..span];
+            let got = read_upto(self.vf, &mut buf[..n], start + off)
+                .map_err(|e| Error::io("cannot read", self.vault, e))?;
+            buf[n..].fill(0);
+            let first = off as usize / s;
+            // Without a table (lost) the bytes go as they are, as the
+            // pass hashed them.
+            let crcs = table
+                .as_ref()
+                .map_or(&[][..], |t| &t.data[first..first + span / s]);
+            for j in damaged_shards(buf, s, got, crcs) {
+                let Ok(r) = rebuilt.binary_search_by_key(&(first + j), |(rj, _)| *rj) else {
+                    return Err(Error::integrity(format!(
+                        "{}: vault bytes from {} changed while it was being repaired; nothing was changed",
+                        self.vault.display(),
+                        start + ((first + j) * s) as u64
+                    )));
+                };
+                buf[j * s..(j + 1) * s].copy_from_slice(&rebuilt[r].1);
+            }
+            self.out
+                .file()
+                .write_all_at(&buf[..n], start + off)
+                .map_err(|e| write_error(&self.out, e))?;
+            off += n as u64;
+        }
+        // Start this stripe's write-back now (FADV_DONTNEED writes dirty
+        // pages back asynchronously, as sync_file_range would), so that
+        // the disk works beside the pass instead of all in the final
+        // fsync. Advice only: its failure changes nothing.
+        let _ = rustix::fs::fadvise(
+            self.out.file(),
+            start,
+            std::num::NonZeroU64::new(bytes),
+            rustix::fs::Advice::DontNeed,
+        );
+        Ok(())
     }
 }
 
@@ -1152,11 +1324,7 @@ fn count_damaged_recovery(par: &ParFile, vault_len: u64) -> u64 {
         let k = g.k_of(i, vault_len);
         let m = g.recovery_for(k);
         match par.table(i, vault_len).table {
-            Some(t) => {
-                bad += (0..m)
-                    .filter(|&j| par.recovery(i, k, j, t.recovery[j as usize]).is_none())
-                    .count() as u64
-            }
+            Some(t) => bad += m as u64 - par.recovery(i, k, &t).len() as u64,
             None => bad += m as u64,
         }
     }
@@ -1190,6 +1358,52 @@ mod tests {
             assert_eq!(t.vault_len, len);
             assert!(Block::parse(&p[..BLOCK_LEN], KIND_HEADER).is_some());
         }
+    }
+
+    /// The copier writes the stripes before the first one it is sent,
+    /// puts rebuilt shards in place, and refuses a damaged shard the pass
+    /// did not rebuild (the vault changed under the repair).
+    #[test]
+    fn the_copier_writes_what_the_pass_checked_and_nothing_else() {
+        let g = Geometry {
+            shard: 64,
+            stripe: 10,
+            percent: 20,
+        };
+        let data: Vec<u8> = (0..6401u64).map(|i| (i * 7 % 251) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let vault = dir.path().join("v.vault");
+        let par_path = dir.path().join("v.vault.par");
+        fs::write(&par_path, par_of(&data, g)).unwrap();
+        let par = ParFile::open(&par_path).unwrap();
+        // Shard 3 of stripe 5 rotted.
+        let at = 5 * 640 + 3 * 64;
+        let mut bad = data.clone();
+        bad[at + 10] ^= 1;
+        fs::write(&vault, &bad).unwrap();
+        let vf = fs::File::open(&vault).unwrap();
+        let run = |msgs: Vec<Rebuilt>| {
+            let (tx, rx) = mpsc::sync_channel(msgs.len());
+            for m in msgs {
+                tx.send(m).unwrap();
+            }
+            drop(tx);
+            let out = crate::io::AtomicFile::create(&vault).unwrap();
+            copy_out(&vf, &vault, &par, data.len() as u64, out, rx)
+                .map(|o| fs::read(o.temp_path()).unwrap())
+        };
+        let shard = data[at..at + 64].to_vec();
+        let copy = run(vec![Some((5, vec![(3, shard)])), None]).unwrap();
+        assert!(copy == data);
+        let e = run(vec![Some((5, Vec::new())), None]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("changed while it was being repaired"),
+            "{e}"
+        );
+        // A pass that stops without its last message leaves no copy.
+        assert!(run(vec![Some((5, Vec::new()))]).is_err());
+        assert!(run(vec![Some((2, Vec::new()))]).is_err());
     }
 
     #[test]

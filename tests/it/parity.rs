@@ -303,6 +303,16 @@ fn stripes_are_repaired_or_refused_one_by_one() {
     p.assert_pristine();
     p.assert_age_decrypts();
 
+    // Damage in the last stripe only: the intact stripes before it are
+    // copied into the rebuilt vault too.
+    let mut bad = p.pristine.clone();
+    damage_shards(&mut bad, [2 * K + 1, n - 1]);
+    p.write_vault(&bad);
+    let (code, json, err) = p.repair(&[]);
+    assert_eq!((code, &json["outcome"]), (0, &"repaired".into()), "{err}");
+    assert_eq!(json["damage"][0]["stripe"], 2);
+    p.assert_pristine();
+
     // A burst beyond the middle stripe's budget: refused, whatever the
     // other stripes could do.
     let mut bad = p.pristine.clone();
