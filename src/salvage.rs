@@ -4,7 +4,9 @@
 //!
 //! A file is restored into DEST only when all of its bytes come from age
 //! chunks that authenticate *and* its size and SHA-256 match the entry
-//! recorded in `casevault.json`. Everything else is listed: as *lost*
+//! recorded in `casevault.json` (or, where that is lost and the payload
+//! manifest survives, the SHA-256 the manifest lists: content only, no
+//! modes or times). Everything else is listed: as *lost*
 //! (recorded, but not recoverable as recorded) or as *unverifiable* (found
 //! in the payload, but no recorded digest survives to check it against).
 //! Unverifiable bytes go, only when asked (`--unverified DIR`), to a
@@ -174,13 +176,25 @@ pub fn salvage(opts: SalvageOptions) -> Result<SalvageReport> {
     let remember = crate::keys::Remembering::new(&opts.identities);
     let ids: [&dyn age::Identity; 1] = [&remember];
     check_header(&opts.vault, &ids)?;
-    let problem = match open_index(&opts.vault, &ids) {
+    let (problem, manifest) = match open_index(&opts.vault, &ids) {
         Ok(Some(ix)) => return indexed(&opts, &ids, ix),
-        Ok(None) => None,
-        Err(Error::Integrity(f)) => Some(f.to_string()),
+        Ok(None) => (None, None),
+        Err(Error::Integrity(f)) => (Some(f.to_string()), manifest_from_end(&opts.vault, &ids)),
         Err(e) => return Err(e),
     };
-    scan(&opts, &ids, problem)
+    scan(&opts, &ids, problem, manifest)
+}
+
+/// A version 3 vault whose index does not check may still have an intact
+/// end and payload manifest (the damage is in `casevault.json`): then the
+/// manifest, checked against the tag manifest, is the record the scan
+/// verifies files against, with the case id the tail names. Anything
+/// wrong: none.
+fn manifest_from_end(vault: &Path, ids: &[&dyn age::Identity]) -> Option<(String, Vec<u8>)> {
+    let mut rv = RandomVault::open_salvage(vault, ids).ok()??;
+    let tail = random::read_tail(&mut rv).ok()??;
+    let m = random::read_manifest(&std::cell::RefCell::new(rv), &tail).ok()?;
+    Some((tail.case_id, m))
 }
 
 fn same_place(a: &Path, b: &Path) -> bool {
@@ -696,6 +710,7 @@ fn scan(
     opts: &SalvageOptions,
     ids: &[&dyn age::Identity],
     problem: Option<String>,
+    manifest: Option<(String, Vec<u8>)>,
 ) -> Result<SalvageReport> {
     let mut places = Places::new(opts)?;
     // Files found go first to a scratch directory beside DEST; only what
@@ -704,7 +719,7 @@ fn scan(
         Ok(s) => s,
         Err(e) => return Err(places.discard(e)),
     };
-    let res = scan_in(opts, ids, problem, &mut places, &scratch);
+    let res = scan_in(opts, ids, problem, manifest, &mut places, &scratch);
     let res = match res {
         Ok(r) => Ok(r),
         Err(e) => Err(places.discard(e)),
@@ -736,6 +751,7 @@ struct Scanned {
     damage: Vec<Damage>,
     stopped: Option<Stopped>,
     json: Option<Vec<u8>>,
+    manifest: Option<Vec<u8>>,
     tagmanifest: Option<Vec<u8>>,
 }
 
@@ -743,6 +759,7 @@ fn scan_in(
     opts: &SalvageOptions,
     ids: &[&dyn age::Identity],
     problem: Option<String>,
+    manifest: Option<(String, Vec<u8>)>,
     places: &mut Places,
     scratch: &StagingDir,
 ) -> Result<SalvageReport> {
@@ -757,33 +774,47 @@ fn scan_in(
     report.case_id = s.case_id.clone();
     report.stopped = s.stopped;
     report.damage = std::mem::take(&mut s.damage);
-    let json = s.json.as_ref().and_then(|j| {
-        let listed = s.tagmanifest.as_ref().and_then(|t| {
-            let text = std::str::from_utf8(t).ok()?;
-            let lines = crate::manifest::parse(format::TAGMANIFEST, text).ok()?;
-            lines
-                .into_iter()
-                .find(|(n, _)| n == format::CASEVAULT_JSON)
-                .map(|(_, h)| h)
-        });
-        // Checked by the tag manifest where it survives; else by age alone.
-        if s.tagmanifest.is_some() && listed.as_deref() != Some(hex(&Sha256::digest(j)).as_str()) {
-            return None;
-        }
-        CaseJson::parse(j)
-            .ok()
-            .filter(|c| Some(&c.case_id) == s.case_id.as_ref())
+    let tm = s.tagmanifest.as_deref();
+    let json = s
+        .json
+        .as_ref()
+        .filter(|j| tag_checks(tm, format::CASEVAULT_JSON, j))
+        .and_then(|j| CaseJson::parse(j).ok())
+        .filter(|c| Some(&c.case_id) == s.case_id.as_ref());
+    // Without casevault.json, the payload manifest is the record: read
+    // from the end (a version 3 vault whose end is intact), or by the
+    // scan (read past the damage in a raw tar).
+    let manifest = match (&json, manifest) {
+        (Some(_), _) => None,
+        (None, Some((id, m))) => (Some(&id) == s.case_id.as_ref()).then_some(m),
+        (None, None) => s
+            .manifest
+            .take()
+            .filter(|m| tag_checks(tm, format::MANIFEST, m)),
+    };
+    let manifest = manifest.and_then(|m| {
+        let text = String::from_utf8(m).ok()?;
+        crate::manifest::parse(format::MANIFEST, &text).ok()
     });
-    report.index = match (&json, problem) {
-        (Some(_), _) => IndexState {
+    report.index = match (&json, &manifest, problem) {
+        (Some(_), _, _) => IndexState {
             state: "checked",
             problem: None,
         },
-        (None, Some(p)) => IndexState {
+        (None, Some(_), p) => IndexState {
+            state: "manifest",
+            problem: Some(format!(
+                "{}casevault.json could not be used, so files were verified against \
+                 manifest-sha256.txt (their content only): the modes, times, empty \
+                 directories and symbolic links that casevault.json records are not restored",
+                p.map(|p| format!("{p}; ")).unwrap_or_default()
+            )),
+        },
+        (None, None, Some(p)) => IndexState {
             state: "damaged",
             problem: Some(p),
         },
-        (None, None) => IndexState {
+        (None, None, None) => IndexState {
             state: "missing",
             problem: Some(
                 "the scan did not reach an intact casevault.json (it lies after the damage)".into(),
@@ -863,6 +894,16 @@ fn scan_in(
             }
         }
     }
+    if let Some(lines) = &manifest {
+        by_manifest(
+            lines,
+            &mut found,
+            &mut s.partial,
+            places,
+            scratch,
+            &mut report,
+        )?;
+    }
     for (p, size, got) in s.partial.iter().filter(|_| json.is_none()) {
         let rel = case_rel(p);
         let copy = places.uv.put(&scratch.path.join(rel), rel)?;
@@ -886,6 +927,8 @@ fn scan_in(
             sha256: f.sha256,
             reason: if json.is_some() {
                 "not recorded in casevault.json".into()
+            } else if manifest.is_some() {
+                "not listed in manifest-sha256.txt".into()
             } else {
                 "complete and authenticated by age, but no recorded size and SHA-256 survive to check it against".into()
             },
@@ -908,6 +951,93 @@ fn scan_in(
         ..head
     };
     finish(opts, places, &json, report)
+}
+
+/// Whether a tag file the scan read whole has the digest the tag manifest
+/// gives it, where the scan read the tag manifest too; else it rests on
+/// age's authentication alone (the tag manifest is a hash inside the same
+/// authenticated stream).
+fn tag_checks(tagmanifest: Option<&[u8]>, name: &str, data: &[u8]) -> bool {
+    let Some(t) = tagmanifest else {
+        return true;
+    };
+    let listed = std::str::from_utf8(t)
+        .ok()
+        .and_then(|text| crate::manifest::parse(format::TAGMANIFEST, text).ok())
+        .and_then(|lines| lines.into_iter().find(|(n, _)| n == name))
+        .map(|(_, h)| h);
+    listed.as_deref() == Some(hex(&Sha256::digest(data)).as_str())
+}
+
+/// Verify the files the scan found against the payload manifest's lines
+/// (path, SHA-256) when `casevault.json` is lost: a file whose SHA-256 is
+/// the listed one goes into DEST, with the directories its path implies;
+/// every other listed file is lost.
+fn by_manifest(
+    lines: &[(String, String)],
+    found: &mut HashMap<String, Found>,
+    partial: &mut Vec<(String, u64, u64)>,
+    places: &mut Places,
+    scratch: &StagingDir,
+    report: &mut SalvageReport,
+) -> Result<()> {
+    let root = places.dest.path.clone();
+    let mut x = Staging {
+        root: root.clone(),
+        fd: places.dest.fd.as_fd(),
+        parent: ParentCache::default(),
+    };
+    let mut made = HashSet::new();
+    for (path, sha256) in lines {
+        crate::signal::check()?;
+        let rel = case_rel(path);
+        let f = found.remove(path);
+        if f.as_ref().is_some_and(|f| f.sha256 == *sha256) {
+            for (i, _) in rel.match_indices('/') {
+                if made.insert(rel[..i].to_string()) {
+                    x.dir(&rel[..i])?;
+                    report.restored.dirs += 1;
+                }
+            }
+            fs::rename(scratch.path.join(rel), root.join(rel))
+                .map_err(|err| Error::io("cannot move", &root.join(rel), err))?;
+            report.restored.files += 1;
+            report.restored.bytes += f.map_or(0, |f| f.size);
+            continue;
+        }
+        let cut = partial
+            .iter()
+            .position(|(p, _, _)| p == path)
+            .map(|i| partial.remove(i));
+        let (reason, size, copy) = match (f, cut) {
+            (Some(f), _) => (
+                format!(
+                    "its bytes decrypt but have SHA-256 {}, manifest-sha256.txt records {sha256}",
+                    f.sha256
+                ),
+                Some(f.size),
+                places.uv.put(&scratch.path.join(rel), rel)?,
+            ),
+            (None, Some((_, size, got))) => (
+                format!("damage cuts it: {got} of {size} bytes read before it"),
+                Some(size),
+                places.uv.put(&scratch.path.join(rel), rel)?,
+            ),
+            (None, None) => (
+                "its tar entry lies in damaged or unread bytes".to_string(),
+                None,
+                None,
+            ),
+        };
+        report.lost.push(Lost {
+            path: rel.to_string(),
+            kind: "file",
+            size,
+            reason,
+            unverified_copy: copy,
+        });
+    }
+    Ok(())
 }
 
 /// Read the plaintext from its start: every regular file under `data/`
@@ -1351,8 +1481,9 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
             continue;
         }
         if !payload {
-            // A tag file: keep casevault.json and the tag manifest.
+            // A tag file: keep casevault.json and the manifests.
             let keep = bag == format::CASEVAULT_JSON && size <= format::MAX_JSON_ABSOLUTE
+                || bag == format::MANIFEST && size <= format::MAX_MANIFEST_ABSOLUTE
                 || bag == format::TAGMANIFEST && size <= format::MAX_SMALL_TAG_FILE;
             let mut data = Vec::new();
             let mut left = padded;
@@ -1368,6 +1499,8 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
             }
             if bag == format::CASEVAULT_JSON && keep {
                 s.json = Some(data);
+            } else if bag == format::MANIFEST && keep {
+                s.manifest = Some(data);
             } else if bag == format::TAGMANIFEST && keep {
                 s.tagmanifest = Some(data);
             }

@@ -481,6 +481,13 @@ fn small_tag(rv: &RefCell<RandomVault>, tail: &Tail, name: &str, cap: u64) -> Re
     Ok(data)
 }
 
+/// The payload manifest read from the end alone, checked against the tag
+/// manifest: what salvage verifies files against when `casevault.json`
+/// is damaged (FORMAT §14.4).
+pub fn read_manifest(rv: &RefCell<RandomVault>, tail: &Tail) -> Result<Vec<u8>> {
+    small_tag(rv, tail, format::MANIFEST, format::MAX_MANIFEST_ABSOLUTE)
+}
+
 /// Hashes what it reads: SHA-256, and SHA-512 when asked (for
 /// `casevault.json`, whose signature may use it).
 struct Hashing<R> {

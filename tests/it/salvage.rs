@@ -568,6 +568,100 @@ fn a_damaged_index_leaves_every_file_unverified() {
     }
 }
 
+/// Damage that costs `casevault.json` alone: the payload manifest, read
+/// from the end (version 3) or by the scan past the damage (a version 1
+/// raw tar), is the record every file is verified against.
+#[test]
+fn a_damaged_casevault_json_falls_back_to_the_manifest() {
+    let fx = Fx::new();
+    let c = case(&fx, "MAN-1");
+    // Enough entries that casevault.json spans zstd frames and age
+    // chunks of its own (about 3 MiB of it).
+    for f in 0..12_000 {
+        let name = format!("many/{}/{f:05}-{}.txt", f / 1000, "n".repeat(80));
+        c.file(&name, format!("{f}\n").as_bytes());
+    }
+    for compress in ["zstd", "none"] {
+        let clean = fx.vault(&format!("man-{compress}.vault"));
+        fx.seal(&c.root, &clean, &["--compress", compress]);
+        let g = geometry(&clean, &fx.key);
+        // The manifest's header follows casevault.json's data.
+        let man_start = g.json.1.div_ceil(512) * 512;
+        let k = (0..g.chunks())
+            .find(|&k| {
+                let r = g.damaged_tar(k);
+                !r.is_empty()
+                    && r.iter()
+                        .all(|&(a, b)| a >= g.json.0 + 512 && b <= man_start)
+            })
+            .expect("a chunk inside casevault.json alone");
+        let vault = fx.vault(&format!("man-{compress}-damaged.vault"));
+        fs::copy(&clean, &vault).unwrap();
+        damage_chunk(&vault, &g, k, 11);
+        let dest = fx.dest(&format!("man-{compress}"));
+        let j = salvage(&fx, &vault, &dest, &[], 3);
+        assert_eq!(j["read"], "scan", "{compress}");
+        assert_eq!(
+            j["index"]["state"], "manifest",
+            "{compress}: {}",
+            j["index"]
+        );
+        assert!(j["index"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("manifest-sha256.txt"));
+        assert_eq!(j["lost"], serde_json::json!([]), "{compress}");
+        assert_eq!(j["unverifiable"], serde_json::json!([]), "{compress}");
+        assert_eq!(j["restored"]["symlinks"], 0);
+        // Every file, byte for byte; modes and times are casevault.json's
+        // and are not restored.
+        let all = all_files(&c.root);
+        assert_eq!(files_under(&dest), all, "{compress}");
+        assert_eq!(j["restored"]["files"], all.len());
+        for p in &all {
+            assert!(
+                fs::read(c.root.join(p)).unwrap() == fs::read(dest.join(p)).unwrap(),
+                "{compress}: {p} differs"
+            );
+        }
+    }
+
+    // Version 1, raw tar: no index at the end, so the scan reads past
+    // the damaged chunk to the manifest and the tag manifest.
+    let mut r = Recipe::new("MAN-2").dir("data/d");
+    let mut files = Vec::new();
+    for i in 0..2500 {
+        let p = format!("data/d/{i:05}-{}.txt", "x".repeat(90));
+        let data = format!("line {i}\n").into_bytes();
+        r = r.file(&p, &data);
+        files.push((p.strip_prefix("data/").unwrap().to_string(), data));
+    }
+    let bag = Bag::from_recipe(&r, casevault::format::Compression::None);
+    let clean = write_vault(&fx, "man-v1.vault", &bag.plaintext());
+    let plain = decrypt_vault(&clean, &fx.key);
+    let json_end = tar_end_of(&plain, "casevault.json");
+    let json_len = bag.tag("casevault.json").len() as u64;
+    // A chunk wholly inside casevault.json's data.
+    let k = (json_end - json_len).div_ceil(CHUNK);
+    assert!((k + 1) * CHUNK <= json_end, "casevault.json spans a chunk");
+    let bytes = fs::read(&clean).unwrap();
+    let mac = bytes.windows(5).position(|w| w == b"\n--- ").unwrap() + 1;
+    let hl = bytes[mac..].iter().position(|&b| b == b'\n').unwrap() + mac + 1;
+    let mut b = bytes.clone();
+    b[hl + 16 + k as usize * AGE_CHUNK + 5] ^= 1;
+    let vault = fx.vault("man-v1-damaged.vault");
+    fs::write(&vault, b).unwrap();
+    let dest = fx.dest("man-v1");
+    let j = salvage(&fx, &vault, &dest, &[], 3);
+    assert_eq!(j["index"]["state"], "manifest", "{}", j["index"]);
+    assert_eq!(j["lost"], serde_json::json!([]));
+    assert_eq!(j["unverifiable"], serde_json::json!([]));
+    assert_eq!(j["restored"]["files"], files.len());
+    for (p, data) in &files {
+        assert_eq!(&fs::read(dest.join(p)).unwrap(), data, "{p}");
+    }
+}
+
 #[test]
 fn a_damaged_age_header_salvages_nothing_and_says_why() {
     let fx = Fx::new();
