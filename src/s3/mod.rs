@@ -306,6 +306,14 @@ impl Client {
         })
     }
 
+    /// Run one request to completion on the calling thread. The runtime
+    /// is current_thread, and the upload pool calls this from
+    /// `upload::IN_FLIGHT` threads at once: tokio allows `block_on` on a
+    /// current_thread runtime from several threads (one of them drives
+    /// the I/O driver for all; each polls its own request, so signing and
+    /// hashing run in parallel). Measured with 4 and 8 uploader threads
+    /// against radosgw (docs/PERFORMANCE.md): uploads keep up with
+    /// sealing, so a multi_thread runtime would only add threads.
     fn run<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
