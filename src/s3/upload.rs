@@ -51,8 +51,9 @@ pub fn part_size(n: u32) -> u64 {
     PART_SIZE << ((n.max(1) - 1) / DOUBLE_EVERY).min(9)
 }
 
-/// The most parts held in memory or temporary files at once: the ones in
-/// flight, the one waiting to be taken by a thread, the one filling.
+/// The most parts held in memory or temporary files at once: the
+/// [`IN_FLIGHT`] ones the threads upload, and the one filling (which, when
+/// full, waits in the rendezvous channel until a thread is free).
 pub const PARTS_HELD: usize = IN_FLIGHT + 1;
 
 /// What an upload wrote.
