@@ -97,6 +97,8 @@ pub fn is_s3(p: &Path) -> bool {
 pub struct Head {
     pub size: u64,
     pub version_id: Option<String>,
+    /// The ETag; a multipart object's ends in `-N`, N its parts.
+    pub etag: Option<String>,
 }
 
 /// Object Lock retention of one object version.
@@ -304,6 +306,14 @@ impl Client {
         })
     }
 
+    /// Run one request to completion on the calling thread. The runtime
+    /// is current_thread, and the upload pool calls this from
+    /// `upload::IN_FLIGHT` threads at once: tokio allows `block_on` on a
+    /// current_thread runtime from several threads (one of them drives
+    /// the I/O driver for all; each polls its own request, so signing and
+    /// hashing run in parallel). Measured with 4 and 8 uploader threads
+    /// against radosgw (docs/PERFORMANCE.md): uploads keep up with
+    /// sealing, so a multi_thread runtime would only add threads.
     fn run<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
@@ -323,6 +333,7 @@ impl Client {
             Ok(o) => Ok(Some(Head {
                 size: o.content_length().unwrap_or(0).max(0) as u64,
                 version_id: o.version_id().map(str::to_string),
+                etag: o.e_tag().map(str::to_string),
             })),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) if matches!(status_of(&e), Some(400..=499)) => {
@@ -457,8 +468,22 @@ impl Client {
             .ok_or_else(|| s3_plain("CreateMultipartUpload", loc, "no upload id in the answer"))
     }
 
-    /// Upload part `n` (from 1); returns its ETag.
-    pub fn upload_part(&self, loc: &Location, id: &str, n: i32, bytes: Vec<u8>) -> Result<String> {
+    /// Upload part `n` (from 1); returns its ETag. Several threads may
+    /// upload parts at once (`upload::IN_FLIGHT`): they share the runtime
+    /// (see [`Client::run`]).
+    pub fn upload_part(
+        &self,
+        loc: &Location,
+        id: &str,
+        n: i32,
+        part: upload::PartBody,
+    ) -> Result<String> {
+        // A temporary file stays open (`_keep`) until the request is done:
+        // the body reads it through its descriptor.
+        let (body, _keep) = match part {
+            upload::PartBody::Mem(bytes) => (ByteStream::from(bytes), None),
+            upload::PartBody::File { file, len } => (self.file_body(loc, &file, len)?, Some(file)),
+        };
         let o = self
             .run(
                 self.sdk
@@ -467,13 +492,54 @@ impl Client {
                     .key(&loc.key)
                     .upload_id(id)
                     .part_number(n)
-                    .body(ByteStream::from(bytes))
+                    .body(body)
                     .send(),
             )
             .map_err(|e| s3_error("UploadPart", loc, e))?;
         o.e_tag()
             .map(str::to_string)
             .ok_or_else(|| s3_plain("UploadPart", loc, "no ETag in the answer"))
+    }
+
+    /// The body of a part held in an unnamed temporary file: read through
+    /// `/proc/self/fd/N` where that exists, so that the SDK can reopen it
+    /// to retry; else from the open file (no retry). The caller keeps
+    /// `file` open until the request is done.
+    fn file_body(&self, loc: &Location, file: &std::fs::File, len: u64) -> Result<ByteStream> {
+        use aws_smithy_types::byte_stream::Length;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+            if Path::new(&proc_path).exists() {
+                let r = self.run(
+                    ByteStream::read_from()
+                        .path(&proc_path)
+                        .length(Length::Exact(len))
+                        .build(),
+                );
+                if let Ok(body) = r {
+                    return Ok(body);
+                }
+            }
+        }
+        let err = |e: io::Error| {
+            Error::io(
+                "cannot read a part's temporary file for",
+                Path::new(&loc.to_string()),
+                e,
+            )
+        };
+        let mut f = file.try_clone().map_err(err)?;
+        io::Seek::seek(&mut f, io::SeekFrom::Start(0)).map_err(err)?;
+        let tfile = tokio::fs::File::from_std(f);
+        self.run(
+            ByteStream::read_from()
+                .file(tfile)
+                .length(Length::Exact(len))
+                .build(),
+        )
+        .map_err(|e| err(io::Error::other(e.to_string())))
     }
 
     /// Complete a multipart upload from its parts' ETags (in order); the
