@@ -817,16 +817,7 @@ pub fn repair(vault: &Path, par_path: &Path) -> Result<RepairReport> {
         pass.finish().map(Some)
     })?;
     let Some((digest, out)) = passed else {
-        let d = report
-            .damage
-            .iter()
-            .find(|d| !d.repairable && !d.table_lost)
-            .expect("a stripe beyond its budget is in the report");
-        let why = format!(
-            "stripe {} (vault bytes from {}): {} damaged shards, {} usable recovery shards: beyond the parity budget; nothing was changed",
-            d.stripe, d.offset, d.damaged_data_shards, d.usable_recovery_shards
-        );
-        return Ok(unrepairable(report, &why));
+        return Ok(beyond_budget(report));
     };
     if digest != expected {
         let lost = report.parity_state.tables_lost > 0;
@@ -1175,6 +1166,20 @@ impl CopyOut<'_> {
         );
         Ok(())
     }
+}
+
+/// The outcome when a stripe's damage exceeds its budget.
+fn beyond_budget(report: RepairReport) -> RepairReport {
+    let d = report
+        .damage
+        .iter()
+        .find(|d| !d.repairable && !d.table_lost)
+        .expect("a stripe beyond its budget is in the report");
+    let why = format!(
+        "stripe {} (vault bytes from {}): {} damaged shards, {} usable recovery shards: beyond the parity budget; nothing was changed",
+        d.stripe, d.offset, d.damaged_data_shards, d.usable_recovery_shards
+    );
+    unrepairable(report, &why)
 }
 
 fn unrepairable(mut report: RepairReport, why: &str) -> RepairReport {

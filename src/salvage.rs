@@ -772,55 +772,10 @@ fn scan_in(
     let mut s = read_stream(&opts.vault, ids, &mut x)?;
     drop(x);
     report.case_id = s.case_id.clone();
-    report.stopped = s.stopped;
+    report.stopped = s.stopped.take();
     report.damage = std::mem::take(&mut s.damage);
-    let tm = s.tagmanifest.as_deref();
-    let json = s
-        .json
-        .as_ref()
-        .filter(|j| tag_checks(tm, format::CASEVAULT_JSON, j))
-        .and_then(|j| CaseJson::parse(j).ok())
-        .filter(|c| Some(&c.case_id) == s.case_id.as_ref());
-    // Without casevault.json, the payload manifest is the record: read
-    // from the end (a version 3 vault whose end is intact), or by the
-    // scan (read past the damage in a raw tar).
-    let manifest = match (&json, manifest) {
-        (Some(_), _) => None,
-        (None, Some((id, m))) => (Some(&id) == s.case_id.as_ref()).then_some(m),
-        (None, None) => s
-            .manifest
-            .take()
-            .filter(|m| tag_checks(tm, format::MANIFEST, m)),
-    };
-    let manifest = manifest.and_then(|m| {
-        let text = String::from_utf8(m).ok()?;
-        crate::manifest::parse(format::MANIFEST, &text).ok()
-    });
-    report.index = match (&json, &manifest, problem) {
-        (Some(_), _, _) => IndexState {
-            state: "checked",
-            problem: None,
-        },
-        (None, Some(_), p) => IndexState {
-            state: "manifest",
-            problem: Some(format!(
-                "{}casevault.json could not be used, so files were verified against \
-                 manifest-sha256.txt (their content only): the modes, times, empty \
-                 directories and symbolic links that casevault.json records are not restored",
-                p.map(|p| format!("{p}; ")).unwrap_or_default()
-            )),
-        },
-        (None, None, Some(p)) => IndexState {
-            state: "damaged",
-            problem: Some(p),
-        },
-        (None, None, None) => IndexState {
-            state: "missing",
-            problem: Some(
-                "the scan did not reach an intact casevault.json (it lies after the damage)".into(),
-            ),
-        },
-    };
+    let (json, manifest) = records(&mut s, manifest);
+    report.index = index_state(json.is_some(), manifest.is_some(), problem);
     let mut found: HashMap<String, Found> = s.files.into_iter().collect();
     let mut kept = Vec::new();
     let root = places.dest.path.clone();
@@ -951,6 +906,66 @@ fn scan_in(
         ..head
     };
     finish(opts, places, &json, report)
+}
+
+/// The records a scan can verify files against: `casevault.json` if it
+/// read it whole (and the tag manifest, where read, agrees), else the
+/// payload manifest's lines: read from the end (`from_end`: a version 3
+/// vault whose end is intact, with the case id its tail names), or by the
+/// scan (read past the damage in a raw tar).
+fn records(
+    s: &mut Scanned,
+    from_end: Option<(String, Vec<u8>)>,
+) -> (Option<CaseJson>, Option<Vec<(String, String)>>) {
+    let tm = s.tagmanifest.as_deref();
+    let json = s
+        .json
+        .as_ref()
+        .filter(|j| tag_checks(tm, format::CASEVAULT_JSON, j))
+        .and_then(|j| CaseJson::parse(j).ok())
+        .filter(|c| Some(&c.case_id) == s.case_id.as_ref());
+    let manifest = match (&json, from_end) {
+        (Some(_), _) => None,
+        (None, Some((id, m))) => (Some(&id) == s.case_id.as_ref()).then_some(m),
+        (None, None) => s
+            .manifest
+            .take()
+            .filter(|m| tag_checks(tm, format::MANIFEST, m)),
+    };
+    let manifest = manifest.and_then(|m| {
+        let text = String::from_utf8(m).ok()?;
+        crate::manifest::parse(format::MANIFEST, &text).ok()
+    });
+    (json, manifest)
+}
+
+/// What the report says of the record a scan used.
+fn index_state(json: bool, manifest: bool, problem: Option<String>) -> IndexState {
+    match (json, manifest, problem) {
+        (true, _, _) => IndexState {
+            state: "checked",
+            problem: None,
+        },
+        (false, true, p) => IndexState {
+            state: "manifest",
+            problem: Some(format!(
+                "{}casevault.json could not be used, so files were verified against \
+                 manifest-sha256.txt (their content only): the modes, times, empty \
+                 directories and symbolic links that casevault.json records are not restored",
+                p.map(|p| format!("{p}; ")).unwrap_or_default()
+            )),
+        },
+        (false, false, Some(p)) => IndexState {
+            state: "damaged",
+            problem: Some(p),
+        },
+        (false, false, None) => IndexState {
+            state: "missing",
+            problem: Some(
+                "the scan did not reach an intact casevault.json (it lies after the damage)".into(),
+            ),
+        },
+    }
 }
 
 /// Whether a tag file the scan read whole has the digest the tag manifest
