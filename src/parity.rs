@@ -1098,7 +1098,7 @@ fn copy_out(
     c.out
         .file()
         .set_len(vault_len)
-        .map_err(|e| Error::io("cannot write", c.out.temp_path(), e))?;
+        .map_err(|e| write_error(&c.out, e))?;
     Ok(c.out)
 }
 
@@ -1409,6 +1409,13 @@ mod tests {
         // A pass that stops without its last message leaves no copy.
         assert!(run(vec![Some((5, Vec::new()))]).is_err());
         assert!(run(vec![Some((2, Vec::new()))]).is_err());
+        // No temporary file is left by any of the runs.
+        let mut left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["v.vault", "v.vault.par"]);
     }
 
     #[test]

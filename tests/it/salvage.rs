@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::unpriv::Unprivileged;
 use crate::util::*;
@@ -56,10 +56,16 @@ struct Geometry {
     links: usize,
 }
 
+/// Bytes of a binary vault's age header (up to and including the MAC
+/// line); the 16-byte payload nonce follows.
+fn age_header_len(bytes: &[u8]) -> usize {
+    let mac = bytes.windows(5).position(|w| w == b"\n--- ").unwrap() + 1;
+    bytes[mac..].iter().position(|&b| b == b'\n').unwrap() + mac + 1
+}
+
 fn geometry(vault: &Path, key: &Key) -> Geometry {
     let bytes = fs::read(vault).unwrap();
-    let mac = bytes.windows(5).position(|w| w == b"\n--- ").unwrap() + 1;
-    let header_len = (bytes[mac..].iter().position(|&b| b == b'\n').unwrap() + mac + 1) as u64;
+    let header_len = age_header_len(&bytes) as u64;
     let plain = decrypt_vault(vault, key);
     let mut frames = Vec::new();
     if plain.starts_with(&ZSTD_MAGIC) {
@@ -164,6 +170,15 @@ impl Geometry {
             None => off,
         }
     }
+}
+
+/// A copy of `clean` named `name` with one byte of age chunk `k` flipped
+/// (at `at` inside its ciphertext).
+fn damaged_copy(fx: &Fx, clean: &Path, name: &str, g: &Geometry, k: u64, at: u64) -> PathBuf {
+    let vault = fx.vault(name);
+    fs::copy(clean, &vault).unwrap();
+    damage_chunk(&vault, g, k, at);
+    vault
 }
 
 /// Flip one byte of age chunk `k` (at `at` inside its ciphertext).
@@ -310,9 +325,14 @@ fn one_damaged_middle_chunk_costs_exactly_the_entries_it_holds() {
                 "{compress}: chunk {k} is in the payload"
             );
             n += 1;
-            let vault = fx.vault(&format!("mid-{compress}-{k}.vault"));
-            fs::copy(&clean, &vault).unwrap();
-            damage_chunk(&vault, &g, k, 1000);
+            let vault = damaged_copy(
+                &fx,
+                &clean,
+                &format!("mid-{compress}-{k}.vault"),
+                &g,
+                k,
+                1000,
+            );
             let lost = g.files_in(&g.damaged_tar(k));
             assert!(
                 !lost.is_empty(),
@@ -354,9 +374,14 @@ fn one_damaged_middle_chunk_costs_exactly_the_entries_it_holds() {
         }
         // Damage 2.5 MiB into the big file: with --unverified, what was
         // read of it before the damage goes apart, a prefix of the source.
-        let vault = fx.vault(&format!("mid-{compress}-late.vault"));
-        fs::copy(&clean, &vault).unwrap();
-        damage_chunk(&vault, &g, 40, 1000);
+        let vault = damaged_copy(
+            &fx,
+            &clean,
+            &format!("mid-{compress}-late.vault"),
+            &g,
+            40,
+            1000,
+        );
         let (dest, uv) = (
             fx.dest(&format!("mid-{compress}-late")),
             fx.dest(&format!("mid-{compress}-late-uv")),
@@ -487,9 +512,7 @@ fn a_damaged_index_leaves_every_file_unverified() {
     // The chunk holding the start of casevault.json's frame.
     let k = g.chunk_of_plain(g.plain_of_tar(g.json.0)) + 1;
     let k = k.min(g.chunks() - 2);
-    let vault = fx.vault("idx-damaged.vault");
-    fs::copy(&clean, &vault).unwrap();
-    damage_chunk(&vault, &g, k, 7);
+    let vault = damaged_copy(&fx, &clean, "idx-damaged.vault", &g, k, 7);
     let dest = fx.dest("idx");
     let j = salvage(&fx, &vault, &dest, &[], 3);
     assert_eq!(j["read"], "scan");
@@ -595,9 +618,14 @@ fn a_damaged_casevault_json_falls_back_to_the_manifest() {
                         .all(|&(a, b)| a >= g.json.0 + 512 && b <= man_start)
             })
             .expect("a chunk inside casevault.json alone");
-        let vault = fx.vault(&format!("man-{compress}-damaged.vault"));
-        fs::copy(&clean, &vault).unwrap();
-        damage_chunk(&vault, &g, k, 11);
+        let vault = damaged_copy(
+            &fx,
+            &clean,
+            &format!("man-{compress}-damaged.vault"),
+            &g,
+            k,
+            11,
+        );
         let dest = fx.dest(&format!("man-{compress}"));
         let j = salvage(&fx, &vault, &dest, &[], 3);
         assert_eq!(j["read"], "scan", "{compress}");
@@ -645,8 +673,7 @@ fn a_damaged_casevault_json_falls_back_to_the_manifest() {
     let k = (json_end - json_len).div_ceil(CHUNK);
     assert!((k + 1) * CHUNK <= json_end, "casevault.json spans a chunk");
     let bytes = fs::read(&clean).unwrap();
-    let mac = bytes.windows(5).position(|w| w == b"\n--- ").unwrap() + 1;
-    let hl = bytes[mac..].iter().position(|&b| b == b'\n').unwrap() + mac + 1;
+    let hl = age_header_len(&bytes);
     let mut b = bytes.clone();
     b[hl + 16 + k as usize * AGE_CHUNK + 5] ^= 1;
     let vault = fx.vault("man-v1-damaged.vault");
@@ -730,8 +757,7 @@ fn a_version_1_vault_gives_what_lies_outside_the_damage() {
             assert_eq!(&fs::read(whole.join(p)).unwrap(), data, "{p}");
         }
         let bytes = fs::read(&clean).unwrap();
-        let mac = bytes.windows(5).position(|w| w == b"\n--- ").unwrap() + 1;
-        let hl = bytes[mac..].iter().position(|&b| b == b'\n').unwrap() + mac + 1;
+        let hl = age_header_len(&bytes);
         // Chunk 8 of ~19 (zstd at level 19 barely compresses seeded bytes).
         let k = 8;
         assert!((k as u64 + 2) * CHUNK < plain.len() as u64);
@@ -888,9 +914,7 @@ fn salvage_json_has_the_documented_shape() {
     let clean = fx.vault("json.vault");
     fx.seal(&c.root, &clean, &[]);
     let g = geometry(&clean, &fx.key);
-    let vault = fx.vault("json-damaged.vault");
-    fs::copy(&clean, &vault).unwrap();
-    damage_chunk(&vault, &g, 2, 10);
+    let vault = damaged_copy(&fx, &clean, "json-damaged.vault", &g, 2, 10);
     let j = salvage(&fx, &vault, &fx.dest("j"), &[], 3);
     assert_json_keys(
         &j,
@@ -944,9 +968,7 @@ fn salvage_as_nobody_restores_and_fails_cleanly() {
     let clean = fx.vault("nobody.vault");
     fx.seal(&c.root, &clean, &[]);
     let g = geometry(&clean, &fx.key);
-    let vault = fx.vault("nobody-damaged.vault");
-    fs::copy(&clean, &vault).unwrap();
-    damage_chunk(&vault, &g, 3, 10);
+    let vault = damaged_copy(&fx, &clean, "nobody-damaged.vault", &g, 3, 10);
     let lost = g.files_in(&g.damaged_tar(3));
     let Some(u) = Unprivileged::new(fx.root()) else {
         return;
