@@ -161,6 +161,7 @@ fn push_one(src: &Store, dst: &Store, v: &VaultRef, opts: &PushOptions) -> Resul
     let side_bytes =
         read_small(&crate::sidecar::path(&from), MAX_SIDECAR)?.expect("the sidecar was just read");
     let sig_bytes = read_small(&crate::sign::sig_path(&from), 1 << 20)?;
+    let neighbours = (sig_bytes.as_deref(), &side_bytes[..]);
     if dst.has_vault(v)? {
         match sidecar_digest(&to)? {
             Ok(Some(h)) if h == expected => rec.status = PushStatus::Present,
@@ -174,8 +175,11 @@ fn push_one(src: &Store, dst: &Store, v: &VaultRef, opts: &PushOptions) -> Resul
                 // An interrupted push: the vault arrived, its sidecar not.
                 let (d, _) = crate::io::sha256_file(&to)?;
                 if hex(&d) == expected {
-                    write_neighbours(dst, &to, sig_bytes.as_deref(), &side_bytes, opts)?;
-                    rec.status = PushStatus::Completed;
+                    // Its parity file may be what was missing, or what
+                    // stopped it (the source changed meanwhile).
+                    if finish_copy(dst, &from, &to, &expected, neighbours, opts, &mut rec)? {
+                        rec.status = PushStatus::Completed;
+                    }
                 } else {
                     rec.problems.push(format!(
                         "{} is in the destination without a sidecar and does not match the source's ({expected})",
@@ -198,22 +202,35 @@ fn push_one(src: &Store, dst: &Store, v: &VaultRef, opts: &PushOptions) -> Resul
         }
         Err(e) => return Err(e),
     };
-    if copied {
-        // The parity file before the sidecar: a sidecar in DST says the
-        // copy is complete (a second push skips it).
-        if let Err(e) = push_parity(dst, &from, &to, &expected, opts) {
-            match e {
-                Error::Integrity(_) => {
-                    problems_of(e, &mut rec.problems);
-                    return Ok(rec);
-                }
-                other => return Err(other),
-            }
-        }
-        write_neighbours(dst, &to, sig_bytes.as_deref(), &side_bytes, opts)?;
+    if copied && finish_copy(dst, &from, &to, &expected, neighbours, opts, &mut rec)? {
         rec.status = PushStatus::Copied;
     }
     Ok(rec)
+}
+
+/// After the vault itself is in DST and checked: its parity file, then its
+/// `.sig` and `.sha256`. The sidecar comes last, because a sidecar in DST
+/// says the copy is complete (a second push skips it). `false`, with the
+/// problem noted, when the parity file cannot be made for these bytes.
+fn finish_copy(
+    dst: &Store,
+    from: &Path,
+    to: &Path,
+    expected: &str,
+    (sig, side): (Option<&[u8]>, &[u8]),
+    opts: &PushOptions,
+    rec: &mut PushRecord,
+) -> Result<bool> {
+    match push_parity(dst, from, to, expected, opts) {
+        Ok(()) => {}
+        Err(e @ Error::Integrity(_)) => {
+            problems_of(e, &mut rec.problems);
+            return Ok(false);
+        }
+        Err(other) => return Err(other),
+    }
+    write_neighbours(dst, to, sig, side, opts)?;
+    Ok(true)
 }
 
 /// Whether `p` (a file or an S3 object) exists.

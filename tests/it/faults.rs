@@ -543,3 +543,129 @@ fn case_with_thousands_of_symlinks_round_trips() {
     fx.unseal(&vault, &dest, &[]);
     assert_same_tree(&case.root, &dest, false);
 }
+
+// --- a source vault that changes while store push computes its parity -------
+
+/// `store push --parity` reads the source vault a second time, after the
+/// copy, to compute the copy's parity file. A source changed in between
+/// must not give the copy a parity file of other bytes: that vault fails
+/// (exit 3) and stays in DST without `.par` or `.sha256`; a later push,
+/// once the source is back, completes the copy and gives it its parity
+/// file. Sizes grow until the change lands while push is still busy.
+#[test]
+fn source_vault_changed_while_push_computes_its_parity() {
+    use std::io::Write as _;
+    let name = "C1.20261129T010000.000001Z.vault";
+    for len in [64u64 << 20, 256 << 20] {
+        let fx = Fx::new();
+        let case = CaseTree::new(fx.cases().join("C1"));
+        case.file("a.txt", b"a\n");
+        fs::File::create(case.path("big.bin"))
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+        let (src, dst) = (fx.root().join("src"), fx.root().join("dst"));
+        fs::create_dir_all(src.join("C1")).unwrap();
+        fs::create_dir_all(&dst).unwrap();
+        let vault = src.join("C1").join(name);
+        fx.seal(&case.root, &vault, &["--compress", "none"]);
+        let original = fs::read(&vault).unwrap();
+        let copy = dst.join("C1").join(name);
+        let side = |p: &Path, ext: &str| PathBuf::from(format!("{}.{ext}", p.display()));
+        let push = |out: &str| {
+            let mut c = crate::util::bin_command();
+            c.args(["store", "push", "--parity", "5", "--json"])
+                .arg(&src)
+                .arg(&dst)
+                .stdin(Stdio::null())
+                .stdout(fs::File::create(fx.root().join(out)).unwrap())
+                .stderr(Stdio::piped());
+            c
+        };
+        let record = |out: &str| -> serde_json::Value {
+            let text = fs::read_to_string(fx.root().join(out)).unwrap();
+            serde_json::from_str(text.lines().next().expect("a record")).unwrap()
+        };
+
+        let mut child = push("first.json").spawn().unwrap();
+        // The copy is renamed into DST, read back, and only then is the
+        // source read for its parity.
+        let start = Instant::now();
+        while !copy.exists() && start.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&vault)
+            .unwrap()
+            .write_all(b"appended after the copy")
+            .unwrap();
+        let out = wait_child(&mut child);
+        if out.status.code() == Some(0) {
+            eprintln!("push of a {len}-byte vault finished before the change; retrying bigger");
+            continue;
+        }
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        let r = record("first.json");
+        assert_eq!(r["status"], "failed", "{r}");
+        let problems = r["problems"].to_string();
+        assert!(
+            problems.contains(&vault.display().to_string())
+                && problems.contains("changed while its parity was computed"),
+            "{r}"
+        );
+        assert_eq!(
+            fs::read(&copy).unwrap(),
+            original,
+            "the copy is the checked one"
+        );
+        let mut left: Vec<_> = fs::read_dir(dst.join("C1"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [name],
+            "no parity file, no sidecar, no temporary file"
+        );
+
+        // The source as it was: the next push completes the copy, with a
+        // parity file that repairs it.
+        fs::write(&vault, &original).unwrap();
+        let out = push("second.json").output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(record("second.json")["status"], "completed");
+        assert!(side(&copy, "sha256").exists());
+        assert!(
+            side(&copy, "par").exists(),
+            "the completed copy has its parity file"
+        );
+        let mut damaged = original.clone();
+        damaged[100_000] ^= 0x55;
+        fs::write(&copy, &damaged).unwrap();
+        let out = crate::util::bin_command()
+            .arg("repair")
+            .arg(&copy)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            fs::read(&copy).unwrap() == original,
+            "repaired to the source's bytes"
+        );
+        return;
+    }
+    panic!("store push was never caught between its copy and its parity pass");
+}
