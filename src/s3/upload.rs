@@ -437,14 +437,18 @@ impl UploadWriter {
             .unwrap_or_else(|| s3_stopped(&self.loc))
     }
 
+    fn too_large(&self) -> Error {
+        Error::Refused(format!(
+            "{}: larger than S3's {MAX_PARTS} parts allow (about 8 TiB); not uploaded",
+            self.loc
+        ))
+    }
+
     /// Send the part being filled and start the next one.
     fn send(&mut self) -> Result<()> {
         crate::signal::check()?;
         if self.next > MAX_PARTS {
-            return Err(Error::Refused(format!(
-                "{}: larger than S3's {MAX_PARTS} parts allow (about 8 TiB); not uploaded",
-                self.loc
-            )));
+            return Err(self.too_large());
         }
         let Some(mut body) = self.buf.take() else {
             return Err(s3_stopped(&self.loc));
@@ -466,6 +470,11 @@ impl UploadWriter {
     /// a failed part, where [`io::Write`] can only pass a message on.
     pub fn put(&mut self, mut data: &[u8]) -> Result<()> {
         while !data.is_empty() {
+            // A byte past the last part S3 allows: refused at once, not
+            // after buffering a part that can never be sent.
+            if self.next > MAX_PARTS {
+                return Err(self.too_large());
+            }
             let Some(buf) = &mut self.buf else {
                 return Err(s3_stopped(&self.loc));
             };
@@ -662,6 +671,36 @@ mod tests {
         assert!(pool.send(1, mem(0, 1)));
         assert!(pool.send(3, mem(0, 1)));
         assert!(matches!(pool.finish(3), Err(None)));
+    }
+
+    #[test]
+    fn a_byte_past_the_last_part_is_refused_at_once() {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let s = sent.clone();
+        let f: Arc<PartFn> = Arc::new(move |n, body| {
+            s.lock().unwrap().push((n, body.len()));
+            Ok(format!("e{n}"))
+        });
+        let loc = Location::parse("s3://bucket/C1/C1.vault").unwrap().unwrap();
+        let mut w = UploadWriter::with_pool(&loc, "id".into(), false, 2, f).unwrap();
+        // As if 9,999 parts had gone: the last one S3 allows is filling.
+        w.next = MAX_PARTS;
+        w.put(b"last part").unwrap();
+        w.send().unwrap();
+        let err = w.put(b"x").unwrap_err().to_string();
+        assert!(
+            err.contains("s3://bucket/C1/C1.vault") && err.contains("10000 parts"),
+            "{err}"
+        );
+        // Nothing more was buffered or sent.
+        assert_eq!(w.buf.as_ref().map(PartBody::len), Some(0));
+        let start = std::time::Instant::now();
+        while sent.lock().unwrap().is_empty() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        w.done = true; // no abort call to a server that is not there
+        drop(w);
+        assert_eq!(*sent.lock().unwrap(), [(MAX_PARTS as i32, 9)]);
     }
 
     #[test]
