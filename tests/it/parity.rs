@@ -902,3 +902,43 @@ fn forge_recovery_crc(par: &mut [u8], k: usize, m: usize, j: usize) {
         par[table + tl - 32..table + tl].copy_from_slice(&digest);
     }
 }
+
+#[test]
+fn par_ref_agrees_at_the_edges_of_the_code() {
+    if tool("python3").is_none() {
+        return;
+    }
+    // par-ref's own checks: the field constants (FORMAT §15.1), and any m
+    // losses of small stripes rebuilt.
+    assert_exit(&par_ref(&["selftest".as_ref()]).unwrap(), 0);
+    // m = 1 (n = 1: the XOR of the data shards); m = k (n = 32 > k: one
+    // partial chunk); K = 7 at 33 % (m = 3, n = 4: a full and a partial
+    // chunk; eleven stripes, the last with m = 2); K = 1 (76 stripes of one
+    // data and one recovery shard).
+    for (percent, stripe) in [(1, None), (100, None), (33, Some(7)), (100, Some(1))] {
+        let p = px_stripes(100_000, percent, stripe);
+        let shape = stripe_shape(p.pristine.len(), percent as usize, stripe.unwrap_or(K));
+        let what = format!("{percent} %, K = {stripe:?}: {shape:?}");
+        let par_path = par_of(&p.vault);
+        assert_exit(&par_ref_check(&p.vault, &par_path).unwrap(), 0);
+
+        // The last byte but four of the last recovery shard of the last
+        // stripe (just before that stripe's second table copy).
+        let (n, &(k, m)) = (shape.len(), shape.last().unwrap());
+        let mut par = p.par.clone();
+        flip(&mut par, p.par.len() - BLOCK - (64 + 4 * (k + m)) - 5);
+        fs::write(&par_path, &par).unwrap();
+        let out = par_ref_check(&p.vault, &par_path).unwrap();
+        assert_exit(&out, 1);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "stripe {}: recovery shard {} differs from the recomputed one at byte {}",
+                n - 1,
+                m - 1,
+                S - 5
+            )),
+            "{what}: {err}"
+        );
+    }
+}
