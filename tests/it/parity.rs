@@ -761,10 +761,10 @@ fn par_ref_recomputes_and_repairs_what_casevault_writes() {
     if tool("python3").is_none() {
         return;
     }
-    // (payload bytes, PERCENT, stripe override): one stripe with m = 8 and
-    // k not a multiple of m; one with m = 6 (not a power of two, padded to
-    // 8 in the high-rate form); five stripes of K = 16 (m = 5) and a short
-    // last one.
+    // (payload bytes, PERCENT, stripe override): one stripe of k = 76 with
+    // m = 8 (k not a multiple of m); the same with m = 6 (not a power of
+    // two: chunks of n = 8); three stripes of K = 16 (m = 5) and a last one
+    // of k = 4 (m = 2).
     for (len, percent, stripe) in [
         (300_000, 10, None),
         (300_000, 7, None),
@@ -911,11 +911,12 @@ fn par_ref_agrees_at_the_edges_of_the_code() {
     // par-ref's own checks: the field constants (FORMAT §15.1), and any m
     // losses of small stripes rebuilt.
     assert_exit(&par_ref(&["selftest".as_ref()]).unwrap(), 0);
-    // m = 1 (n = 1: the XOR of the data shards); m = k (n = 32 > k: one
-    // partial chunk); K = 7 at 33 % (m = 3, n = 4: a full and a partial
-    // chunk; eleven stripes, the last with m = 2); K = 1 (76 stripes of one
-    // data and one recovery shard).
-    for (percent, stripe) in [(1, None), (100, None), (33, Some(7)), (100, Some(1))] {
+    // A vault of k = 28 shards: m = 1 (n = 1: the XOR of the data
+    // shards); m = k (n = 32 > k: one partial chunk); K = 9 at 33 % (m = 3,
+    // n = 4: two full chunks and a partial one, three such stripes and a
+    // last one of k = 1); K = 1 (28 stripes of one data and one recovery
+    // shard).
+    for (percent, stripe) in [(1, None), (100, None), (33, Some(9)), (100, Some(1))] {
         let p = px_stripes(100_000, percent, stripe);
         let shape = stripe_shape(p.pristine.len(), percent as usize, stripe.unwrap_or(K));
         let what = format!("{percent} %, K = {stripe:?}: {shape:?}");
