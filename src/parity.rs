@@ -48,6 +48,22 @@ const MAX_STRIPE: u32 = 32768;
 /// its coder's work space, so a crafted geometry must not ask for more.
 const MAX_STRIPE_BYTES: u64 = 1 << 27;
 
+/// [`STRIPE_SHARDS`]; in debug builds (the tests),
+/// `CASEVAULT_PARITY_STRIPE_SHARDS` (1 to 32768) overrides it so that
+/// vaults of several stripes are exercised without 32 MiB per stripe
+/// (docs/TESTING.md). A release build always writes [`STRIPE_SHARDS`].
+fn stripe_shards() -> u32 {
+    #[cfg(debug_assertions)]
+    if let Some(v) = std::env::var("CASEVAULT_PARITY_STRIPE_SHARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v| (1..=MAX_STRIPE).contains(v))
+    {
+        return v;
+    }
+    STRIPE_SHARDS
+}
+
 /// The path of a vault's parity file: `VAULT.par`.
 pub fn path(vault: &Path) -> PathBuf {
     let mut s = vault.as_os_str().to_owned();
@@ -69,7 +85,7 @@ impl Geometry {
     pub fn new(percent: u32) -> Result<Geometry> {
         let g = Geometry {
             shard: SHARD_BYTES,
-            stripe: STRIPE_SHARDS,
+            stripe: stripe_shards(),
             percent,
         };
         if !g.valid() {

@@ -683,3 +683,263 @@ fn store_push_carries_the_parity_file_or_writes_one() {
         damage_and_repair(&c);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Issue #16: an independent check of the GF(2^16) code. scripts/par-ref is
+// a pure-Python implementation of FORMAT §15 written from the mathematics
+// of §15.1 (no Reed–Solomon library): it recomputes every recovery shard
+// casevault writes, repairs with casevault's parity files, and checks the
+// parity files casevault's repair rewrites.
+
+/// `python3 scripts/par-ref ARGS…`; None where python3 is missing
+/// locally (under CI=true `tool` fails instead).
+fn par_ref(args: &[&std::ffi::OsStr]) -> Option<std::process::Output> {
+    let python = tool("python3")?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/par-ref");
+    Some(
+        Command::new(python)
+            .arg(script)
+            .args(args)
+            .output()
+            .unwrap(),
+    )
+}
+
+fn par_ref_check(vault: &Path, par: &Path) -> Option<std::process::Output> {
+    par_ref(&["check".as_ref(), vault.as_os_str(), par.as_os_str()])
+}
+
+/// Like [`px`], with `CASEVAULT_PARITY_STRIPE_SHARDS` (debug builds only)
+/// set to `stripe` when given, so that a small vault has several stripes.
+fn px_stripes(len: usize, percent: u32, stripe: Option<usize>) -> Px {
+    let fx = Fx::new();
+    let case = fx.cases().join("PAR-REF");
+    CaseTree::new(&case)
+        .file("extraction/blob.bin", &seeded_bytes(len as u64, len))
+        .file("report.xml", b"<report/>\n");
+    let vault = fx.vault("par.vault");
+    let mut cmd = seal_cmd(&case, &vault, &fx.key.recipient);
+    cmd.args(["--compress", "none", "--parity", &percent.to_string()]);
+    if let Some(k) = stripe {
+        cmd.env("CASEVAULT_PARITY_STRIPE_SHARDS", k.to_string());
+    }
+    assert_exit(cmd.assert().get_output(), 0);
+    let pristine = fs::read(&vault).unwrap();
+    let par = fs::read(par_of(&vault)).unwrap();
+    Px {
+        fx,
+        vault,
+        pristine,
+        par,
+    }
+}
+
+/// (k_i, m_i) of every stripe of a vault of `len` bytes.
+fn stripe_shape(len: usize, percent: usize, stripe: usize) -> Vec<(usize, usize)> {
+    (0..len.div_ceil(S * stripe))
+        .map(|i| {
+            let k = (len - i * S * stripe).min(S * stripe).div_ceil(S);
+            (k, recovery_for(k, percent))
+        })
+        .collect()
+}
+
+/// In each stripe, the full budget of data shards (vault-wide indices):
+/// `m_i` shards spread over the stripe, its last one included.
+fn full_budget(shape: &[(usize, usize)], stripe: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, &(k, m)) in shape.iter().enumerate() {
+        let mut mine: Vec<usize> = (0..m - 1).map(|t| t * k / m).collect();
+        mine.push(k - 1);
+        out.extend(mine.iter().map(|x| i * stripe + x));
+    }
+    out
+}
+
+#[test]
+fn par_ref_recomputes_and_repairs_what_casevault_writes() {
+    if tool("python3").is_none() {
+        return;
+    }
+    // (payload bytes, PERCENT, stripe override): one stripe of k = 76 with
+    // m = 8 (k not a multiple of m); the same with m = 6 (not a power of
+    // two: chunks of n = 8); three stripes of K = 16 (m = 5) and a last one
+    // of k = 4 (m = 2).
+    for (len, percent, stripe) in [
+        (300_000, 10, None),
+        (300_000, 7, None),
+        (200_000, 30, Some(16)),
+    ] {
+        let p = px_stripes(len, percent, stripe);
+        let k_max = stripe.unwrap_or(K);
+        let shape = stripe_shape(p.pristine.len(), percent as usize, k_max);
+        let (k0, m0) = shape[0];
+        let what = format!("{len} bytes, {percent} %, {} stripe(s)", shape.len());
+        if stripe.is_none() {
+            assert_eq!(shape.len(), 1, "{what}");
+            assert_ne!(k0 % m0.next_power_of_two(), 0, "{what}: k is a whole chunk");
+        } else {
+            assert!(shape.len() > 2 && shape.last().unwrap().0 < k_max, "{what}");
+        }
+        let par_path = par_of(&p.vault);
+
+        // 1. par-ref recomputes every recovery shard casevault wrote.
+        let out = par_ref_check(&p.vault, &par_path).unwrap();
+        assert_exit(&out, 0);
+        let summary = String::from_utf8_lossy(&out.stdout);
+        let (ks, ms): (usize, usize) = shape.iter().fold((0, 0), |a, s| (a.0 + s.0, a.1 + s.1));
+        assert!(
+            summary.starts_with("par-ref: ok:")
+                && summary.contains(&format!(
+                    "{} stripe(s), {ks} data + {ms} recovery shards",
+                    shape.len()
+                )),
+            "{what}: {summary}"
+        );
+
+        // 2. par-ref repairs a vault damaged to the full budget of every
+        //    stripe (and truncated), from casevault's parity file.
+        let mut damaged = p.pristine.clone();
+        damage_shards(&mut damaged, full_budget(&shape, k_max));
+        damaged.truncate(damaged.len() - 100);
+        let bad = p.fx.out().join("damaged.vault");
+        fs::write(&bad, &damaged).unwrap();
+        let fixed = p.fx.out().join("fixed.vault");
+        let out = par_ref(&[
+            "repair".as_ref(),
+            bad.as_os_str(),
+            par_path.as_os_str(),
+            fixed.as_os_str(),
+        ])
+        .unwrap();
+        assert_exit(&out, 0);
+        assert!(
+            fs::read(&fixed).unwrap() == p.pristine,
+            "{what}: par-ref's repair differs from the sealed vault"
+        );
+
+        // One shard more than the budget of the first stripe: par-ref
+        // refuses and writes nothing.
+        let mut over = damaged.clone();
+        let spare = (0..k0).find(|x| !full_budget(&shape, k_max).contains(x));
+        damage_shards(&mut over, [spare.unwrap()]);
+        fs::write(&bad, &over).unwrap();
+        fs::remove_file(&fixed).unwrap();
+        let out = par_ref(&[
+            "repair".as_ref(),
+            bad.as_os_str(),
+            par_path.as_os_str(),
+            fixed.as_os_str(),
+        ])
+        .unwrap();
+        assert_exit(&out, 1);
+        assert!(!fixed.exists(), "{what}: output written beyond the budget");
+        fs::remove_file(&bad).unwrap();
+
+        // 3. The other way round: casevault repairs the same damage and
+        //    rewrites a damaged parity file; par-ref checks both.
+        p.write_vault(&damaged);
+        let (code, json, err) = p.repair(&[]);
+        assert_eq!(
+            (code, &json["outcome"]),
+            (0, &"repaired".into()),
+            "{what}: {err}"
+        );
+        p.assert_pristine();
+        let mut par = p.par.clone();
+        let rec0 = BLOCK + 64 + 4 * (k0 + m0);
+        flip(&mut par, rec0 + 7);
+        fs::write(&par_path, &par).unwrap();
+        let (code, json, err) = p.repair(&[]);
+        assert_eq!(code, 0, "{what}: {err}");
+        assert_eq!(json["parity_rewritten"], true, "{what}");
+        assert_exit(&par_ref_check(&p.vault, &par_path).unwrap(), 0);
+
+        // 4. The check can fail: one flipped byte of a recovery shard …
+        let mut par = p.par.clone();
+        let last_rec = rec0 + (m0 - 1) * S;
+        flip(&mut par, last_rec + 1000);
+        fs::write(&par_path, &par).unwrap();
+        let out = par_ref_check(&p.vault, &par_path).unwrap();
+        assert_exit(&out, 1);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("stripe 0: recovery shard {}: CRC-32", m0 - 1))
+                && err.contains(&format!(
+                    "stripe 0: recovery shard {} differs from the recomputed one at byte 1000",
+                    m0 - 1
+                )),
+            "{what}: {err}"
+        );
+        // … and the same byte with its CRC and both table digests forged,
+        // so that only the recomputation can see it.
+        forge_recovery_crc(&mut par, k0, m0, m0 - 1);
+        fs::write(&par_path, &par).unwrap();
+        let out = par_ref_check(&p.vault, &par_path).unwrap();
+        assert_exit(&out, 1);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("differs from the recomputed one") && !err.contains("CRC-32"),
+            "{what}: {err}"
+        );
+    }
+}
+
+/// Length of the parity file's header.
+const BLOCK: usize = 128;
+
+/// Rewrite stripe 0's CRC of recovery shard `j` to match its (damaged)
+/// bytes, and both table copies' digests (FORMAT §15.2).
+fn forge_recovery_crc(par: &mut [u8], k: usize, m: usize, j: usize) {
+    use sha2::{Digest, Sha256};
+    let tl = 64 + 4 * (k + m);
+    let rec = BLOCK + tl + j * S;
+    let crc = crc32fast::hash(&par[rec..rec + S]).to_le_bytes();
+    for table in [BLOCK, BLOCK + tl + m * S] {
+        let at = table + 32 + 4 * (k + j);
+        par[at..at + 4].copy_from_slice(&crc);
+        let digest = Sha256::digest(&par[table..table + tl - 32]);
+        par[table + tl - 32..table + tl].copy_from_slice(&digest);
+    }
+}
+
+#[test]
+fn par_ref_agrees_at_the_edges_of_the_code() {
+    if tool("python3").is_none() {
+        return;
+    }
+    // par-ref's own checks: the field constants (FORMAT §15.1), and any m
+    // losses of small stripes rebuilt.
+    assert_exit(&par_ref(&["selftest".as_ref()]).unwrap(), 0);
+    // A vault of k = 28 shards: m = 1 (n = 1: the XOR of the data
+    // shards); m = k (n = 32 > k: one partial chunk); K = 9 at 33 % (m = 3,
+    // n = 4: two full chunks and a partial one, three such stripes and a
+    // last one of k = 1); K = 1 (28 stripes of one data and one recovery
+    // shard).
+    for (percent, stripe) in [(1, None), (100, None), (33, Some(9)), (100, Some(1))] {
+        let p = px_stripes(100_000, percent, stripe);
+        let shape = stripe_shape(p.pristine.len(), percent as usize, stripe.unwrap_or(K));
+        let what = format!("{percent} %, K = {stripe:?}: {shape:?}");
+        let par_path = par_of(&p.vault);
+        assert_exit(&par_ref_check(&p.vault, &par_path).unwrap(), 0);
+
+        // The last byte but four of the last recovery shard of the last
+        // stripe (just before that stripe's second table copy).
+        let (n, &(k, m)) = (shape.len(), shape.last().unwrap());
+        let mut par = p.par.clone();
+        flip(&mut par, p.par.len() - BLOCK - (64 + 4 * (k + m)) - 5);
+        fs::write(&par_path, &par).unwrap();
+        let out = par_ref_check(&p.vault, &par_path).unwrap();
+        assert_exit(&out, 1);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "stripe {}: recovery shard {} differs from the recomputed one at byte {}",
+                n - 1,
+                m - 1,
+                S - 5
+            )),
+            "{what}: {err}"
+        );
+    }
+}
