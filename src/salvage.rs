@@ -1825,20 +1825,36 @@ fn read_piece(
     at: Option<u64>,
     buf: &mut [u8],
 ) -> Result<Got> {
-    let e = match fill(r, buf) {
-        Ok(true) => return Ok(Got::Ok),
-        Ok(false) => return Ok(Got::End),
-        Err(e) => e,
-    };
+    match fill(r, buf) {
+        Ok(true) => Ok(Got::Ok),
+        Ok(false) => Ok(Got::End),
+        Err(e) => on_damage(vault, r, s, at, e),
+    }
+}
+
+/// The tag files read since the last resync were read in no run of the
+/// sealer's (FORMAT §14.4 step 5): forget them.
+fn drop_run_tags(s: &mut Scanned) {
+    if let Some((json, manifest, tagmanifest)) = s.run_start_tags.take() {
+        (s.json, s.manifest, s.tagmanifest) = (json, manifest, tagmanifest);
+    }
+}
+
+/// A read of the payload failed with `e` at tar offset `at` (if known):
+/// note the damage and resync, or note where the scan stopped.
+fn on_damage(
+    vault: &Path,
+    r: &mut dyn Source,
+    s: &mut Scanned,
+    at: Option<u64>,
+    e: io::Error,
+) -> Result<Got> {
     let why = match crate::io::classify_stream_error(vault, "reading the payload", e) {
         Error::Integrity(f) => f.to_string(),
         other => return Err(other),
     };
     if r.false_start() {
-        // The run that failed was no run of the sealer's frames.
-        if let Some((json, manifest, tagmanifest)) = s.run_start_tags.take() {
-            (s.json, s.manifest, s.tagmanifest) = (json, manifest, tagmanifest);
-        }
+        drop_run_tags(s);
     }
     match r.resync(&why)? {
         After::Resumed(res) => {
@@ -1900,7 +1916,10 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
             }
         };
     }
+    // A run after a resync that ends in something that is not the
+    // sealer's tar was no run of the sealer's: its tag files go.
     let halt = |s: &mut Scanned, at: Option<u64>, why: String| {
+        drop_run_tags(s);
         s.stopped = Some(Stopped {
             tar_offset: at,
             reason: why,
@@ -1908,6 +1927,18 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
     };
     // `continue 'entries` after a resync: the label is passed in, as
     // macro hygiene requires.
+    macro_rules! resume {
+        ($l:lifetime, $tar:expr, $plain:expr) => {{
+            let tar: Option<u64> = $tar;
+            pos = tar.unwrap_or(0);
+            known = tar.is_some();
+            resumed_plain = $plain;
+            pax = (None, None);
+            searching = true;
+            resynced = true;
+            continue $l;
+        }};
+    }
     macro_rules! piece {
         ($l:lifetime, $at:expr, $buf:expr, $on_end:expr) => {
             match read_piece(vault, r, s, tar_at!($at), $buf)? {
@@ -1916,15 +1947,7 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
                     $on_end;
                     return Ok(());
                 }
-                Got::Resumed(tar, plain) => {
-                    pos = tar.unwrap_or(0);
-                    known = tar.is_some();
-                    resumed_plain = plain;
-                    pax = (None, None);
-                    searching = true;
-                    resynced = true;
-                    continue $l;
-                }
+                Got::Resumed(tar, plain) => resume!($l, tar, plain),
                 Got::Stopped => return Ok(()),
             }
         };
@@ -1958,6 +1981,14 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
                     Ok(0) => return Ok(()),
                     Ok(n) => pos += n as u64,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if r.false_start() => {
+                        // The marker lay in a false start (FORMAT §14.4
+                        // step 5): the tar goes on after the damage.
+                        match on_damage(vault, r, s, tar_at!(pos), e)? {
+                            Got::Resumed(tar, plain) => resume!('entries, tar, plain),
+                            _ => return Ok(()),
+                        }
+                    }
                     Err(e) => {
                         read_piece_err(vault, s, tar_at!(pos), e)?;
                         return Ok(());
