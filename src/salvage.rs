@@ -1452,8 +1452,9 @@ impl<'a> Frames<'a> {
         }
         while self.buf.len() < want {
             let have = self.buf.len();
-            // At least one chunk's worth at a time.
-            let k = (want - have).max(AGE_CHUNK_PLAIN as usize);
+            // A chunk's worth at a time (what age's reader gives per
+            // read): room zeroed per read stays the size of the read.
+            let k = AGE_CHUNK_PLAIN as usize;
             self.buf.resize(have + k, 0);
             let res = crate::io::retry(|| self.src.read(&mut self.buf[have..]));
             match res {
@@ -1762,7 +1763,7 @@ impl Source for Frames<'_> {
             Failed::Decode => {
                 // The failed frame's bytes are still buffered (the cursor
                 // stays at a frame's start until it decodes).
-                let at = usize::try_from(plain - self.buf_at).unwrap_or(usize::MAX);
+                let at = usize::try_from(plain.saturating_sub(self.buf_at)).unwrap_or(usize::MAX);
                 self.cur = at.saturating_add(1).min(self.buf.len());
             }
         }
@@ -2307,6 +2308,44 @@ mod tests {
         let mut rest = Vec::new();
         r.read_to_end(&mut rest).unwrap();
         assert_eq!(rest, f2);
+    }
+
+    /// FORMAT §14.4 step 6: candidates whose header looks right but that
+    /// do not decode are charged; past the budget the search stops there
+    /// (without it, it would go on to the real frame at the end).
+    #[test]
+    fn the_frame_search_gives_up_past_its_budget() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f0 = noise(7, 100 * 1024);
+        let mut plain = zframe(&f0);
+        let hole_at = plain.len() as u64;
+        plain.extend_from_slice(&noise(8, 2 * AGE_CHUNK_PLAIN as usize));
+        // Budget for about 1 MiB of plaintext: 64 MiB + 2 MiB, i.e. five
+        // charges; eight fakes (magic, content size 100, checksum), each
+        // followed by bytes that are no block.
+        for i in 0..8 {
+            plain.extend_from_slice(&[0x28, 0xB5, 0x2F, 0xFD, 0x24, 0x64]);
+            plain.extend_from_slice(&[0xFF; 10]);
+            plain.extend_from_slice(&noise(20 + i, 1000));
+        }
+        let last = noise(9, 1000);
+        let real_at = plain.len() as u64;
+        plain.extend_from_slice(&zframe(&last));
+        plain.resize(1 << 20, 0);
+        let (p, id) = vault(tmp.path(), &plain);
+        flip_chunk(&p, hole_at / AGE_CHUNK_PLAIN + 1);
+        let ids: [&dyn age::Identity; 1] = [&id];
+        let mut r = Frames::open(&p, &ids).unwrap();
+        let mut got = vec![0u8; f0.len()];
+        r.read_exact(&mut got).unwrap();
+        assert!(r.read(&mut got).is_err(), "not a frame after frame 0");
+        match r.resync("damaged").unwrap() {
+            After::Stopped(Some(why)) => assert!(why.contains("budget"), "{why}"),
+            After::Stopped(None) => panic!("stopped without the budget"),
+            After::Resumed(res) => {
+                panic!("resumed at {} (the real frame is at {real_at})", res.plain)
+            }
+        }
     }
 
     /// What the design relies on (age 0.12): after a chunk fails, age's
