@@ -1887,6 +1887,8 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
     let mut block = [0u8; 512];
     let mut pax: crate::read::tar::Pax = (None, None);
     let mut dirs: HashSet<String> = HashSet::new();
+    // Files created in the scratch directory (bag paths).
+    let mut made: HashSet<String> = HashSet::new();
     let mut buf = vec![0u8; BUF_SIZE];
     // After damage: looking for the next header; parents may be missing.
     let mut searching = false;
@@ -2071,6 +2073,18 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
         let bag = bag.to_string();
         let parent = bag.rsplit_once('/').map_or("", |(p, _)| p).to_string();
         let payload = bag == "data" || bag.starts_with("data/");
+        if resynced && payload && clashes(&made, &dirs, &bag) {
+            // After a resync, a path seen before (or one a file already
+            // holds): the first copy stays (FORMAT §14.4).
+            let mut left = if is_dir { 0 } else { padded };
+            while left > 0 {
+                let k = (buf.len() as u64).min(left) as usize;
+                piece!('entries, pos, &mut buf[..k], halt(s, tar_at!(pos), format!("the tar stream ends inside {bag:?}")));
+                left -= k as u64;
+                pos += k as u64;
+            }
+            continue;
+        }
         if payload && bag != "data" && !dirs.contains(&parent) {
             if !resynced {
                 halt(
@@ -2136,6 +2150,7 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
         }
         let rel = case_rel(&bag).to_string();
         x.reserve(&rel, size)?;
+        made.insert(bag.clone());
         let mut out = x.create_file(&rel)?;
         let mut h = Sha256::new();
         let mut got = 0u64;
@@ -2166,6 +2181,16 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
         piece!('entries, pos, &mut buf[..pad], halt(s, tar_at!(pos), "the tar stream ends inside padding".into()));
         pos += pad as u64;
     }
+}
+
+/// Whether bag path `bag` was seen before as a file or directory, or
+/// lies below a file.
+fn clashes(made: &HashSet<String>, dirs: &HashSet<String>, bag: &str) -> bool {
+    made.contains(bag)
+        || dirs.contains(bag)
+        || bag
+            .match_indices('/')
+            .any(|(i, _)| made.contains(&bag[..i]))
 }
 
 /// An error after the end-of-archive marker: noted as where the scan

@@ -1072,7 +1072,8 @@ fn zstd_frame(data: &[u8]) -> Vec<u8> {
     c.compress(data).unwrap()
 }
 
-/// A tar of `entries` (path, bytes), ustar headers, with its end marker.
+/// A tar of `entries` (path, bytes; a path ending in `/` is a
+/// directory), ustar headers, with its end marker.
 fn small_tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (path, data) in entries {
@@ -1081,7 +1082,11 @@ fn small_tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
         h.set_mtime(1_650_000_000);
-        h.set_entry_type(tar::EntryType::Regular);
+        h.set_entry_type(if path.ends_with('/') {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
         h.set_cksum();
         b.append(&h, *data).unwrap();
     }
@@ -1090,9 +1095,10 @@ fn small_tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
 
 /// The island a hostile case file can carry (FORMAT §14.4 step 5): a
 /// whole zstd frame, stored by seal's zstd as raw bytes, holding a tar
-/// with `CASE_ID/data/fake.txt` and a `CASE_ID/casevault.json` that
-/// records it (taken from a real seal of a case holding only that file,
-/// so that it parses and checks).
+/// with a directory and a file the real case has too (`dir0/`,
+/// `z-last.csv`, the file with other bytes), `CASE_ID/data/fake.txt` and
+/// a `CASE_ID/casevault.json` that records it (taken from a real seal of
+/// a case holding only that file, so that it parses and checks).
 fn island(fx: &Fx, case_id: &str) -> Vec<u8> {
     let fake = CaseTree::new(fx.root().join("fake").join(case_id));
     let text = b"planted, never sealed in this case\n";
@@ -1109,6 +1115,11 @@ fn island(fx: &Fx, case_id: &str) -> Vec<u8> {
     }
     assert!(!json.is_empty());
     let t = small_tar(&[
+        (&format!("{case_id}/data/dir0/"), b""),
+        (
+            &format!("{case_id}/data/z-last.csv"),
+            b"not the sealed bytes\n",
+        ),
         (&format!("{case_id}/data/fake.txt"), text),
         (&format!("{case_id}/casevault.json"), &json),
     ]);
@@ -1253,7 +1264,9 @@ fn a_version_3_zstd_scan_resyncs_at_the_next_frame_after_damage() {
 /// it. When the scan resyncs into it, nothing it holds is ever restored
 /// as verified: the run ends in bytes that are no frame (a false start),
 /// its casevault.json is discarded, and the real one (when it survives)
-/// is the record.
+/// is the record. Paths it shares with the case are not extracted twice
+/// (the first copy stays, so the real `z-last.csv` after it is lost, not
+/// replaced).
 #[test]
 fn a_frame_inside_a_case_file_never_passes_as_the_vaults_own() {
     let fx = Fx::new();
@@ -1267,8 +1280,10 @@ fn a_frame_inside_a_case_file_never_passes_as_the_vaults_own() {
     let r = hit[0];
     assert!(g.frames[r].0 < k * CHUNK && island_at < g.frames[r].0 + g.frames[r].1);
     assert!(r + 1 < jf);
-    let lost = g.files_in(&[(g.frames[r].2, g.frames[r].2 + g.frames[r].3)]);
+    let mut lost = g.files_in(&[(g.frames[r].2, g.frames[r].2 + g.frames[r].3)]);
     assert!(lost.contains("m-evil.bin"));
+    assert!(!lost.contains("z-last.csv"));
+    lost.insert("z-last.csv".into());
     // casevault.json intact: it is the record; fake.txt is unverifiable.
     let vault = fx.vault("island.vault");
     fs::copy(&clean, &vault).unwrap();
