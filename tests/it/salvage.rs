@@ -1253,9 +1253,45 @@ fn a_version_3_zstd_scan_resyncs_at_the_next_frame_after_damage() {
         assert_eq!(d[0]["tar_end"], serde_json::Value::Null);
         assert_eq!(d[0]["plain_start"], g.frames[first].0);
         assert_eq!(d[0]["plain_end"], g.frames[next].0);
+        assert_json_keys(
+            &d[0],
+            &[
+                "unit",
+                "index",
+                "tar_start",
+                "tar_end",
+                "plain_start",
+                "plain_end",
+                "reason",
+            ],
+        );
         // The tail: where the scan stopped, at an unknown tar offset.
         assert_eq!(j["stopped"]["tar_offset"], serde_json::Value::Null, "{j}");
         assert!(j["stopped"]["reason"].is_string());
+        if n == 0 {
+            // Text mode says so too (docs/CLI.md).
+            let a = casevault()
+                .arg("salvage")
+                .arg(&vault)
+                .arg("-o")
+                .arg(fx.dest("resync-text"))
+                .arg("-i")
+                .arg(&fx.key.path)
+                .assert()
+                .code(3);
+            let (out, err) = (stdout_of(&a), stderr_of(&a));
+            assert!(
+                out.contains("\nstopped at an unknown tar offset: "),
+                "{out}"
+            );
+            assert!(
+                err.contains(
+                    "could not be read past a point after the damage, at an unknown tar offset"
+                ),
+                "{err}"
+            );
+            assert_error_message(&err);
+        }
     }
 }
 
