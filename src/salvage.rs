@@ -20,10 +20,14 @@
 //!   entries whose tar bytes touch it.
 //! - **scan**: anything else (version 1 and 2, armored, truncated, or a
 //!   version 3 vault whose end or metadata is damaged): the plaintext is
-//!   read from its start until the first age chunk that does not
-//!   authenticate (or the first byte that does not decode). Files that end
-//!   before that point are verified against `casevault.json` if the scan
-//!   reached it intact, else they are unverifiable.
+//!   read from its start. After damage, a binary vault's raw tar goes on
+//!   at the next age chunk that authenticates, and a binary version 3
+//!   vault's zstd frames at the next frame that decodes whole from
+//!   authenticated bytes ([`Frames`]; tar offsets after that are unknown);
+//!   one zstd stream (versions 1 and 2) and armor stop at the first
+//!   failure. Files found whole are verified against `casevault.json` if
+//!   the scan read it intact (or the payload manifest), else they are
+//!   unverifiable.
 //!
 //! The staging rules are unseal's: DEST (and UNVERIFIED) appear complete,
 //! by one rename each, or not at all.
