@@ -23,7 +23,7 @@
 //!   read from its start. After damage, a binary vault's raw tar goes on
 //!   at the next age chunk that authenticates, and a binary version 3
 //!   vault's zstd frames at the next frame that decodes whole from
-//!   authenticated bytes ([`Frames`]; tar offsets after that are unknown);
+//!   authenticated bytes (`Frames`; tar offsets after that are unknown);
 //!   one zstd stream (versions 1 and 2) and armor stop at the first
 //!   failure. Files found whole are verified against `casevault.json` if
 //!   the scan read it intact (or the payload manifest), else they are
