@@ -20,10 +20,14 @@
 //!   entries whose tar bytes touch it.
 //! - **scan**: anything else (version 1 and 2, armored, truncated, or a
 //!   version 3 vault whose end or metadata is damaged): the plaintext is
-//!   read from its start until the first age chunk that does not
-//!   authenticate (or the first byte that does not decode). Files that end
-//!   before that point are verified against `casevault.json` if the scan
-//!   reached it intact, else they are unverifiable.
+//!   read from its start. After damage, a binary vault's raw tar goes on
+//!   at the next age chunk that authenticates, and a binary version 3
+//!   vault's zstd frames at the next frame that decodes whole from
+//!   authenticated bytes (`Frames`; tar offsets after that are unknown);
+//!   one zstd stream (versions 1 and 2) and armor stop at the first
+//!   failure. Files found whole are verified against `casevault.json` if
+//!   the scan read it intact (or the payload manifest), else they are
+//!   unverifiable.
 //!
 //! The staging rules are unseal's: DEST (and UNVERIFIED) appear complete,
 //! by one rename each, or not at all.
@@ -141,23 +145,33 @@ pub struct Unverifiable {
 }
 
 /// A part of the payload that does not decrypt or decode.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Damage {
-    /// `"zstd frame"` or `"age chunk"`.
+    /// `"zstd frame"`, `"age chunk"`, or `"zstd frames"` (a scan of a
+    /// version 3 zstd vault: one or more frames, how many unknown).
     pub unit: &'static str,
-    /// Its index (frame number in the seek table, or chunk number).
-    pub index: u64,
-    /// The tar bytes it held, `[tar_start, tar_end)`.
-    pub tar_start: u64,
-    pub tar_end: u64,
+    /// Its index (frame number in the seek table, or chunk number); for
+    /// `"zstd frames"`, the first failed frame's, when known.
+    pub index: Option<u64>,
+    /// The tar bytes it held, `[tar_start, tar_end)`; `None` where
+    /// unknown (FORMAT §14.4: after a resync in a zstd scan).
+    pub tar_start: Option<u64>,
+    pub tar_end: Option<u64>,
+    /// `"zstd frames"` only: the decrypted (compressed) bytes skipped,
+    /// `[plain_start, plain_end)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plain_start: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plain_end: Option<u64>,
     pub reason: String,
 }
 
 /// Where a scan stopped.
 #[derive(Debug, Serialize)]
 pub struct Stopped {
-    /// Tar stream offset up to which the payload was read.
-    pub tar_offset: u64,
+    /// Tar stream offset up to which the payload was read; `None` when
+    /// unknown (after a resync in a zstd scan, FORMAT §14.4).
+    pub tar_offset: Option<u64>,
     pub reason: String,
 }
 
@@ -604,9 +618,11 @@ impl Units {
                     self.bad.insert(i, why.clone());
                     self.found.push(Damage {
                         unit: what,
-                        index: i as u64,
-                        tar_start: ustart,
-                        tar_end: ustart + len,
+                        index: Some(i as u64),
+                        tar_start: Some(ustart),
+                        tar_end: Some(ustart + len),
+                        plain_start: None,
+                        plain_end: None,
                         reason: f.to_string(),
                     });
                     return Ok(Some(why));
@@ -753,7 +769,13 @@ struct Scanned {
     json: Option<Vec<u8>>,
     manifest: Option<Vec<u8>>,
     tagmanifest: Option<Vec<u8>>,
+    /// The tag files as they were when the current run began (after a
+    /// resync): restored if it turns out a false start.
+    run_start_tags: Option<TagFiles>,
 }
+
+/// `casevault.json`, the manifest and the tag manifest, as read.
+type TagFiles = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
 
 fn scan_in(
     opts: &SalvageOptions,
@@ -1069,19 +1091,31 @@ fn read_stream(vault: &Path, ids: &[&dyn age::Identity], x: &mut Staging<'_>) ->
             .map_err(|e| Error::io("cannot read vault", vault, e))?
     };
     let armored = head[..n].starts_with(b"-----");
+    // The first frame header (at most 18 bytes): a version 3 zstd layer
+    // declares Frame_Content_Size from 1 to 2^23 (FORMAT §14.4).
+    let mut first = [0u8; 18];
     let zstd = {
         let f = crate::source::open_one(vault, "cannot open vault")?;
         let mut plain = cipher::age_reader_with(BufReader::new(SourceReader(f)), ids)
             .map_err(|e| cipher::map_error(vault, e))?;
-        let mut magic = [0u8; 4];
-        match plain.read_exact(&mut magic) {
-            Ok(()) => Some(magic == format::ZSTD_MAGIC),
-            Err(e) if crate::io::is_source_error(&e) => {
-                return Err(Error::io("cannot read vault", vault, e))
+        let source_error = |e| Error::io("cannot read vault", vault, e);
+        match plain.read_exact(&mut first[..4]) {
+            Ok(()) => {
+                match fill(&mut plain, &mut first[4..]) {
+                    Err(e) if crate::io::is_source_error(&e) => return Err(source_error(e)),
+                    _ => {} // fewer bytes: not a version 3 frame header
+                }
+                Some(first[..4] == format::ZSTD_MAGIC)
             }
+            Err(e) if crate::io::is_source_error(&e) => return Err(source_error(e)),
             Err(_) => None, // the first chunk is damaged (or the stream empty)
         }
     };
+    let frames = zstd == Some(true)
+        && matches!(
+            zstd::zstd_safe::get_frame_content_size(&first),
+            Ok(Some(n)) if (1..=crate::frames::MAX_FRAME).contains(&n)
+        );
     match (armored, zstd) {
         (false, Some(false) | None) => {
             // Raw tar in a binary vault: chunks can be skipped.
@@ -1096,7 +1130,7 @@ fn read_stream(vault: &Path, ids: &[&dyn age::Identity], x: &mut Staging<'_>) ->
                     )),
                     None => {
                         s.stopped = Some(Stopped {
-                            tar_offset: 0,
+                            tar_offset: Some(0),
                             reason: "no age chunk of the payload authenticates".into(),
                         });
                         return Ok(s);
@@ -1104,6 +1138,10 @@ fn read_stream(vault: &Path, ids: &[&dyn age::Identity], x: &mut Staging<'_>) ->
                 }
             }
             walk_tar(vault, &mut src, x, &mut s)?;
+        }
+        (false, Some(true)) if frames => {
+            // Version 3 frames: resync at the next frame after damage.
+            walk_tar(vault, &mut Frames::open(vault, ids)?, x, &mut s)?;
         }
         (_, Some(true)) => {
             let f = crate::source::open_one(vault, "cannot open vault")?;
@@ -1134,9 +1172,11 @@ fn read_stream(vault: &Path, ids: &[&dyn age::Identity], x: &mut Staging<'_>) ->
 fn skipped(from: u64, to: u64, why: &str) -> Damage {
     Damage {
         unit: "age chunk",
-        index: from / AGE_CHUNK_PLAIN,
-        tar_start: from,
-        tar_end: to,
+        index: Some(from / AGE_CHUNK_PLAIN),
+        tar_start: Some(from),
+        tar_end: Some(to),
+        plain_start: None,
+        plain_end: None,
         reason: why.to_string(),
     }
 }
@@ -1148,10 +1188,37 @@ const AGE_CHUNK_CIPHER: u64 = AGE_CHUNK_PLAIN + 16;
 
 /// A plaintext a scan can go on in after damage.
 trait Source: Read {
-    /// After a read failed: move to the start of the next age chunk that
-    /// authenticates and return its plaintext offset; `None` when there
-    /// is none, or this source cannot skip (zstd, armor).
-    fn resync(&mut self) -> Result<Option<(u64, u64)>>;
+    /// After a read failed with an integrity error (`why`): move past the
+    /// damage, to the next place the tar walk can read from, or say that
+    /// there is none (or that this source cannot skip: armor, one zstd
+    /// stream).
+    fn resync(&mut self, why: &str) -> Result<After>;
+
+    /// Whether the run that just failed was a false start (FORMAT §14.4
+    /// step 5): the tag files read in it are discarded.
+    fn false_start(&self) -> bool {
+        false
+    }
+}
+
+/// What [`Source::resync`] found.
+enum After {
+    Resumed(Resumed),
+    /// Nothing after the damage can be read (with why, if more than the
+    /// damage itself).
+    Stopped(Option<String>),
+}
+
+/// Where a scan goes on after damage.
+struct Resumed {
+    /// The damage skipped.
+    damage: Damage,
+    /// It replaces the last record (a false start extended it).
+    merge: bool,
+    /// The tar offset reading resumes at, if known.
+    tar: Option<u64>,
+    /// The plaintext offset reading resumes at.
+    plain: u64,
 }
 
 /// A source that cannot skip damage.
@@ -1164,8 +1231,8 @@ impl<R: Read> Read for NoResync<R> {
 }
 
 impl<R: Read> Source for NoResync<R> {
-    fn resync(&mut self) -> Result<Option<(u64, u64)>> {
-        Ok(None)
+    fn resync(&mut self, _why: &str) -> Result<After> {
+        Ok(After::Stopped(None))
     }
 }
 
@@ -1267,12 +1334,464 @@ impl Read for Resync<'_> {
 }
 
 impl Source for Resync<'_> {
-    fn resync(&mut self) -> Result<Option<(u64, u64)>> {
+    fn resync(&mut self, why: &str) -> Result<After> {
         // Reads stop at the start of the chunk that failed.
         let failed = self.pos.div_ceil(AGE_CHUNK_PLAIN) * AGE_CHUNK_PLAIN;
-        Ok(self
-            .skip(failed + AGE_CHUNK_PLAIN)?
-            .map(|next| (failed, next)))
+        Ok(match self.skip(failed + AGE_CHUNK_PLAIN)? {
+            Some(next) => After::Resumed(Resumed {
+                damage: skipped(failed, next, why),
+                merge: false,
+                tar: Some(next),
+                plain: next,
+            }),
+            None => After::Stopped(None),
+        })
+    }
+}
+
+/// Largest compressed frame a version 3 scan accepts: zstd's compress
+/// bound of a 2^23-byte frame (`ZSTD_COMPRESSBOUND`, FORMAT §14.4).
+const MAX_COMPRESSED: usize = (1 << 23) + (1 << 15);
+/// What a candidate frame that passes the header checks but does not
+/// decode is charged against the search budget (FORMAT §14.4 step 6).
+const CANDIDATE_CHARGE: u64 = 16 << 20;
+/// The search budget's fixed part; twice the plaintext's length is added.
+const SEARCH_BUDGET: u64 = 64 << 20;
+
+/// How the last read of a [`Frames`] source failed.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Failed {
+    /// An age chunk did not authenticate (or the vault ended early).
+    Chunk,
+    /// The bytes authenticate but are not a whole valid frame.
+    Decode,
+}
+
+/// Why a frame at the cursor could not be decoded.
+enum FrameErr {
+    /// Its bytes run into a chunk that fails (the read error).
+    Chunk(io::Error),
+    /// It is not a whole valid frame.
+    Bad(String),
+}
+
+/// The zstd frames of a binary version 3 vault, decoded one by one, each
+/// as a whole (FORMAT §14.4): after a frame fails, the scan resyncs at
+/// the next candidate frame that decodes whole from authenticated bytes.
+/// Tar offsets are known until the first resync, unknown after it.
+struct Frames<'a> {
+    src: Resync<'a>,
+    /// Authenticated compressed bytes; `buf[cur..]` not yet used.
+    buf: Vec<u8>,
+    cur: usize,
+    /// Plaintext offset of `buf[0]`.
+    buf_at: u64,
+    /// The read error met after `buf`'s bytes (deferred until needed).
+    err: Option<io::Error>,
+    eof: bool,
+    out: Vec<u8>,
+    out_pos: usize,
+    dctx: crate::frames::Dctx,
+    /// Frames decoded and tar bytes delivered, from the start while
+    /// `anchored`, else from the frame where the scan resumed.
+    frames: u64,
+    tar: u64,
+    anchored: bool,
+    /// The current run began at a candidate found by a search.
+    resumed: bool,
+    /// Where and how the last read failed: the plaintext offset of the
+    /// frame being read, and the tar offset it held.
+    failed: Option<(Failed, u64, u64)>,
+    /// The damage record of the last resync (a false start extends it).
+    hole: Option<Damage>,
+    /// Charged so far, and the limit (FORMAT §14.4 step 6).
+    spent: u64,
+    budget: u64,
+}
+
+impl<'a> Frames<'a> {
+    fn open(vault: &Path, ids: &'a [&'a dyn age::Identity]) -> Result<Self> {
+        let src = Resync::open(vault, ids)?;
+        let budget = SEARCH_BUDGET.saturating_add(src.chunks.saturating_mul(2 * AGE_CHUNK_PLAIN));
+        Ok(Frames {
+            src,
+            buf: Vec::new(),
+            cur: 0,
+            buf_at: 0,
+            err: None,
+            eof: false,
+            out: Vec::new(),
+            out_pos: 0,
+            dctx: crate::frames::new_dctx(),
+            frames: 0,
+            tar: 0,
+            anchored: true,
+            resumed: false,
+            failed: None,
+            hole: None,
+            spent: 0,
+            budget,
+        })
+    }
+
+    fn avail(&self) -> usize {
+        self.buf.len() - self.cur
+    }
+
+    /// Plaintext offset of the cursor.
+    fn at(&self) -> u64 {
+        self.buf_at + self.cur as u64
+    }
+
+    /// Make `want` bytes available at the cursor, fewer only when the
+    /// source failed (the error is kept in `err`) or ended.
+    fn fill(&mut self, want: usize) -> io::Result<()> {
+        if self.avail() >= want || self.err.is_some() || self.eof {
+            return Ok(());
+        }
+        if self.cur > 0 {
+            self.buf.drain(..self.cur);
+            self.buf_at += self.cur as u64;
+            self.cur = 0;
+        }
+        while self.buf.len() < want {
+            let have = self.buf.len();
+            // A chunk's worth at a time (what age's reader gives per
+            // read): room zeroed per read stays the size of the read.
+            let k = AGE_CHUNK_PLAIN as usize;
+            self.buf.resize(have + k, 0);
+            let res = crate::io::retry(|| self.src.read(&mut self.buf[have..]));
+            match res {
+                Ok(n) => {
+                    self.buf.truncate(have + n);
+                    if n == 0 {
+                        self.eof = true;
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    self.buf.truncate(have);
+                    if crate::io::is_source_error(&e) {
+                        return Err(e);
+                    }
+                    self.err = Some(e);
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decode the whole frame at the cursor into `out` and return its
+    /// compressed length. `candidate`: a frame found by a search, which
+    /// must also declare a content checksum and no dictionary.
+    fn frame(&mut self, candidate: bool) -> io::Result<std::result::Result<usize, FrameErr>> {
+        use zstd::zstd_safe;
+        self.fill(18)?;
+        let head = &self.buf[self.cur..];
+        if head.len() < 6 {
+            return Ok(Err(self.short("a frame header")));
+        }
+        let size = match zstd_safe::get_frame_content_size(head) {
+            Ok(Some(n)) if (1..=crate::frames::MAX_FRAME).contains(&n) => n,
+            Ok(Some(n)) => return Ok(Err(FrameErr::Bad(format!("declares {n} bytes")))),
+            Ok(None) => return Ok(Err(FrameErr::Bad("does not declare its size".into()))),
+            Err(_) if head.len() < 18 && !self.eof => return Ok(Err(self.short("a frame header"))),
+            Err(_) => return Ok(Err(FrameErr::Bad("has a malformed header".into()))),
+        };
+        // Frame_Header_Descriptor: checksum flag 0x04, reserved 0x08,
+        // dictionary id flag 0x03.
+        if candidate && head[4] & 0x0F != 0x04 {
+            return Ok(Err(FrameErr::Bad(
+                "does not declare a checksum, or declares a dictionary".into(),
+            )));
+        }
+        // Its extent: read on until zstd's walk over its block headers
+        // finds the end, up to the largest frame allowed.
+        let mut want = (2 * AGE_CHUNK_PLAIN as usize).min(MAX_COMPRESSED);
+        let len = loop {
+            self.fill(want)?;
+            let have = self.avail().min(MAX_COMPRESSED);
+            match zstd_safe::find_frame_compressed_size(&self.buf[self.cur..self.cur + have]) {
+                Ok(n) => break n,
+                Err(_) if have < MAX_COMPRESSED && self.err.is_none() && !self.eof => {
+                    want = (want * 2).min(MAX_COMPRESSED);
+                }
+                Err(_) if have < MAX_COMPRESSED => return Ok(Err(self.short("the frame"))),
+                Err(e) => {
+                    return Ok(Err(FrameErr::Bad(format!(
+                        "is not a zstd frame of at most {MAX_COMPRESSED} bytes ({})",
+                        zstd_safe::get_error_name(e)
+                    ))))
+                }
+            }
+        };
+        let src = &self.buf[self.cur..self.cur + len];
+        match crate::frames::decompress_frame(&mut self.dctx, src, size, &mut self.out) {
+            Ok(()) => {
+                self.out_pos = 0;
+                Ok(Ok(len))
+            }
+            Err(why) => Ok(Err(FrameErr::Bad(why))),
+        }
+    }
+
+    /// The bytes ran out inside `what`: a chunk failed there, or the
+    /// plaintext ends.
+    fn short(&mut self, what: &str) -> FrameErr {
+        match self.err.take() {
+            Some(e) => FrameErr::Chunk(e),
+            None => FrameErr::Bad(format!("the payload ends inside {what}")),
+        }
+    }
+
+    /// Decode the next frame at the cursor (skipping skippable frames).
+    /// `Ok(false)`: the plaintext ended cleanly.
+    fn next_frame(&mut self) -> io::Result<bool> {
+        loop {
+            self.fill(8)?;
+            if self.avail() == 0 {
+                return match self.err.take() {
+                    Some(e) => self.fail(Failed::Chunk, e),
+                    None => Ok(false),
+                };
+            }
+            if self.avail() < 4 {
+                return match self.short("a frame's magic") {
+                    FrameErr::Chunk(e) => self.fail(Failed::Chunk, e),
+                    FrameErr::Bad(why) => self.fail(Failed::Decode, bad_zstd(why)),
+                };
+            }
+            let b = &self.buf[self.cur..];
+            let magic = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
+                if self.avail() < 8 {
+                    return match self.short("a skippable frame") {
+                        FrameErr::Chunk(e) => self.fail(Failed::Chunk, e),
+                        FrameErr::Bad(why) => self.fail(Failed::Decode, bad_zstd(why)),
+                    };
+                }
+                let body = u64::from(u32::from_le_bytes([b[4], b[5], b[6], b[7]]));
+                self.skip_bytes(8 + body)?;
+                continue;
+            }
+            if magic != u32::from_le_bytes(format::ZSTD_MAGIC) {
+                return self.fail(
+                    Failed::Decode,
+                    bad_zstd("the payload holds data that is not a zstd frame".into()),
+                );
+            }
+            return match self.frame(false)? {
+                Ok(len) => {
+                    self.cur += len;
+                    self.frames += 1;
+                    Ok(true)
+                }
+                Err(FrameErr::Chunk(e)) => self.fail(Failed::Chunk, e),
+                Err(FrameErr::Bad(why)) => {
+                    let n = if self.anchored { self.frames } else { 0 };
+                    self.fail(Failed::Decode, bad_zstd(format!("zstd frame {n} {why}")))
+                }
+            };
+        }
+    }
+
+    /// Consume `n` bytes (a skippable frame) without keeping them.
+    fn skip_bytes(&mut self, mut n: u64) -> io::Result<()> {
+        loop {
+            let k = (self.avail() as u64).min(n) as usize;
+            self.cur += k;
+            n -= k as u64;
+            if n == 0 {
+                return Ok(());
+            }
+            self.fill(AGE_CHUNK_PLAIN as usize)?;
+            if self.avail() == 0 {
+                return match self.short("a skippable frame") {
+                    FrameErr::Chunk(e) => self.fail(Failed::Chunk, e),
+                    FrameErr::Bad(why) => self.fail(Failed::Decode, bad_zstd(why)),
+                };
+            }
+        }
+    }
+
+    /// Note a failure of the frame at the cursor and return `e`.
+    fn fail<T>(&mut self, how: Failed, e: io::Error) -> io::Result<T> {
+        self.failed = Some((how, self.at(), self.tar));
+        Err(e)
+    }
+
+    /// Search from the cursor for the next candidate frame that decodes
+    /// whole (FORMAT §14.4 step 2), skipping chunks that fail. `Ok(None)`:
+    /// none before the end; `Err(why)` (inner): the budget is spent.
+    fn search(&mut self) -> Result<std::result::Result<Option<u64>, String>> {
+        let vault = self.src.vault.clone();
+        let io_err = |e| Error::io("cannot read vault", &vault, e);
+        loop {
+            crate::signal::check()?;
+            if self.avail() < 4 {
+                self.fill(AGE_CHUNK_PLAIN as usize).map_err(io_err)?;
+                if self.avail() < 4 {
+                    if self.err.is_none() {
+                        return Ok(Ok(None)); // the end
+                    }
+                    // A chunk fails here: go on after it.
+                    let failed = self.src.pos.div_ceil(AGE_CHUNK_PLAIN) * AGE_CHUNK_PLAIN;
+                    if self.skip_to(failed + AGE_CHUNK_PLAIN)?.is_none() {
+                        return Ok(Ok(None));
+                    }
+                    continue;
+                }
+            }
+            let hay = &self.buf[self.cur..];
+            let Some(i) = hay.windows(4).position(|w| w == format::ZSTD_MAGIC) else {
+                // Keep the last 3 bytes: a magic may straddle them.
+                self.cur = self.buf.len() - 3;
+                continue;
+            };
+            self.cur += i;
+            let at = self.at();
+            match self.frame(true).map_err(io_err)? {
+                Ok(len) => {
+                    self.cur += len;
+                    return Ok(Ok(Some(at)));
+                }
+                Err(err) => {
+                    // A chunk error met while reading the candidate stays
+                    // for the search to skip when it gets there.
+                    if let FrameErr::Chunk(e) = err {
+                        self.err = Some(e);
+                    }
+                    if self.passes_header() {
+                        self.spent = self.spent.saturating_add(CANDIDATE_CHARGE);
+                        if self.spent > self.budget {
+                            return Ok(Err(format!(
+                                "the search for the next zstd frame gave up at plaintext offset \
+                                 {at}: candidates that looked like frames but did not decode \
+                                 cost more than its budget (FORMAT §14.4)"
+                            )));
+                        }
+                    }
+                    self.cur += 1;
+                }
+            }
+        }
+    }
+
+    /// Whether the candidate at the cursor passes the header checks of
+    /// FORMAT §14.4 step 2 (what the budget is charged for).
+    fn passes_header(&self) -> bool {
+        let head = &self.buf[self.cur..];
+        head.len() >= 6
+            && head[4] & 0x0F == 0x04
+            && matches!(
+                zstd::zstd_safe::get_frame_content_size(head),
+                Ok(Some(n)) if (1..=crate::frames::MAX_FRAME).contains(&n)
+            )
+    }
+
+    /// Start again at the first chunk from plaintext offset `from` on that
+    /// authenticates, with nothing buffered.
+    fn skip_to(&mut self, from: u64) -> Result<Option<u64>> {
+        self.buf.clear();
+        self.cur = 0;
+        self.err = None;
+        self.eof = false;
+        let next = self.src.skip(from)?;
+        if let Some(at) = next {
+            self.buf_at = at;
+        }
+        Ok(next)
+    }
+}
+
+fn bad_zstd(why: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why)
+}
+
+impl Read for Frames<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.out_pos < self.out.len() {
+                let n = buf.len().min(self.out.len() - self.out_pos);
+                buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
+                self.out_pos += n;
+                self.tar += n as u64;
+                return Ok(n);
+            }
+            if self.failed.is_some() {
+                return Err(bad_zstd("the zstd stream failed before this".into()));
+            }
+            if !self.next_frame()? {
+                return Ok(0);
+            }
+        }
+    }
+}
+
+impl Source for Frames<'_> {
+    fn false_start(&self) -> bool {
+        self.resumed && matches!(self.failed, Some((Failed::Decode, _, _)))
+    }
+
+    fn resync(&mut self, why: &str) -> Result<After> {
+        let Some((how, plain, tar)) = self.failed else {
+            return Ok(After::Stopped(None));
+        };
+        let merge = self.false_start() && self.hole.is_some();
+        if !merge {
+            self.hole = Some(Damage {
+                unit: "zstd frames",
+                index: self.anchored.then_some(self.frames),
+                tar_start: self.anchored.then_some(tar),
+                tar_end: None,
+                plain_start: Some(plain),
+                plain_end: None,
+                reason: why.to_string(),
+            });
+        }
+        // Where the search starts: after the chunk that failed, or the
+        // byte after the failed frame's first.
+        self.out.clear();
+        self.out_pos = 0;
+        match how {
+            Failed::Chunk => {
+                let failed = self.src.pos.div_ceil(AGE_CHUNK_PLAIN) * AGE_CHUNK_PLAIN;
+                if self.skip_to(failed + AGE_CHUNK_PLAIN)?.is_none() {
+                    return Ok(After::Stopped(None));
+                }
+            }
+            Failed::Decode => {
+                // The failed frame's bytes are still buffered (the cursor
+                // stays at a frame's start until it decodes).
+                let at = usize::try_from(plain.saturating_sub(self.buf_at)).unwrap_or(usize::MAX);
+                self.cur = at.saturating_add(1).min(self.buf.len());
+            }
+        }
+        let found = match self.search()? {
+            Ok(Some(at)) => at,
+            Ok(None) => return Ok(After::Stopped(None)),
+            Err(why) => return Ok(After::Stopped(Some(why))),
+        };
+        self.failed = None;
+        self.anchored = false;
+        self.resumed = true;
+        self.frames = 1;
+        self.tar = 0;
+        let hole = self
+            .hole
+            .as_mut()
+            .expect("set above or by an earlier resync");
+        hole.plain_end = Some(found);
+        Ok(After::Resumed(Resumed {
+            damage: hole.clone(),
+            merge,
+            tar: None,
+            plain: found,
+        }))
     }
 }
 
@@ -1295,38 +1814,69 @@ enum Got {
     Ok,
     /// The stream ended cleanly before it.
     End,
-    /// Damage: the scan goes on at this tar offset (a chunk boundary).
-    Resumed(u64),
+    /// Damage: the scan goes on at this tar offset (a chunk boundary;
+    /// `None`: unknown, a zstd frame boundary) and plaintext offset.
+    Resumed(Option<u64>, u64),
     /// Damage, and nothing after it can be read.
     Stopped,
 }
 
-/// Read `buf` from `r`; on damage, note it and try to resync.
+/// Read `buf` from `r`; on damage, note it and try to resync. `at`: the
+/// tar offset of the piece, if known.
 fn read_piece(
     vault: &Path,
     r: &mut dyn Source,
     s: &mut Scanned,
-    at: u64,
+    at: Option<u64>,
     buf: &mut [u8],
 ) -> Result<Got> {
-    let e = match fill(r, buf) {
-        Ok(true) => return Ok(Got::Ok),
-        Ok(false) => return Ok(Got::End),
-        Err(e) => e,
-    };
+    match fill(r, buf) {
+        Ok(true) => Ok(Got::Ok),
+        Ok(false) => Ok(Got::End),
+        Err(e) => on_damage(vault, r, s, at, e),
+    }
+}
+
+/// The tag files read since the last resync were read in no run of the
+/// sealer's (FORMAT §14.4 step 5): forget them.
+fn drop_run_tags(s: &mut Scanned) {
+    if let Some((json, manifest, tagmanifest)) = s.run_start_tags.take() {
+        (s.json, s.manifest, s.tagmanifest) = (json, manifest, tagmanifest);
+    }
+}
+
+/// A read of the payload failed with `e` at tar offset `at` (if known):
+/// note the damage and resync, or note where the scan stopped.
+fn on_damage(
+    vault: &Path,
+    r: &mut dyn Source,
+    s: &mut Scanned,
+    at: Option<u64>,
+    e: io::Error,
+) -> Result<Got> {
     let why = match crate::io::classify_stream_error(vault, "reading the payload", e) {
         Error::Integrity(f) => f.to_string(),
         other => return Err(other),
     };
-    match r.resync()? {
-        Some((failed, next)) => {
-            s.damage.push(skipped(failed, next, &why));
-            Ok(Got::Resumed(next))
+    if r.false_start() {
+        drop_run_tags(s);
+    }
+    match r.resync(&why)? {
+        After::Resumed(res) => {
+            match s.damage.last_mut() {
+                Some(last) if res.merge => *last = res.damage,
+                _ => s.damage.push(res.damage),
+            }
+            s.run_start_tags = Some((s.json.clone(), s.manifest.clone(), s.tagmanifest.clone()));
+            Ok(Got::Resumed(res.tar, res.plain))
         }
-        None => {
+        After::Stopped(more) => {
             s.stopped = Some(Stopped {
                 tar_offset: at,
-                reason: why,
+                reason: match more {
+                    Some(m) => format!("{why}; {m}"),
+                    None => why,
+                },
             });
             Ok(Got::Stopped)
         }
@@ -1341,11 +1891,42 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
     let mut block = [0u8; 512];
     let mut pax: crate::read::tar::Pax = (None, None);
     let mut dirs: HashSet<String> = HashSet::new();
+    // Files created in the scratch directory (bag paths).
+    let mut made: HashSet<String> = HashSet::new();
     let mut buf = vec![0u8; BUF_SIZE];
     // After damage: looking for the next header; parents may be missing.
     let mut searching = false;
     let mut resynced = false;
-    let halt = |s: &mut Scanned, at: u64, why: String| {
+    // Whether `pos` is the tar offset: not after a resync in a zstd scan,
+    // where it counts from the frame the scan resumed at, at plaintext
+    // offset `resumed_plain` (FORMAT §14.4).
+    let mut known = true;
+    let mut resumed_plain = 0u64;
+    macro_rules! tar_at {
+        ($at:expr) => {
+            if known {
+                Some($at)
+            } else {
+                None
+            }
+        };
+    }
+    macro_rules! here {
+        ($at:expr) => {
+            if known {
+                format!("tar offset {}", $at)
+            } else {
+                format!(
+                    "{} tar bytes after the zstd frame at plaintext offset {} where the scan resumed",
+                    $at, resumed_plain
+                )
+            }
+        };
+    }
+    // A run after a resync that ends in something that is not the
+    // sealer's tar was no run of the sealer's: its tag files go.
+    let halt = |s: &mut Scanned, at: Option<u64>, why: String| {
+        drop_run_tags(s);
         s.stopped = Some(Stopped {
             tar_offset: at,
             reason: why,
@@ -1353,21 +1934,27 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
     };
     // `continue 'entries` after a resync: the label is passed in, as
     // macro hygiene requires.
+    macro_rules! resume {
+        ($l:lifetime, $tar:expr, $plain:expr) => {{
+            let tar: Option<u64> = $tar;
+            pos = tar.unwrap_or(0);
+            known = tar.is_some();
+            resumed_plain = $plain;
+            pax = (None, None);
+            searching = true;
+            resynced = true;
+            continue $l;
+        }};
+    }
     macro_rules! piece {
         ($l:lifetime, $at:expr, $buf:expr, $on_end:expr) => {
-            match read_piece(vault, r, s, $at, $buf)? {
+            match read_piece(vault, r, s, tar_at!($at), $buf)? {
                 Got::Ok => {}
                 Got::End => {
                     $on_end;
                     return Ok(());
                 }
-                Got::Resumed(next) => {
-                    pos = next;
-                    pax = (None, None);
-                    searching = true;
-                    resynced = true;
-                    continue $l;
-                }
+                Got::Resumed(tar, plain) => resume!($l, tar, plain),
                 Got::Stopped => return Ok(()),
             }
         };
@@ -1376,7 +1963,7 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
         crate::signal::check()?;
         let at = pos;
         piece!('entries, at, &mut block, if !searching {
-            halt(s, at, format!("the tar stream ends without its end-of-archive marker (tar offset {at})"));
+            halt(s, tar_at!(at), format!("the tar stream ends without its end-of-archive marker ({})", here!(at)));
         });
         pos += 512;
         if searching {
@@ -1401,35 +1988,55 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
                     Ok(0) => return Ok(()),
                     Ok(n) => pos += n as u64,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if r.false_start() => {
+                        // The marker lay in a false start (FORMAT §14.4
+                        // step 5): the tar goes on after the damage.
+                        match on_damage(vault, r, s, tar_at!(pos), e)? {
+                            Got::Resumed(tar, plain) => resume!('entries, tar, plain),
+                            _ => return Ok(()),
+                        }
+                    }
                     Err(e) => {
-                        read_piece_err(vault, s, pos, e)?;
+                        read_piece_err(vault, s, tar_at!(pos), e)?;
                         return Ok(());
                     }
                 }
             }
         }
         if !random::checksum_ok(&block) {
-            halt(s, at, format!("no valid tar header at tar offset {at}"));
+            halt(
+                s,
+                tar_at!(at),
+                format!("no valid tar header at {}", here!(at)),
+            );
             return Ok(());
         }
         let header = tar::Header::from_byte_slice(&block);
         let Ok(size) = header.entry_size() else {
-            halt(s, at, format!("malformed tar header at tar offset {at}"));
+            halt(
+                s,
+                tar_at!(at),
+                format!("malformed tar header at {}", here!(at)),
+            );
             return Ok(());
         };
         let padded = size.div_ceil(512) * 512;
         if block[156] == b'x' {
             if size > format::MAX_PAX {
-                halt(s, at, format!("oversized pax header at tar offset {at}"));
+                halt(
+                    s,
+                    tar_at!(at),
+                    format!("oversized pax header at {}", here!(at)),
+                );
                 return Ok(());
             }
             let mut data = vec![0u8; padded as usize];
-            piece!('entries, pos, &mut data, halt(s, at, "the tar stream ends inside a pax header".into()));
+            piece!('entries, pos, &mut data, halt(s, tar_at!(at), "the tar stream ends inside a pax header".into()));
             pos += padded;
             match crate::read::parse_pax(&data[..size as usize]) {
                 Ok(p) => pax = p,
                 Err(e) => {
-                    halt(s, at, format!("{e} at tar offset {at}"));
+                    halt(s, tar_at!(at), format!("{e} at {}", here!(at)));
                     return Ok(());
                 }
             }
@@ -1438,7 +2045,7 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
         let path = match crate::read::tar::entry_path(header, size, std::mem::take(&mut pax)) {
             Ok(p) => p,
             Err(e) => {
-                halt(s, at, format!("{e} at tar offset {at}"));
+                halt(s, tar_at!(at), format!("{e} at {}", here!(at)));
                 return Ok(());
             }
         };
@@ -1446,7 +2053,11 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
         // The first entry names the case.
         let Some(case_id) = s.case_id.clone() else {
             if !is_dir || !format::is_valid_case_id(&path) {
-                halt(s, at, "the first tar entry is not a case directory".into());
+                halt(
+                    s,
+                    tar_at!(at),
+                    "the first tar entry is not a case directory".into(),
+                );
                 return Ok(());
             }
             s.case_id = Some(path);
@@ -1456,15 +2067,35 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
             .strip_prefix(&case_id)
             .and_then(|p| p.strip_prefix('/'))
         else {
-            halt(s, at, format!("{path:?} is outside the case directory"));
+            halt(
+                s,
+                tar_at!(at),
+                format!("{path:?} is outside the case directory"),
+            );
             return Ok(());
         };
         let bag = bag.to_string();
         let parent = bag.rsplit_once('/').map_or("", |(p, _)| p).to_string();
         let payload = bag == "data" || bag.starts_with("data/");
+        if resynced && payload && clashes(&made, &dirs, &bag) {
+            // After a resync, a path seen before (or one a file already
+            // holds): the first copy stays (FORMAT §14.4).
+            let mut left = if is_dir { 0 } else { padded };
+            while left > 0 {
+                let k = (buf.len() as u64).min(left) as usize;
+                piece!('entries, pos, &mut buf[..k], halt(s, tar_at!(pos), format!("the tar stream ends inside {bag:?}")));
+                left -= k as u64;
+                pos += k as u64;
+            }
+            continue;
+        }
         if payload && bag != "data" && !dirs.contains(&parent) {
             if !resynced {
-                halt(s, at, format!("{bag:?} comes before its directory"));
+                halt(
+                    s,
+                    tar_at!(at),
+                    format!("{bag:?} comes before its directory"),
+                );
                 return Ok(());
             }
             // Its directory's header lay in the damage: make it here.
@@ -1486,7 +2117,7 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
         }
         if is_dir {
             if !payload || !dirs.insert(bag.clone()) {
-                halt(s, at, format!("unexpected directory {bag:?}"));
+                halt(s, tar_at!(at), format!("unexpected directory {bag:?}"));
                 return Ok(());
             }
             if bag != "data" {
@@ -1504,7 +2135,7 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
             let mut left = padded;
             while left > 0 {
                 let k = (buf.len() as u64).min(left) as usize;
-                piece!('entries, pos, &mut buf[..k], halt(s, pos, format!("the tar stream ends inside {bag}")));
+                piece!('entries, pos, &mut buf[..k], halt(s, tar_at!(pos), format!("the tar stream ends inside {bag}")));
                 if keep {
                     let want = (size - (padded - left)).min(k as u64) as usize;
                     data.extend_from_slice(&buf[..want]);
@@ -1523,6 +2154,7 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
         }
         let rel = case_rel(&bag).to_string();
         x.reserve(&rel, size)?;
+        made.insert(bag.clone());
         let mut out = x.create_file(&rel)?;
         let mut h = Sha256::new();
         let mut got = 0u64;
@@ -1532,7 +2164,7 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
             // Only whole reads are known to have arrived: a file cut
             // short keeps those.
             s.partial.push((bag.clone(), size, got));
-            piece!('entries, pos, &mut buf[..k], halt(s, pos, format!("the tar stream ends inside {bag:?}")));
+            piece!('entries, pos, &mut buf[..k], halt(s, tar_at!(pos), format!("the tar stream ends inside {bag:?}")));
             s.partial.pop();
             h.update(&buf[..k]);
             out.write_all(&buf[..k])
@@ -1550,14 +2182,24 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
         ));
         // The padding: the file is whole even if the stream stops here.
         let pad = (padded - size) as usize;
-        piece!('entries, pos, &mut buf[..pad], halt(s, pos, "the tar stream ends inside padding".into()));
+        piece!('entries, pos, &mut buf[..pad], halt(s, tar_at!(pos), "the tar stream ends inside padding".into()));
         pos += pad as u64;
     }
 }
 
+/// Whether bag path `bag` was seen before as a file or directory, or
+/// lies below a file.
+fn clashes(made: &HashSet<String>, dirs: &HashSet<String>, bag: &str) -> bool {
+    made.contains(bag)
+        || dirs.contains(bag)
+        || bag
+            .match_indices('/')
+            .any(|(i, _)| made.contains(&bag[..i]))
+}
+
 /// An error after the end-of-archive marker: noted as where the scan
 /// stopped.
-fn read_piece_err(vault: &Path, s: &mut Scanned, at: u64, e: io::Error) -> Result<()> {
+fn read_piece_err(vault: &Path, s: &mut Scanned, at: Option<u64>, e: io::Error) -> Result<()> {
     match crate::io::classify_stream_error(vault, "reading the payload", e) {
         Error::Integrity(f) => {
             s.stopped = Some(Stopped {
@@ -1598,6 +2240,141 @@ mod tests {
         let hl = b[mac..].iter().position(|&c| c == b'\n').unwrap() + mac + 1;
         b[hl + 16 + (k * AGE_CHUNK_CIPHER) as usize + 5] ^= 1;
         fs::write(p, b).unwrap();
+    }
+
+    fn noise(seed: u64, n: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// One zstd frame as casevault writes them (content size, checksum).
+    fn zframe(data: &[u8]) -> Vec<u8> {
+        let mut c = zstd::bulk::Compressor::new(1).unwrap();
+        c.include_checksum(true).unwrap();
+        c.include_contentsize(true).unwrap();
+        c.compress(data).unwrap()
+    }
+
+    /// FORMAT §14.4: after a damaged chunk, the search skips a false magic
+    /// (with a plausible header) inside a frame's stored bytes, accepts a
+    /// whole frame embedded there (a case file holding zstd data), sees
+    /// the run end in bytes that are no frame (a false start: the same
+    /// damage record, extended), and resumes at the next real frame.
+    #[test]
+    fn a_zstd_scan_skips_false_frames_and_resumes_at_the_next_frame() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f0 = noise(1, 200 * 1024);
+        // Frame 1's data: noise, a false magic with a header declaring a
+        // content size and a checksum, noise, a whole frame, noise.
+        let embedded_data = noise(3, 10_000);
+        let embedded = zframe(&embedded_data);
+        let mut f1 = noise(2, 150 * 1024);
+        f1.extend_from_slice(&[0x28, 0xB5, 0x2F, 0xFD, 0x24, 0x64]);
+        f1.extend_from_slice(&noise(4, 50 * 1024));
+        f1.extend_from_slice(&embedded);
+        f1.extend_from_slice(&noise(5, 100 * 1024));
+        let f2 = noise(6, 200 * 1024);
+        let (z0, z1, z2) = (zframe(&f0), zframe(&f1), zframe(&f2));
+        let mut plain = Vec::new();
+        for z in [&z0, &z1, &z2] {
+            plain.extend_from_slice(z);
+        }
+        // zstd stored the noise as is: both fakes appear in frame 1.
+        let find = |needle: &[u8]| {
+            plain
+                .windows(needle.len())
+                .position(|w| w == needle)
+                .unwrap() as u64
+        };
+        let false_at = find(&[0x28, 0xB5, 0x2F, 0xFD, 0x24, 0x64]);
+        let embedded_at = find(&embedded);
+        let (s1, s2) = (z0.len() as u64, (z0.len() + z1.len()) as u64);
+        assert!(s1 < false_at && false_at < embedded_at && embedded_at < s2);
+        // Damage the chunk after the one where frame 1 starts (frame 0
+        // ends in that one).
+        let k = s1 / AGE_CHUNK_PLAIN + 1;
+        assert!((k + 1) * AGE_CHUNK_PLAIN < false_at);
+        let (p, id) = vault(tmp.path(), &plain);
+        flip_chunk(&p, k);
+        let ids: [&dyn age::Identity; 1] = [&id];
+        let mut r = Frames::open(&p, &ids).unwrap();
+        let mut got = vec![0u8; f0.len()];
+        r.read_exact(&mut got).unwrap();
+        assert_eq!(got, f0);
+        assert!(r.read(&mut got).is_err(), "frame 1 lies in the damage");
+        assert!(!r.false_start());
+        let After::Resumed(first) = r.resync("damaged").unwrap() else {
+            panic!("resumes");
+        };
+        assert!(!first.merge);
+        assert_eq!(first.damage.unit, "zstd frames");
+        assert_eq!(first.damage.index, Some(1));
+        assert_eq!(first.damage.tar_start, Some(f0.len() as u64));
+        assert_eq!(first.damage.tar_end, None);
+        assert_eq!(first.damage.plain_start, Some(s1));
+        // The false magic was skipped; the embedded frame decodes whole.
+        assert_eq!(first.damage.plain_end, Some(embedded_at));
+        assert_eq!((first.tar, first.plain), (None, embedded_at));
+        let mut island = vec![0u8; embedded_data.len()];
+        r.read_exact(&mut island).unwrap();
+        assert_eq!(island, embedded_data);
+        assert!(r.read(&mut got).is_err(), "no frame follows it");
+        assert!(r.false_start());
+        let After::Resumed(second) = r.resync("not a frame").unwrap() else {
+            panic!("resumes");
+        };
+        assert!(second.merge, "the same hole");
+        assert_eq!(second.damage.plain_start, Some(s1));
+        assert_eq!(second.damage.plain_end, Some(s2));
+        assert_eq!(second.damage.reason, "damaged");
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, f2);
+    }
+
+    /// FORMAT §14.4 step 6: candidates whose header looks right but that
+    /// do not decode are charged; past the budget the search stops there
+    /// (without it, it would go on to the real frame at the end).
+    #[test]
+    fn the_frame_search_gives_up_past_its_budget() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f0 = noise(7, 100 * 1024);
+        let mut plain = zframe(&f0);
+        let hole_at = plain.len() as u64;
+        plain.extend_from_slice(&noise(8, 2 * AGE_CHUNK_PLAIN as usize));
+        // Budget for about 1 MiB of plaintext: 64 MiB + 2 MiB, i.e. five
+        // charges; eight fakes (magic, content size 100, checksum), each
+        // followed by bytes that are no block.
+        for i in 0..8 {
+            plain.extend_from_slice(&[0x28, 0xB5, 0x2F, 0xFD, 0x24, 0x64]);
+            plain.extend_from_slice(&[0xFF; 10]);
+            plain.extend_from_slice(&noise(20 + i, 1000));
+        }
+        let last = noise(9, 1000);
+        let real_at = plain.len() as u64;
+        plain.extend_from_slice(&zframe(&last));
+        plain.resize(1 << 20, 0);
+        let (p, id) = vault(tmp.path(), &plain);
+        flip_chunk(&p, hole_at / AGE_CHUNK_PLAIN + 1);
+        let ids: [&dyn age::Identity; 1] = [&id];
+        let mut r = Frames::open(&p, &ids).unwrap();
+        let mut got = vec![0u8; f0.len()];
+        r.read_exact(&mut got).unwrap();
+        assert!(r.read(&mut got).is_err(), "not a frame after frame 0");
+        match r.resync("damaged").unwrap() {
+            After::Stopped(Some(why)) => assert!(why.contains("budget"), "{why}"),
+            After::Stopped(None) => panic!("stopped without the budget"),
+            After::Resumed(res) => {
+                panic!("resumed at {} (the real frame is at {real_at})", res.plain)
+            }
+        }
     }
 
     /// What the design relies on (age 0.12): after a chunk fails, age's
@@ -1643,15 +2420,25 @@ mod tests {
             &plain[3 * AGE_CHUNK_PLAIN as usize..4 * AGE_CHUNK_PLAIN as usize]
         );
         assert!(s.read(&mut got).is_err(), "chunk 4 is cut");
-        assert_eq!(s.resync().unwrap(), None, "nothing after the cut");
+        assert!(
+            matches!(s.resync("cut").unwrap(), After::Stopped(None)),
+            "nothing after the cut"
+        );
         // From the start: chunk 2 fails, the resync lands on chunk 3.
         let mut s = Resync::open(&p, &ids).unwrap();
         let mut two = vec![0u8; 2 * AGE_CHUNK_PLAIN as usize];
         s.read_exact(&mut two).unwrap();
         assert!(s.read(&mut got).is_err());
-        assert_eq!(
-            s.resync().unwrap(),
-            Some((2 * AGE_CHUNK_PLAIN, 3 * AGE_CHUNK_PLAIN))
-        );
+        match s.resync("damaged").unwrap() {
+            After::Resumed(r) => {
+                assert_eq!(r.damage.tar_start, Some(2 * AGE_CHUNK_PLAIN));
+                assert_eq!(r.damage.tar_end, Some(3 * AGE_CHUNK_PLAIN));
+                assert_eq!(
+                    (r.tar, r.plain),
+                    (Some(3 * AGE_CHUNK_PLAIN), 3 * AGE_CHUNK_PLAIN)
+                );
+            }
+            After::Stopped(_) => panic!("chunk 3 authenticates"),
+        }
     }
 }

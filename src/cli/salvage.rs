@@ -81,8 +81,11 @@ pub fn run(a: SalvageArgs) -> anyhow::Result<Exit> {
         report.unverifiable.len(),
         match &report.stopped {
             Some(s) => format!(
-                "; the payload could not be read past tar offset {}, so entries after it are unknown{}",
-                s.tar_offset,
+                "; the payload could not be read past {}, so entries after it are unknown{}",
+                match s.tar_offset {
+                    Some(n) => format!("tar offset {n}"),
+                    None => "a point after the damage, at an unknown tar offset".into(),
+                },
                 if report.index.state == "checked" {
                     " beyond those listed"
                 } else {
@@ -108,8 +111,11 @@ fn print_text(r: &SalvageReport) {
     }
     if let Some(s) = &r.stopped {
         println!(
-            "stopped at tar offset {}: {}",
-            s.tar_offset,
+            "stopped at {}: {}",
+            match s.tar_offset {
+                Some(n) => format!("tar offset {n}"),
+                None => "an unknown tar offset".into(),
+            },
             sanitize(&s.reason)
         );
     }

@@ -1063,3 +1063,304 @@ fn random_damage_never_restores_a_wrong_byte() {
         }
     }
 }
+
+/// One zstd frame as casevault writes them (content size and checksum).
+fn zstd_frame(data: &[u8]) -> Vec<u8> {
+    let mut c = zstd::bulk::Compressor::new(3).unwrap();
+    c.include_checksum(true).unwrap();
+    c.include_contentsize(true).unwrap();
+    c.compress(data).unwrap()
+}
+
+/// A tar of `entries` (path, bytes; a path ending in `/` is a
+/// directory), ustar headers, with its end marker.
+fn small_tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(path).unwrap();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_650_000_000);
+        h.set_entry_type(if path.ends_with('/') {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// The island a hostile case file can carry (FORMAT §14.4 step 5): a
+/// whole zstd frame, stored by seal's zstd as raw bytes, holding a tar
+/// with a directory and a file the real case has too (`dir0/`,
+/// `z-last.csv`, the file with other bytes), `CASE_ID/data/fake.txt` and
+/// a `CASE_ID/casevault.json` that records it (taken from a real seal of
+/// a case holding only that file, so that it parses and checks).
+fn island(fx: &Fx, case_id: &str) -> Vec<u8> {
+    let fake = CaseTree::new(fx.root().join("fake").join(case_id));
+    let text = b"planted, never sealed in this case\n";
+    fake.file("fake.txt", text);
+    let v = fx.vault("fake.vault");
+    fx.seal(&fake.root, &v, &[]);
+    let tar = plaintext_tar(&decrypt_vault(&v, &fx.key));
+    let mut json = Vec::new();
+    for e in tar::Archive::new(&tar[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().ends_with("casevault.json") {
+            std::io::Read::read_to_end(&mut e, &mut json).unwrap();
+        }
+    }
+    assert!(!json.is_empty());
+    let t = small_tar(&[
+        (&format!("{case_id}/data/dir0/"), b""),
+        (
+            &format!("{case_id}/data/z-last.csv"),
+            b"not the sealed bytes\n",
+        ),
+        (&format!("{case_id}/data/fake.txt"), text),
+        (&format!("{case_id}/casevault.json"), &json),
+    ]);
+    zstd_frame(&t)
+}
+
+/// A case (the one of `case`, 2,000 more small files and a hostile file,
+/// `m-evil.bin`, carrying an [`island`]) sealed so that casevault.json
+/// ends just before a 1 MiB frame boundary, followed by a manifest that
+/// compresses to more than an age chunk: damage to the last chunk (the
+/// seek table and the tail) leaves casevault.json's frame readable.
+/// Returns the case, the vault, its geometry, and the island's plaintext
+/// offset.
+fn case_with_json_before_the_tail(fx: &Fx, name: &str) -> (CaseTree, PathBuf, Geometry, u64) {
+    let c = case(fx, name);
+    for i in 0..2000u64 {
+        let h = sha256_hex(&i.to_le_bytes());
+        c.file(
+            &format!("many/d{}/{}.txt", i % 10, &h[..16]),
+            &seeded_bytes(5000 + i, 40 + (i % 50) as usize),
+        );
+    }
+    let z = island(fx, name);
+    let mut evil = seeded_bytes(600, 700 * 1024);
+    evil.extend_from_slice(&z);
+    evil.extend_from_slice(&seeded_bytes(601, 300 * 1024));
+    c.file("m-evil.bin", &evil);
+    let pad = |n: u64| seeded_bytes(77, n as usize);
+    let p0 = 1_100_000u64;
+    c.file("zz-pad.bin", &pad(p0));
+    c.stamp_times(1_650_000_000);
+    let probe = fx.vault(&format!("{name}-probe.vault"));
+    fx.seal(&c.root, &probe, &[]);
+    // Move casevault.json's end to 1 KiB before the next boundary (the
+    // pad is the last payload file, its size keeps its digit count).
+    let e0 = geometry(&probe, &fx.key).json.1;
+    let boundary = (e0 + 2048).div_ceil(1 << 20) << 20;
+    c.file("zz-pad.bin", &pad(p0 + (boundary - 1024 - e0) / 512 * 512));
+    c.stamp_times(1_650_000_000);
+    let clean = fx.vault(&format!("{name}.vault"));
+    fx.seal(&c.root, &clean, &[]);
+    let g = geometry(&clean, &fx.key);
+    let jf = g.json_frame();
+    let (c0, cs, _, _) = g.frames[jf];
+    assert!(
+        g.chunk_of_plain(c0 + cs - 1) < g.chunks() - 1,
+        "casevault.json's frame ends before the last chunk"
+    );
+    let plain = decrypt_vault(&clean, &fx.key);
+    let at = plain
+        .windows(z.len())
+        .position(|w| w == z)
+        .expect("seal stored the island as is");
+    (c, clean, g, at as u64)
+}
+
+impl Geometry {
+    /// The frame holding the end of casevault.json.
+    fn json_frame(&self) -> usize {
+        self.frames
+            .iter()
+            .position(|(_, _, d, ds)| *d < self.json.1 && self.json.1 <= d + ds)
+            .unwrap()
+    }
+
+    /// The frames whose compressed bytes touch age chunk `k`.
+    fn frames_of_chunk(&self, k: u64) -> Vec<usize> {
+        let (lo, hi) = (k * CHUNK, (k + 1) * CHUNK);
+        (0..self.frames.len())
+            .filter(|&i| self.frames[i].0 < hi && self.frames[i].0 + self.frames[i].1 > lo)
+            .collect()
+    }
+}
+
+/// Issue #16, FORMAT §14.4: a version 3 zstd vault whose end (seek table,
+/// tail) is damaged is read by scan; damage in its payload too no longer
+/// stops the scan: it resyncs at the next frame, so every file outside
+/// the frames the damage touches is verified against casevault.json
+/// (which lies after the damage) and restored, whether the hole is one
+/// chunk or many in a row over several frames.
+#[test]
+fn a_version_3_zstd_scan_resyncs_at_the_next_frame_after_damage() {
+    let fx = Fx::new();
+    let (c, clean, g, island_at) = case_with_json_before_the_tail(&fx, "RESYNC-1");
+    let last = g.chunks() - 1;
+    let jf = g.json_frame();
+    let small = g.chunk_of_plain(g.plain_of_tar(g.files["dir0/f005.txt"].0));
+    // From inside frame 1 to inside frame 3: frames 1, 2 and 3.
+    let hole: Vec<u64> = (g.frames[1].0 / CHUNK + 1..=g.frames[3].0 / CHUNK + 1).collect();
+    for (n, chunks) in [vec![small], hole].into_iter().enumerate() {
+        let hit: BTreeSet<usize> = chunks.iter().flat_map(|&k| g.frames_of_chunk(k)).collect();
+        let (first, next) = (*hit.first().unwrap(), *hit.last().unwrap() + 1);
+        assert!(
+            first > 0 && next < jf,
+            "{n}: {hit:?}, casevault.json in {jf}"
+        );
+        assert!(
+            n == 0 || hit.len() == 3,
+            "a hole over several frames: {hit:?}"
+        );
+        // The search meets the next real frame before the island.
+        assert!(g.frames[next].0 < island_at);
+        let vault = fx.vault(&format!("resync-{n}.vault"));
+        fs::copy(&clean, &vault).unwrap();
+        for &k in &chunks {
+            damage_chunk(&vault, &g, k, 1000);
+        }
+        damage_chunk(&vault, &g, last, 3);
+        let ranges: Vec<(u64, u64)> = hit
+            .iter()
+            .map(|&i| (g.frames[i].2, g.frames[i].2 + g.frames[i].3))
+            .collect();
+        let lost = g.files_in(&ranges);
+        assert!(!lost.is_empty());
+        let dest = fx.dest(&format!("resync-{n}"));
+        let j = salvage(&fx, &vault, &dest, &[], 3);
+        assert_eq!(j["read"], "scan", "{n}");
+        assert_eq!(j["index"]["state"], "checked", "{n}: {}", j["index"]);
+        assert_eq!(paths(&j["lost"]), lost, "{n}: lost");
+        assert_eq!(j["unverifiable"], serde_json::json!([]), "{n}");
+        let kept: BTreeSet<String> = all_files(&c.root).difference(&lost).cloned().collect();
+        assert_restored(&c.root, &dest, &kept, true);
+        assert_eq!(j["restored"]["files"], kept.len());
+        // One record for the hole: where it starts is known, how many
+        // frames it holds is not (FORMAT §14.4 step 4).
+        let d = j["damage"].as_array().unwrap();
+        assert_eq!(d.len(), 1, "{n}: {d:?}");
+        assert_eq!(d[0]["unit"], "zstd frames");
+        assert_eq!(d[0]["index"], first);
+        assert_eq!(d[0]["tar_start"], g.frames[first].2);
+        assert_eq!(d[0]["tar_end"], serde_json::Value::Null);
+        assert_eq!(d[0]["plain_start"], g.frames[first].0);
+        assert_eq!(d[0]["plain_end"], g.frames[next].0);
+        assert_json_keys(
+            &d[0],
+            &[
+                "unit",
+                "index",
+                "tar_start",
+                "tar_end",
+                "plain_start",
+                "plain_end",
+                "reason",
+            ],
+        );
+        // The tail: where the scan stopped, at an unknown tar offset.
+        assert_eq!(j["stopped"]["tar_offset"], serde_json::Value::Null, "{j}");
+        assert!(j["stopped"]["reason"].is_string());
+        if n == 0 {
+            // Text mode says so too (docs/CLI.md).
+            let a = casevault()
+                .arg("salvage")
+                .arg(&vault)
+                .arg("-o")
+                .arg(fx.dest("resync-text"))
+                .arg("-i")
+                .arg(&fx.key.path)
+                .assert()
+                .code(3);
+            let (out, err) = (stdout_of(&a), stderr_of(&a));
+            assert!(
+                out.contains("\nstopped at an unknown tar offset: "),
+                "{out}"
+            );
+            assert!(
+                err.contains(
+                    "could not be read past a point after the damage, at an unknown tar offset"
+                ),
+                "{err}"
+            );
+            assert_error_message(&err);
+        }
+    }
+}
+
+/// FORMAT §14.4 step 5: a hostile case file holding a whole zstd frame
+/// with a tar of a fake `data/fake.txt` and a `casevault.json` recording
+/// it. When the scan resyncs into it, nothing it holds is ever restored
+/// as verified: the run ends in bytes that are no frame (a false start),
+/// its casevault.json is discarded, and the real one (when it survives)
+/// is the record. Paths it shares with the case are not extracted twice
+/// (the first copy stays, so the real `z-last.csv` after it is lost, not
+/// replaced).
+#[test]
+fn a_frame_inside_a_case_file_never_passes_as_the_vaults_own() {
+    let fx = Fx::new();
+    let (c, clean, g, island_at) = case_with_json_before_the_tail(&fx, "ISLAND-1");
+    let last = g.chunks() - 1;
+    let jf = g.json_frame();
+    // The chunk before the island's, inside the same real frame.
+    let k = island_at / CHUNK - 1;
+    let hit = g.frames_of_chunk(k);
+    assert_eq!(hit.len(), 1);
+    let r = hit[0];
+    assert!(g.frames[r].0 < k * CHUNK && island_at < g.frames[r].0 + g.frames[r].1);
+    assert!(r + 1 < jf);
+    let mut lost = g.files_in(&[(g.frames[r].2, g.frames[r].2 + g.frames[r].3)]);
+    assert!(lost.contains("m-evil.bin"));
+    assert!(!lost.contains("z-last.csv"));
+    lost.insert("z-last.csv".into());
+    // casevault.json intact: it is the record; fake.txt is unverifiable.
+    let vault = fx.vault("island.vault");
+    fs::copy(&clean, &vault).unwrap();
+    damage_chunk(&vault, &g, k, 100);
+    damage_chunk(&vault, &g, last, 3);
+    let (dest, uv) = (fx.dest("island"), fx.dest("island-uv"));
+    let j = salvage(
+        &fx,
+        &vault,
+        &dest,
+        &["--unverified", uv.to_str().unwrap()],
+        3,
+    );
+    assert_eq!(j["index"]["state"], "checked", "{}", j["index"]);
+    assert_eq!(paths(&j["lost"]), lost);
+    assert_eq!(
+        paths(&j["unverifiable"]),
+        BTreeSet::from(["fake.txt".to_string()])
+    );
+    let kept: BTreeSet<String> = all_files(&c.root).difference(&lost).cloned().collect();
+    assert_restored(&c.root, &dest, &kept, true);
+    assert!(!dest.join("fake.txt").exists());
+    // One hole: the island's run was a false start, counted in it.
+    let d = j["damage"].as_array().unwrap();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["plain_start"], g.frames[r].0);
+    assert_eq!(d[0]["plain_end"], g.frames[r + 1].0);
+
+    // casevault.json's frame damaged too: the island's casevault.json is
+    // the only one the scan reads whole, and it must not be used.
+    let vault = fx.vault("island-nojson.vault");
+    fs::copy(&clean, &vault).unwrap();
+    damage_chunk(&vault, &g, k, 100);
+    let jk = g.frames[jf].0 / CHUNK + 1;
+    assert_eq!(g.frames_of_chunk(jk), vec![jf]);
+    damage_chunk(&vault, &g, jk, 100);
+    damage_chunk(&vault, &g, last, 3);
+    let dest = fx.dest("island-nojson");
+    let j = salvage(&fx, &vault, &dest, &[], 3);
+    assert_ne!(j["index"]["state"], "checked", "{}", j["index"]);
+    assert_eq!(files_under(&dest), BTreeSet::new(), "nothing is verified");
+    assert_eq!(j["restored"]["files"], 0);
+    assert!(paths(&j["unverifiable"]).contains("fake.txt"));
+}
