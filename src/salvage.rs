@@ -1887,86 +1887,179 @@ fn on_damage(
 /// stops at the first thing it cannot read, unless the source can skip
 /// damage: then it looks for the next tar header of this case after it.
 fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scanned) -> Result<()> {
-    let mut pos = 0u64;
-    let mut block = [0u8; 512];
-    let mut pax: crate::read::tar::Pax = (None, None);
-    let mut dirs: HashSet<String> = HashSet::new();
-    // Files created in the scratch directory (bag paths).
-    let mut made: HashSet<String> = HashSet::new();
-    let mut buf = vec![0u8; BUF_SIZE];
-    // After damage: looking for the next header; parents may be missing.
-    let mut searching = false;
-    let mut resynced = false;
-    // Whether `pos` is the tar offset: not after a resync in a zstd scan,
-    // where it counts from the frame the scan resumed at, at plaintext
-    // offset `resumed_plain` (FORMAT §14.4).
-    let mut known = true;
-    let mut resumed_plain = 0u64;
-    macro_rules! tar_at {
-        ($at:expr) => {
-            if known {
-                Some($at)
-            } else {
-                None
-            }
-        };
-    }
-    macro_rules! here {
-        ($at:expr) => {
-            if known {
-                format!("tar offset {}", $at)
-            } else {
-                format!(
-                    "{} tar bytes after the zstd frame at plaintext offset {} where the scan resumed",
-                    $at, resumed_plain
-                )
-            }
-        };
-    }
-    // A run after a resync that ends in something that is not the
-    // sealer's tar was no run of the sealer's: its tag files go.
-    let halt = |s: &mut Scanned, at: Option<u64>, why: String| {
-        drop_run_tags(s);
-        s.stopped = Some(Stopped {
-            tar_offset: at,
-            reason: why,
-        });
+    let mut w = TarWalk {
+        vault,
+        pos: 0,
+        pax: (None, None),
+        dirs: HashSet::new(),
+        made: HashSet::new(),
+        searching: false,
+        resynced: false,
+        known: true,
+        resumed_plain: 0,
     };
-    // `continue 'entries` after a resync: the label is passed in, as
-    // macro hygiene requires.
-    macro_rules! resume {
-        ($l:lifetime, $tar:expr, $plain:expr) => {{
-            let tar: Option<u64> = $tar;
-            pos = tar.unwrap_or(0);
-            known = tar.is_some();
-            resumed_plain = $plain;
-            pax = (None, None);
-            searching = true;
-            resynced = true;
-            continue $l;
-        }};
-    }
-    macro_rules! piece {
-        ($l:lifetime, $at:expr, $buf:expr, $on_end:expr) => {
-            match read_piece(vault, r, s, tar_at!($at), $buf)? {
-                Got::Ok => {}
-                Got::End => {
-                    $on_end;
-                    return Ok(());
-                }
-                Got::Resumed(tar, plain) => resume!($l, tar, plain),
-                Got::Stopped => return Ok(()),
-            }
-        };
-    }
-    'entries: loop {
+    let mut buf = vec![0u8; BUF_SIZE];
+    loop {
         crate::signal::check()?;
-        let at = pos;
-        piece!('entries, at, &mut block, if !searching {
-            halt(s, tar_at!(at), format!("the tar stream ends without its end-of-archive marker ({})", here!(at)));
-        });
-        pos += 512;
-        if searching {
+        if let Flow::Done = w.entry(r, x, s, &mut buf)? {
+            return Ok(());
+        }
+    }
+}
+
+/// Where a scan's tar walk is (see [`walk_tar`]).
+struct TarWalk<'v> {
+    vault: &'v Path,
+    /// The tar offset of the next read (when `known`).
+    pos: u64,
+    pax: crate::read::tar::Pax,
+    dirs: HashSet<String>,
+    /// Files created in the scratch directory (bag paths).
+    made: HashSet<String>,
+    /// After damage: looking for the next header; parents may be missing.
+    searching: bool,
+    resynced: bool,
+    /// Whether `pos` is the tar offset: not after a resync in a zstd scan,
+    /// where it counts from the frame the scan resumed at, at plaintext
+    /// offset `resumed_plain` (FORMAT §14.4).
+    known: bool,
+    resumed_plain: u64,
+}
+
+/// How one step of the walk ended.
+enum Flow {
+    /// On to the next header (after an entry, or after a resync).
+    Next,
+    /// The walk is over; `Scanned` says why, if it stopped early.
+    Done,
+}
+
+/// Read a piece or leave the step with its [`Flow`].
+macro_rules! get {
+    ($read:expr) => {
+        if let Some(flow) = $read? {
+            return Ok(flow);
+        }
+    };
+}
+
+/// The walk stopped at `at`: a run after a resync that ends in something
+/// that is not the sealer's tar was no run of the sealer's, so its tag
+/// files go.
+fn halt(s: &mut Scanned, at: Option<u64>, why: String) {
+    drop_run_tags(s);
+    s.stopped = Some(Stopped {
+        tar_offset: at,
+        reason: why,
+    });
+}
+
+impl TarWalk<'_> {
+    fn tar_at(&self, at: u64) -> Option<u64> {
+        self.known.then_some(at)
+    }
+
+    fn here(&self, at: u64) -> String {
+        if self.known {
+            format!("tar offset {at}")
+        } else {
+            format!(
+                "{at} tar bytes after the zstd frame at plaintext offset {} where the scan resumed",
+                self.resumed_plain
+            )
+        }
+    }
+
+    /// Stop the walk at tar position `at`.
+    fn halt(&self, s: &mut Scanned, at: u64, why: String) -> Result<Flow> {
+        halt(s, self.tar_at(at), why);
+        Ok(Flow::Done)
+    }
+
+    /// Go on after damage: search for the next header from `tar` (`None`:
+    /// an unknown tar offset) at plaintext offset `plain`.
+    fn resume(&mut self, tar: Option<u64>, plain: u64) -> Flow {
+        self.pos = tar.unwrap_or(0);
+        self.known = tar.is_some();
+        self.resumed_plain = plain;
+        self.pax = (None, None);
+        self.searching = true;
+        self.resynced = true;
+        Flow::Next
+    }
+
+    /// Read `buf` at tar position `at`: `None` when it arrived; else how
+    /// the step ends. A clean end of the stream there halts with what
+    /// `end` gives (offset and reason), if anything.
+    fn piece(
+        &mut self,
+        r: &mut dyn Source,
+        s: &mut Scanned,
+        at: u64,
+        buf: &mut [u8],
+        end: impl FnOnce(&Self) -> Option<(u64, String)>,
+    ) -> Result<Option<Flow>> {
+        Ok(match read_piece(self.vault, r, s, self.tar_at(at), buf)? {
+            Got::Ok => None,
+            Got::End => {
+                if let Some((o, why)) = end(self) {
+                    halt(s, self.tar_at(o), why);
+                }
+                Some(Flow::Done)
+            }
+            Got::Resumed(tar, plain) => Some(self.resume(tar, plain)),
+            Got::Stopped => Some(Flow::Done),
+        })
+    }
+
+    /// Read `len` bytes at `pos` into `buf`, a piece at a time, giving
+    /// each to `each`; a clean end halts: "the tar stream ends inside
+    /// `what`".
+    fn pieces(
+        &mut self,
+        r: &mut dyn Source,
+        s: &mut Scanned,
+        buf: &mut [u8],
+        len: u64,
+        what: &str,
+        each: &mut dyn FnMut(&[u8]),
+    ) -> Result<Option<Flow>> {
+        let mut left = len;
+        while left > 0 {
+            let k = (buf.len() as u64).min(left) as usize;
+            let end = |w: &Self| Some((w.pos, format!("the tar stream ends inside {what}")));
+            if let Some(flow) = self.piece(r, s, self.pos, &mut buf[..k], end)? {
+                return Ok(Some(flow));
+            }
+            each(&buf[..k]);
+            left -= k as u64;
+            self.pos += k as u64;
+        }
+        Ok(None)
+    }
+
+    /// One tar header and what follows it.
+    fn entry(
+        &mut self,
+        r: &mut dyn Source,
+        x: &mut Staging<'_>,
+        s: &mut Scanned,
+        buf: &mut [u8],
+    ) -> Result<Flow> {
+        let at = self.pos;
+        let mut block = [0u8; 512];
+        let end = |w: &Self| {
+            (!w.searching).then(|| {
+                let why = format!(
+                    "the tar stream ends without its end-of-archive marker ({})",
+                    w.here(at)
+                );
+                (at, why)
+            })
+        };
+        get!(self.piece(r, s, at, &mut block, end));
+        self.pos += 512;
+        if self.searching {
             // A header of this case, or go on to the next block.
             let ours = random::checksum_ok(&block)
                 && &block[257..263] == b"ustar\0"
@@ -1977,213 +2070,225 @@ fn walk_tar(vault: &Path, r: &mut dyn Source, x: &mut Staging<'_>, s: &mut Scann
                             .starts_with(format!("{c}/").as_bytes())
                 });
             if !ours {
-                continue;
+                return Ok(Flow::Next);
             }
-            searching = false;
+            self.searching = false;
         } else if block.iter().all(|&b| b == 0) {
-            // The end-of-archive marker: read on to the authenticated end,
-            // so that damage after it is reported too.
-            loop {
-                match r.read(&mut buf) {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => pos += n as u64,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if r.false_start() => {
-                        // The marker lay in a false start (FORMAT §14.4
-                        // step 5): the tar goes on after the damage.
-                        match on_damage(vault, r, s, tar_at!(pos), e)? {
-                            Got::Resumed(tar, plain) => resume!('entries, tar, plain),
-                            _ => return Ok(()),
-                        }
-                    }
-                    Err(e) => {
-                        read_piece_err(vault, s, tar_at!(pos), e)?;
-                        return Ok(());
-                    }
-                }
-            }
+            return self.after_the_end(r, s, buf);
         }
         if !random::checksum_ok(&block) {
-            halt(
-                s,
-                tar_at!(at),
-                format!("no valid tar header at {}", here!(at)),
-            );
-            return Ok(());
+            return self.halt(s, at, format!("no valid tar header at {}", self.here(at)));
         }
         let header = tar::Header::from_byte_slice(&block);
         let Ok(size) = header.entry_size() else {
-            halt(
-                s,
-                tar_at!(at),
-                format!("malformed tar header at {}", here!(at)),
-            );
-            return Ok(());
+            return self.halt(s, at, format!("malformed tar header at {}", self.here(at)));
         };
         let padded = size.div_ceil(512) * 512;
         if block[156] == b'x' {
-            if size > format::MAX_PAX {
-                halt(
-                    s,
-                    tar_at!(at),
-                    format!("oversized pax header at {}", here!(at)),
-                );
-                return Ok(());
-            }
-            let mut data = vec![0u8; padded as usize];
-            piece!('entries, pos, &mut data, halt(s, tar_at!(at), "the tar stream ends inside a pax header".into()));
-            pos += padded;
-            match crate::read::parse_pax(&data[..size as usize]) {
-                Ok(p) => pax = p,
-                Err(e) => {
-                    halt(s, tar_at!(at), format!("{e} at {}", here!(at)));
-                    return Ok(());
-                }
-            }
-            continue;
+            return self.pax_header(r, s, at, size);
         }
-        let path = match crate::read::tar::entry_path(header, size, std::mem::take(&mut pax)) {
+        let path = match crate::read::tar::entry_path(header, size, std::mem::take(&mut self.pax)) {
             Ok(p) => p,
-            Err(e) => {
-                halt(s, tar_at!(at), format!("{e} at {}", here!(at)));
-                return Ok(());
-            }
+            Err(e) => return self.halt(s, at, format!("{e} at {}", self.here(at))),
         };
         let is_dir = header.entry_type().is_dir();
         // The first entry names the case.
         let Some(case_id) = s.case_id.clone() else {
             if !is_dir || !format::is_valid_case_id(&path) {
-                halt(
-                    s,
-                    tar_at!(at),
-                    "the first tar entry is not a case directory".into(),
-                );
-                return Ok(());
+                return self.halt(s, at, "the first tar entry is not a case directory".into());
             }
             s.case_id = Some(path);
-            continue;
+            return Ok(Flow::Next);
         };
         let Some(bag) = path
             .strip_prefix(&case_id)
             .and_then(|p| p.strip_prefix('/'))
         else {
-            halt(
-                s,
-                tar_at!(at),
-                format!("{path:?} is outside the case directory"),
-            );
-            return Ok(());
+            return self.halt(s, at, format!("{path:?} is outside the case directory"));
         };
         let bag = bag.to_string();
         let parent = bag.rsplit_once('/').map_or("", |(p, _)| p).to_string();
         let payload = bag == "data" || bag.starts_with("data/");
-        if resynced && payload && clashes(&made, &dirs, &bag) {
+        if self.resynced && payload && clashes(&self.made, &self.dirs, &bag) {
             // After a resync, a path seen before (or one a file already
             // holds): the first copy stays (FORMAT §14.4).
-            let mut left = if is_dir { 0 } else { padded };
-            while left > 0 {
-                let k = (buf.len() as u64).min(left) as usize;
-                piece!('entries, pos, &mut buf[..k], halt(s, tar_at!(pos), format!("the tar stream ends inside {bag:?}")));
-                left -= k as u64;
-                pos += k as u64;
-            }
-            continue;
+            let len = if is_dir { 0 } else { padded };
+            get!(self.pieces(r, s, buf, len, &format!("{bag:?}"), &mut |_| {}));
+            return Ok(Flow::Next);
         }
-        if payload && bag != "data" && !dirs.contains(&parent) {
-            if !resynced {
-                halt(
-                    s,
-                    tar_at!(at),
-                    format!("{bag:?} comes before its directory"),
-                );
-                return Ok(());
+        if payload && bag != "data" && !self.dirs.contains(&parent) {
+            if !self.resynced {
+                return self.halt(s, at, format!("{bag:?} comes before its directory"));
             }
-            // Its directory's header lay in the damage: make it here.
-            if parent != "data" {
-                let d = x.root.join(case_rel(&parent));
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .create(&d)
-                    .map_err(|e| Error::io("cannot create directory", &d, e))?;
-            }
-            let mut p = parent.as_str();
-            loop {
-                dirs.insert(p.to_string());
-                match p.rsplit_once('/') {
-                    Some((up, _)) => p = up,
-                    None => break,
-                }
-            }
+            self.missing_parents(x, &parent)?;
         }
         if is_dir {
-            if !payload || !dirs.insert(bag.clone()) {
-                halt(s, tar_at!(at), format!("unexpected directory {bag:?}"));
-                return Ok(());
+            if !payload || !self.dirs.insert(bag.clone()) {
+                return self.halt(s, at, format!("unexpected directory {bag:?}"));
             }
             if bag != "data" {
                 x.reserve(case_rel(&bag), 0)?;
                 x.dir(case_rel(&bag))?;
             }
-            continue;
+            return Ok(Flow::Next);
         }
         if !payload {
-            // A tag file: keep casevault.json and the manifests.
-            let keep = bag == format::CASEVAULT_JSON && size <= format::MAX_JSON_ABSOLUTE
-                || bag == format::MANIFEST && size <= format::MAX_MANIFEST_ABSOLUTE
-                || bag == format::TAGMANIFEST && size <= format::MAX_SMALL_TAG_FILE;
-            let mut data = Vec::new();
-            let mut left = padded;
-            while left > 0 {
-                let k = (buf.len() as u64).min(left) as usize;
-                piece!('entries, pos, &mut buf[..k], halt(s, tar_at!(pos), format!("the tar stream ends inside {bag}")));
-                if keep {
-                    let want = (size - (padded - left)).min(k as u64) as usize;
-                    data.extend_from_slice(&buf[..want]);
-                }
-                left -= k as u64;
-                pos += k as u64;
-            }
-            if bag == format::CASEVAULT_JSON && keep {
-                s.json = Some(data);
-            } else if bag == format::MANIFEST && keep {
-                s.manifest = Some(data);
-            } else if bag == format::TAGMANIFEST && keep {
-                s.tagmanifest = Some(data);
-            }
-            continue;
+            return self.tag_file(r, s, buf, &bag, size);
         }
+        self.payload_file(r, x, s, buf, bag, size)
+    }
+
+    /// The end-of-archive marker: read on to the authenticated end, so
+    /// that damage after it is reported too.
+    fn after_the_end(
+        &mut self,
+        r: &mut dyn Source,
+        s: &mut Scanned,
+        buf: &mut [u8],
+    ) -> Result<Flow> {
+        loop {
+            match r.read(buf) {
+                Ok(0) => return Ok(Flow::Done),
+                Ok(n) => self.pos += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if r.false_start() => {
+                    // The marker lay in a false start (FORMAT §14.4 step
+                    // 5): the tar goes on after the damage.
+                    return Ok(
+                        match on_damage(self.vault, r, s, self.tar_at(self.pos), e)? {
+                            Got::Resumed(tar, plain) => self.resume(tar, plain),
+                            _ => Flow::Done,
+                        },
+                    );
+                }
+                Err(e) => {
+                    read_piece_err(self.vault, s, self.tar_at(self.pos), e)?;
+                    return Ok(Flow::Done);
+                }
+            }
+        }
+    }
+
+    /// A pax extended header (at tar position `at`) for the next entry.
+    fn pax_header(
+        &mut self,
+        r: &mut dyn Source,
+        s: &mut Scanned,
+        at: u64,
+        size: u64,
+    ) -> Result<Flow> {
+        if size > format::MAX_PAX {
+            return self.halt(s, at, format!("oversized pax header at {}", self.here(at)));
+        }
+        let mut data = vec![0u8; (size.div_ceil(512) * 512) as usize];
+        let end = |_: &Self| Some((at, "the tar stream ends inside a pax header".to_string()));
+        get!(self.piece(r, s, self.pos, &mut data, end));
+        self.pos += data.len() as u64;
+        match crate::read::parse_pax(&data[..size as usize]) {
+            Ok(p) => self.pax = p,
+            Err(e) => return self.halt(s, at, format!("{e} at {}", self.here(at))),
+        }
+        Ok(Flow::Next)
+    }
+
+    /// After a resync, an entry whose directory's header lay in the
+    /// damage: make the directory (and its parents) here.
+    fn missing_parents(&mut self, x: &mut Staging<'_>, parent: &str) -> Result<()> {
+        if parent != "data" {
+            let d = x.root.join(case_rel(parent));
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .create(&d)
+                .map_err(|e| Error::io("cannot create directory", &d, e))?;
+        }
+        let mut p = parent;
+        loop {
+            self.dirs.insert(p.to_string());
+            match p.rsplit_once('/') {
+                Some((up, _)) => p = up,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// A tag file: casevault.json and the manifests are kept.
+    fn tag_file(
+        &mut self,
+        r: &mut dyn Source,
+        s: &mut Scanned,
+        buf: &mut [u8],
+        bag: &str,
+        size: u64,
+    ) -> Result<Flow> {
+        let keep = bag == format::CASEVAULT_JSON && size <= format::MAX_JSON_ABSOLUTE
+            || bag == format::MANIFEST && size <= format::MAX_MANIFEST_ABSOLUTE
+            || bag == format::TAGMANIFEST && size <= format::MAX_SMALL_TAG_FILE;
+        let mut data = Vec::new();
+        let mut left = size;
+        let mut each = |piece: &[u8]| {
+            let want = (piece.len() as u64).min(left) as usize;
+            if keep {
+                data.extend_from_slice(&piece[..want]);
+            }
+            left -= want as u64;
+        };
+        get!(self.pieces(r, s, buf, size.div_ceil(512) * 512, bag, &mut each));
+        if !keep {
+            return Ok(Flow::Next);
+        }
+        match bag {
+            format::CASEVAULT_JSON => s.json = Some(data),
+            format::MANIFEST => s.manifest = Some(data),
+            _ => s.tagmanifest = Some(data),
+        }
+        Ok(Flow::Next)
+    }
+
+    /// A payload file: into the scratch directory, hashed.
+    fn payload_file(
+        &mut self,
+        r: &mut dyn Source,
+        x: &mut Staging<'_>,
+        s: &mut Scanned,
+        buf: &mut [u8],
+        bag: String,
+        size: u64,
+    ) -> Result<Flow> {
         let rel = case_rel(&bag).to_string();
         x.reserve(&rel, size)?;
-        made.insert(bag.clone());
+        self.made.insert(bag.clone());
         let mut out = x.create_file(&rel)?;
         let mut h = Sha256::new();
         let mut got = 0u64;
+        let inside = |w: &Self| Some((w.pos, format!("the tar stream ends inside {bag:?}")));
         while got < size {
             crate::signal::check()?;
             let k = (buf.len() as u64).min(size - got) as usize;
             // Only whole reads are known to have arrived: a file cut
             // short keeps those.
             s.partial.push((bag.clone(), size, got));
-            piece!('entries, pos, &mut buf[..k], halt(s, tar_at!(pos), format!("the tar stream ends inside {bag:?}")));
+            get!(self.piece(r, s, self.pos, &mut buf[..k], inside));
             s.partial.pop();
             h.update(&buf[..k]);
             out.write_all(&buf[..k])
                 .map_err(|err| x.write_error(&rel, err))?;
             got += k as u64;
-            pos += k as u64;
+            self.pos += k as u64;
         }
         out.flush().map_err(|err| x.write_error(&rel, err))?;
         s.files.push((
-            bag.clone(),
+            bag,
             Found {
                 size,
                 sha256: hex(&h.finalize()),
             },
         ));
         // The padding: the file is whole even if the stream stops here.
-        let pad = (padded - size) as usize;
-        piece!('entries, pos, &mut buf[..pad], halt(s, tar_at!(pos), "the tar stream ends inside padding".into()));
-        pos += pad as u64;
+        let pad = (size.div_ceil(512) * 512 - size) as usize;
+        let end = |w: &Self| Some((w.pos, "the tar stream ends inside padding".to_string()));
+        get!(self.piece(r, s, self.pos, &mut buf[..pad], end));
+        self.pos += pad as u64;
+        Ok(Flow::Next)
     }
 }
 
