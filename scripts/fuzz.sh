@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzz casevault's hostile-input readers with cargo-fuzz (libFuzzer).
 #
-#   scripts/fuzz.sh TARGET SECONDS   run TARGET (payload | parsers | index | parity) for SECONDS
+#   scripts/fuzz.sh TARGET SECONDS   run TARGET (payload | parsers | index | parity | salvage) for SECONDS
 #   scripts/fuzz.sh seed             rebuild fuzz/seeds/ from freshly sealed vaults
+#   scripts/fuzz.sh seed-salvage     rebuild fuzz/seeds/salvage/ only
 #
 # The toolchain is stable Rust: cargo-fuzz needs nightly flags, so this sets
 # RUSTC_BOOTSTRAP=1. FUZZ_SANITIZER=none skips AddressSanitizer (casevault
@@ -15,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 usage() {
-    echo "usage: $0 (payload|parsers|index|parity) SECONDS | $0 seed" >&2
+    echo "usage: $0 (payload|parsers|index|parity|salvage) SECONDS | $0 seed | $0 seed-salvage" >&2
     exit 2
 }
 
@@ -53,13 +54,43 @@ seed() {
     { printf '\x02\x02\x00'; head -c 128 /dev/zero | zstd -q -c --content-size; } \
         >fuzz/seeds/index/frame
     { printf '\x03'; cat fuzz/seeds/payload/zstd.bin; } >fuzz/seeds/index/frames
+    salvage_seeds
     ls -l fuzz/seeds/*
+}
+
+# Seeds of the salvage target: three damage bytes, then a plaintext of a
+# few 64 KiB age chunks (a 150 KB file), raw tar and cut into 16 KiB zstd
+# frames (each with its content size and checksum, no seek table) so that
+# a scan past damage has frames to resync at (FORMAT §14.4).
+salvage_seeds() {
+    cargo build --quiet
+    local bin=target/debug/casevault tmp r
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' RETURN
+    "$bin" keygen -o "$tmp/key" >"$tmp/recipient"
+    r=$(cat "$tmp/recipient")
+    mkdir -p "$tmp/SEED-2/sub"
+    printf 'alpha\n' >"$tmp/SEED-2/a.txt"
+    head -c 150000 /dev/urandom >"$tmp/SEED-2/sub/big.bin"
+    seq 1 4000 >"$tmp/SEED-2/z.txt"
+    "$bin" seal "$tmp/SEED-2" -o "$tmp/n.vault" -r "$r" --compress none
+    "$bin" seal "$tmp/SEED-2" -o "$tmp/z.vault" -r "$r"
+    age -d -i "$tmp/key" "$tmp/n.vault" >"$tmp/tar"
+    mkdir -p "$tmp/pieces"
+    split -b 16384 -a 3 "$tmp/tar" "$tmp/pieces/p"
+    for p in "$tmp"/pieces/p*; do zstd -q -c --content-size "$p"; done >"$tmp/frames"
+    rm -rf fuzz/seeds/salvage
+    mkdir -p fuzz/seeds/salvage
+    { printf '\x01\x01\x00'; cat "$tmp/frames"; } >fuzz/seeds/salvage/frames-mid
+    { printf '\x01\x01\x00'; cat "$tmp/tar"; } >fuzz/seeds/salvage/tar-mid
+    { printf '\x01\x02\x00'; age -d -i "$tmp/key" "$tmp/z.vault"; } >fuzz/seeds/salvage/v3-tail
 }
 
 [ $# -ge 1 ] || usage
 case "$1" in
 seed) seed ;;
-payload | parsers | index | parity)
+seed-salvage) salvage_seeds ;;
+payload | parsers | index | parity | salvage)
     [ $# -eq 2 ] || usage
     target=$1 secs=$2
     command -v cargo-fuzz >/dev/null 2>&1 || {
@@ -68,10 +99,13 @@ payload | parsers | index | parity)
     }
     mkdir -p "fuzz/corpus/$target" "fuzz/artifacts/$target" fuzz/logs
     cp -n "fuzz/seeds/$target/"* "fuzz/corpus/$target/" 2>/dev/null || true
+    max_len=65536
+    # Salvage needs vaults of several 64 KiB chunks to resync in.
+    if [ "$target" = salvage ]; then max_len=300000; fi
     san=()
     if [ -n "${FUZZ_SANITIZER:-}" ]; then san=(--sanitizer "$FUZZ_SANITIZER"); fi
     RUSTC_BOOTSTRAP=1 cargo fuzz run "${san[@]}" "$target" "fuzz/corpus/$target" -- \
-        -max_total_time="$secs" -timeout=30 -rss_limit_mb=2048 -max_len=65536 \
+        -max_total_time="$secs" -timeout=30 -rss_limit_mb=2048 -max_len="$max_len" \
         -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$target/" \
         2>&1 | tee "fuzz/logs/$target.log"
     ;;
