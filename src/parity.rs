@@ -709,6 +709,10 @@ pub struct RepairReport {
     pub parity_rewritten: bool,
     /// Why the vault could not be repaired (outcome `unrepairable`).
     pub problem: Option<String>,
+    /// How the repaired vault was written (outcome `repaired`): `"clone"`
+    /// (a reflink clone of the vault with the rebuilt shards written into
+    /// it) or `"copy"` (every byte copied); `None` otherwise.
+    pub rewrite: Option<&'static str>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -805,6 +809,7 @@ pub fn repair(vault: &Path, par_path: &Path) -> Result<RepairReport> {
         },
         parity_rewritten: false,
         problem: None,
+        rewrite: None,
     };
 
     // One pass: each stripe is read once, checked by CRC, rebuilt where
@@ -849,10 +854,12 @@ pub fn repair(vault: &Path, par_path: &Path) -> Result<RepairReport> {
         rewrite_damaged_parity(vault, &vmeta, &par, &mut report)?;
         return Ok(report);
     };
+    let (out, cloned) = out;
     if let Some(problem) = outer_signature_problem(vault, out.temp_path())? {
         return Ok(unrepairable(report, &problem));
     }
     out.commit(true)?;
+    report.rewrite = Some(if cloned { "clone" } else { "copy" });
     crate::io::sync_parent_dir(vault)?;
     report.outcome = "repaired";
     report.repaired_shards = report.damaged_shards;
@@ -881,13 +888,17 @@ struct Pass<'scope, 'env> {
 /// fed one message per stripe.
 struct Copier<'scope> {
     tx: mpsc::SyncSender<Rebuilt>,
-    thread: std::thread::ScopedJoinHandle<'scope, Result<crate::io::AtomicFile>>,
+    thread: std::thread::ScopedJoinHandle<'scope, Result<Written>>,
 }
 
 /// What the pass tells the copier: stripe `i` is checked, and these are
 /// its rebuilt data shards (index in the stripe, bytes); `None`: the
 /// pass is complete.
 type Rebuilt = Option<(u64, Vec<(usize, Vec<u8>)>)>;
+
+/// The rebuilt vault (not yet synced), and whether it began as a reflink
+/// clone of the vault (only the rebuilt shards written into it).
+type Written = (crate::io::AtomicFile, bool);
 
 impl<'scope, 'env> Pass<'scope, 'env> {
     fn new(
@@ -1029,8 +1040,8 @@ impl<'scope, 'env> Pass<'scope, 'env> {
 
     /// The digest of the (rebuilt) vault, and the rebuilt vault if one
     /// was written: complete, cut or extended to the recorded length,
-    /// not yet synced.
-    fn finish(mut self) -> Result<([u8; 32], Option<crate::io::AtomicFile>)> {
+    /// not yet synced; and whether it began as a clone of the vault.
+    fn finish(mut self) -> Result<([u8; 32], Option<Written>)> {
         self.send(None)?;
         let out = match self.copier.take() {
             Some(c) => {
@@ -1086,8 +1097,12 @@ fn copy_out(
     vault_len: u64,
     out: crate::io::AtomicFile,
     rx: mpsc::Receiver<Rebuilt>,
-) -> Result<crate::io::AtomicFile> {
+) -> Result<Written> {
     let s = par.geometry.shard as usize;
+    // Where the file system can share the vault's blocks (XFS, btrfs: a
+    // reflink clone), the copy starts as a clone and only the rebuilt
+    // shards are written into it; elsewhere every byte is copied.
+    let cloned = rustix::fs::ioctl_ficlone(out.file(), vf).is_ok();
     let mut c = CopyOut {
         vf,
         vault,
@@ -1095,6 +1110,7 @@ fn copy_out(
         vault_len,
         buf: vec![0u8; COPY_CHUNK.max(s) / s * s],
         out,
+        cloned,
     };
     let mut next = 0;
     // A closed channel without the final message: the pass gave up, and
@@ -1115,7 +1131,7 @@ fn copy_out(
         .file()
         .set_len(vault_len)
         .map_err(|e| write_error(&c.out, e))?;
-    Ok(c.out)
+    Ok((c.out, cloned))
 }
 
 struct CopyOut<'a> {
@@ -1125,6 +1141,9 @@ struct CopyOut<'a> {
     vault_len: u64,
     out: crate::io::AtomicFile,
     buf: Vec<u8>,
+    /// `out` is a reflink clone of the vault: its own bytes are checked,
+    /// and only the rebuilt shards are written.
+    cloned: bool,
 }
 
 impl CopyOut<'_> {
@@ -1133,7 +1152,8 @@ impl CopyOut<'_> {
     /// checked in, so the copy holds exactly the bytes the pass hashed (a
     /// vault that changed in between is an error, not a silent bad copy);
     /// the `rebuilt` shards (sorted by index) take the places of the
-    /// damaged ones.
+    /// damaged ones. A clone is read instead of the vault (what it holds
+    /// is what will be kept), and only the rebuilt shards are written.
     fn stripe(&mut self, i: u64, rebuilt: &[(usize, Vec<u8>)]) -> Result<()> {
         let g = self.par.geometry;
         let s = g.shard as usize;
@@ -1145,8 +1165,13 @@ impl CopyOut<'_> {
             let n = (bytes - off).min(self.buf.len() as u64) as usize;
             let span = n.div_ceil(s) * s;
             let buf = &mut self.buf[..span];
-            let got = read_upto(self.vf, &mut buf[..n], start + off)
-                .map_err(|e| Error::io("cannot read", self.vault, e))?;
+            let got = if self.cloned {
+                read_upto(self.out.file(), &mut buf[..n], start + off)
+                    .map_err(|e| Error::io("cannot read", self.out.temp_path(), e))?
+            } else {
+                read_upto(self.vf, &mut buf[..n], start + off)
+                    .map_err(|e| Error::io("cannot read", self.vault, e))?
+            };
             buf[n..].fill(0);
             let first = off as usize / s;
             // Without a table (lost) the bytes go as they are, as the
@@ -1163,11 +1188,20 @@ impl CopyOut<'_> {
                     )));
                 };
                 buf[j * s..(j + 1) * s].copy_from_slice(&rebuilt[r].1);
+                if self.cloned {
+                    let end = ((j + 1) * s).min(n);
+                    self.out
+                        .file()
+                        .write_all_at(&buf[j * s..end], start + off + (j * s) as u64)
+                        .map_err(|e| write_error(&self.out, e))?;
+                }
             }
-            self.out
-                .file()
-                .write_all_at(&buf[..n], start + off)
-                .map_err(|e| write_error(&self.out, e))?;
+            if !self.cloned {
+                self.out
+                    .file()
+                    .write_all_at(&buf[..n], start + off)
+                    .map_err(|e| write_error(&self.out, e))?;
+            }
             off += n as u64;
         }
         // Start this stripe's write-back now (FADV_DONTNEED writes dirty
@@ -1411,7 +1445,7 @@ mod tests {
             drop(tx);
             let out = crate::io::AtomicFile::create(&vault).unwrap();
             copy_out(&vf, &vault, &par, data.len() as u64, out, rx)
-                .map(|o| fs::read(o.temp_path()).unwrap())
+                .map(|(o, _)| fs::read(o.temp_path()).unwrap())
         };
         let shard = data[at..at + 64].to_vec();
         let copy = run(vec![Some((5, vec![(3, shard)])), None]).unwrap();

@@ -943,3 +943,101 @@ fn par_ref_agrees_at_the_edges_of_the_code() {
         );
     }
 }
+
+/// An XFS file system (with reflink) in a loop-mounted image, unmounted on
+/// drop; `None` (with the reason) where this cannot be done: not root, or
+/// no loop device.
+struct Xfs {
+    mnt: PathBuf,
+}
+
+impl Xfs {
+    fn mount(dir: &Path) -> Option<Xfs> {
+        let mkfs = tool("mkfs.xfs")?;
+        let uid = Command::new("id").arg("-u").output().unwrap();
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            eprintln!("SKIPPED: not root, cannot mount an XFS image");
+            return None;
+        }
+        if !Path::new("/dev/loop-control").exists() {
+            eprintln!("SKIPPED: no loop device (/dev/loop-control), cannot mount an XFS image");
+            return None;
+        }
+        let img = dir.join("xfs.img");
+        // Sparse; mkfs.xfs wants at least 300 MB.
+        fs::File::create(&img).unwrap().set_len(512 << 20).unwrap();
+        let o = Command::new(mkfs)
+            .args(["-q", "-m", "reflink=1"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mnt = dir.join("mnt");
+        fs::create_dir_all(&mnt).unwrap();
+        let o = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "mount -o loop: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Some(Xfs { mnt })
+    }
+}
+
+impl Drop for Xfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
+/// On a file system that shares blocks (XFS with reflink), repair starts
+/// the repaired copy as a clone of the vault and writes only the rebuilt
+/// shards into it (`"rewrite": "clone"`), after checking the clone's every
+/// shard against its CRC: the result is the sealed vault byte for byte.
+/// Without reflink (this file system's /tmp, most likely) the copy is
+/// written whole (`"copy"`), as the other tests show.
+#[test]
+fn repair_on_xfs_clones_the_vault_and_writes_only_the_rebuilt_shards() {
+    let fx = Fx::new();
+    let Some(xfs) = Xfs::mount(fx.root()) else {
+        return;
+    };
+    let case = fx.cases().join("XFS-1");
+    let len = 1 << 20;
+    CaseTree::new(&case).file("blob.bin", &seeded_bytes(7, len));
+    let vault = xfs.mnt.join("x.vault");
+    let mut cmd = seal_cmd(&case, &vault, &fx.key.recipient);
+    cmd.args(["--compress", "none", "--parity", "20"])
+        .env("CASEVAULT_PARITY_STRIPE_SHARDS", "64");
+    assert_exit(cmd.assert().get_output(), 0);
+    let pristine = fs::read(&vault).unwrap();
+    let mut bad = pristine.clone();
+    // One shard in each of the four stripes, and bytes appended.
+    damage_shards(&mut bad, [3, 64 + 10, 128 + 63, 192]);
+    bad.extend_from_slice(b"appended");
+    fs::write(&vault, &bad).unwrap();
+    let a = casevault()
+        .arg("repair")
+        .arg(&vault)
+        .arg("--json")
+        .assert()
+        .code(0);
+    let j = json_of(&a);
+    assert_eq!(j["outcome"], "repaired", "{j}");
+    assert_eq!(j["rewrite"], "clone", "{j}");
+    assert_eq!(j["repaired_shards"], 4, "{j}");
+    assert!(
+        fs::read(&vault).unwrap() == pristine,
+        "not the sealed bytes"
+    );
+    let left: Vec<_> = fs::read_dir(&xfs.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left.len(), 3, "vault, sidecar, parity only: {left:?}");
+}
