@@ -15,13 +15,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 /// A tmpfs mounted for one test, unmounted on drop.
 struct Tmpfs {
     dir: PathBuf,
@@ -650,17 +643,7 @@ fn source_vault_changed_while_push_computes_its_parity() {
         let mut damaged = original.clone();
         damaged[100_000] ^= 0x55;
         fs::write(&copy, &damaged).unwrap();
-        let out = crate::util::bin_command()
-            .arg("repair")
-            .arg(&copy)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        casevault().arg("repair").arg(&copy).assert().code(0);
         assert!(
             fs::read(&copy).unwrap() == original,
             "repaired to the source's bytes"

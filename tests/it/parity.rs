@@ -65,26 +65,7 @@ struct Px {
 /// A vault of about `len` bytes of incompressible payload, sealed with
 /// `--parity percent` (`--compress none`: the vault's size follows `len`).
 fn px(len: usize, percent: u32) -> Px {
-    let fx = Fx::new();
-    let case = fx.cases().join("PAR-1");
-    CaseTree::new(&case)
-        .file("extraction/blob.bin", &seeded_bytes(16, len))
-        .file("report.xml", b"<report/>\n");
-    let vault = fx.vault("par.vault");
-    let json = fx.seal(
-        &case,
-        &vault,
-        &["--compress", "none", "--parity", &percent.to_string()],
-    );
-    assert_eq!(json["parity"], par_of(&vault).to_str().unwrap());
-    let pristine = fs::read(&vault).unwrap();
-    let par = fs::read(par_of(&vault)).unwrap();
-    Px {
-        fx,
-        vault,
-        pristine,
-        par,
-    }
+    px_stripes(len, percent, None)
 }
 
 impl Px {
@@ -713,17 +694,25 @@ fn par_ref_check(vault: &Path, par: &Path) -> Option<std::process::Output> {
 /// set to `stripe` when given, so that a small vault has several stripes.
 fn px_stripes(len: usize, percent: u32, stripe: Option<usize>) -> Px {
     let fx = Fx::new();
-    let case = fx.cases().join("PAR-REF");
+    let case = fx.cases().join("PAR-1");
     CaseTree::new(&case)
-        .file("extraction/blob.bin", &seeded_bytes(len as u64, len))
+        .file("extraction/blob.bin", &seeded_bytes(16, len))
         .file("report.xml", b"<report/>\n");
     let vault = fx.vault("par.vault");
     let mut cmd = seal_cmd(&case, &vault, &fx.key.recipient);
-    cmd.args(["--compress", "none", "--parity", &percent.to_string()]);
+    cmd.args([
+        "--json",
+        "--compress",
+        "none",
+        "--parity",
+        &percent.to_string(),
+    ]);
     if let Some(k) = stripe {
         cmd.env("CASEVAULT_PARITY_STRIPE_SHARDS", k.to_string());
     }
-    assert_exit(cmd.assert().get_output(), 0);
+    let a = cmd.assert();
+    assert_exit(a.get_output(), 0);
+    assert_eq!(json_of(&a)["parity"], par_of(&vault).to_str().unwrap());
     let pristine = fs::read(&vault).unwrap();
     let par = fs::read(par_of(&vault)).unwrap();
     Px {
@@ -954,8 +943,7 @@ struct Xfs {
 impl Xfs {
     fn mount(dir: &Path) -> Option<Xfs> {
         let mkfs = tool("mkfs.xfs")?;
-        let uid = Command::new("id").arg("-u").output().unwrap();
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        if !is_root() {
             eprintln!("SKIPPED: not root, cannot mount an XFS image");
             return None;
         }

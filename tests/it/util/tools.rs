@@ -5,6 +5,14 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
+/// Whether the tests run as root (CI does): mounts need it.
+pub fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
 /// Find a stock tool on PATH. Missing under `CI` → panic (the test fails);
 /// missing locally → say why and return None (the test returns early).
 pub fn tool(name: &str) -> Option<PathBuf> {
