@@ -963,7 +963,7 @@ impl Xfs {
         let mnt = dir.join("mnt");
         fs::create_dir_all(&mnt).unwrap();
         let o = Command::new("mount")
-            .args(["-o", "loop"])
+            .args(["-o", "loop,strictatime"])
             .arg(&img)
             .arg(&mnt)
             .output()
@@ -984,9 +984,9 @@ impl Drop for Xfs {
 }
 
 /// On a file system that shares blocks (XFS with reflink), repair starts
-/// the repaired copy as a clone of the vault and writes only the rebuilt
-/// shards into it (`"rewrite": "clone"`), after checking the clone's every
-/// shard against its CRC: the result is the sealed vault byte for byte.
+/// the repaired copy as a clone of the vault, reads and checks the clone
+/// itself, and writes only the rebuilt shards into it (`"rewrite":
+/// "clone"`): the result is the sealed vault byte for byte.
 /// Without reflink (this file system's /tmp, most likely) the copy is
 /// written whole (`"copy"`), as the other tests show.
 #[test]
@@ -1009,6 +1009,18 @@ fn repair_on_xfs_clones_the_vault_and_writes_only_the_rebuilt_shards() {
     damage_shards(&mut bad, [3, 64 + 10, 128 + 63, 192]);
     bad.extend_from_slice(b"appended");
     fs::write(&vault, &bad).unwrap();
+    // The damaged vault's inode stays reachable after the rename, and its
+    // access time (strictatime) tells whether repair read it: it must read
+    // only the clone.
+    let old = xfs.mnt.join("damaged.link");
+    fs::hard_link(&vault, &old).unwrap();
+    let past = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_accessed(past))
+        .unwrap();
     let a = casevault()
         .arg("repair")
         .arg(&vault)
@@ -1023,9 +1035,35 @@ fn repair_on_xfs_clones_the_vault_and_writes_only_the_rebuilt_shards() {
         fs::read(&vault).unwrap() == pristine,
         "not the sealed bytes"
     );
-    let left: Vec<_> = fs::read_dir(&xfs.mnt)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    assert_eq!(
+        fs::metadata(&old).unwrap().accessed().unwrap(),
+        past,
+        "repair read the damaged vault, not only its clone"
+    );
+    fs::remove_file(&old).unwrap();
+    let listing = || {
+        let mut l: Vec<_> = fs::read_dir(&xfs.mnt)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        l.sort();
+        l
+    };
+    let left = listing();
     assert_eq!(left.len(), 3, "vault, sidecar, parity only: {left:?}");
+    // An intact vault: its clone is removed unused, the vault untouched.
+    let ino = fs::metadata(&vault).unwrap().ino();
+    let a = casevault().arg("repair").arg(&vault).arg("--json").assert();
+    assert_eq!(json_of(&a.code(0))["outcome"], "clean");
+    assert_eq!(fs::metadata(&vault).unwrap().ino(), ino, "vault replaced");
+    assert_eq!(listing(), left);
+    // Damage beyond stripe 1's budget (13 recovery shards of 64): the
+    // clone is dropped and nothing changes.
+    let mut bad = pristine.clone();
+    damage_shards(&mut bad, 64..64 + 14);
+    fs::write(&vault, &bad).unwrap();
+    let a = casevault().arg("repair").arg(&vault).arg("--json").assert();
+    assert_eq!(json_of(&a.code(3))["outcome"], "unrepairable");
+    assert!(fs::read(&vault).unwrap() == bad, "vault changed");
+    assert_eq!(listing(), left);
 }
