@@ -15,12 +15,15 @@ use crate::error::{Finding, Listing};
 use crate::format::{self, CaseJson, Entry, Kind};
 use crate::{Error, Result};
 
-/// Entries in flight between the two cursors.
+/// Entries in flight between the two cursors, in batches: one message
+/// per entry cost a thread wake-up per entry (15 % of an unseal's CPU on
+/// 195k small files).
 const AHEAD: usize = 4096;
+const BATCH: usize = 256;
 
 /// A message from the `casevault.json` cursor.
 enum Next {
-    Entry(Entry),
+    Entries(Vec<Entry>),
     Failed(Error),
 }
 
@@ -31,6 +34,8 @@ pub struct Lockstep {
     /// `casevault.json` without its entries, and the symlink records.
     pub(super) json: CaseJson,
     rx: Option<Receiver<Next>>,
+    /// The rest of the batch last received.
+    batch: std::vec::IntoIter<Entry>,
     handle: Option<JoinHandle<RandomVault>>,
     /// The next expected entry, taken from `rx` but not yet matched.
     peeked: Option<Entry>,
@@ -55,19 +60,28 @@ impl Lockstep {
         })?;
         json.entries = links;
         let rv = cell.into_inner();
-        let (tx, rx) = mpsc::sync_channel(AHEAD);
+        let (tx, rx) = mpsc::sync_channel(AHEAD / BATCH);
         let tail2 = tail.clone();
         let handle = std::thread::Builder::new()
             .name("casevault-index".into())
             .spawn(move || {
                 let cell = RefCell::new(rv);
+                let stopped = |_| Error::integrity("the payload reader stopped");
+                let mut batch = Vec::with_capacity(BATCH);
                 let res = check_meta(&cell, &tail2, &mut |e| {
                     if e.kind != Kind::Symlink {
-                        tx.send(Next::Entry(e.clone()))
-                            .map_err(|_| Error::integrity("the payload reader stopped"))?;
+                        batch.push(e.clone());
+                        if batch.len() == BATCH {
+                            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                            tx.send(Next::Entries(full)).map_err(stopped)?;
+                        }
                     }
                     Ok(())
                 });
+                // What was read before a failure goes first, in order.
+                if !batch.is_empty() {
+                    let _ = tx.send(Next::Entries(batch));
+                }
                 if let Err(e) = res {
                     let _ = tx.send(Next::Failed(e));
                 }
@@ -78,6 +92,7 @@ impl Lockstep {
             tail,
             json,
             rx: Some(rx),
+            batch: Vec::new().into_iter(),
             handle: Some(handle),
             peeked: None,
             against_manifest: Vec::new(),
@@ -90,10 +105,15 @@ impl Lockstep {
         if let Some(e) = self.peeked.take() {
             return Ok(Some(e));
         }
-        match self.rx.as_ref().and_then(|rx| rx.recv().ok()) {
-            Some(Next::Entry(e)) => Ok(Some(e)),
-            Some(Next::Failed(e)) => Err(e),
-            None => Ok(None),
+        loop {
+            if let Some(e) = self.batch.next() {
+                return Ok(Some(e));
+            }
+            match self.rx.as_ref().and_then(|rx| rx.recv().ok()) {
+                Some(Next::Entries(b)) => self.batch = b.into_iter(),
+                Some(Next::Failed(e)) => return Err(e),
+                None => return Ok(None),
+            }
         }
     }
 
@@ -113,7 +133,7 @@ impl Lockstep {
                 self.unexpected(bag_path, is_dir);
                 return Ok(None);
             };
-            match order_key(&e.path).cmp(&order_key(bag_path)) {
+            match order_cmp(&e.path, bag_path) {
                 std::cmp::Ordering::Less => self.missing(&e),
                 std::cmp::Ordering::Greater => {
                     self.peeked = Some(e);
@@ -233,8 +253,10 @@ impl Drop for Lockstep {
     }
 }
 
-/// The pre-order of FORMAT §3 as a sort key: the path's components, each
-/// compared by its bytes.
-fn order_key(path: &str) -> Vec<&[u8]> {
-    path.split('/').map(str::as_bytes).collect()
+/// The pre-order of FORMAT §3: paths compared component by component,
+/// each by its bytes (without allocating: this runs for every entry).
+fn order_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    a.split('/')
+        .map(str::as_bytes)
+        .cmp(b.split('/').map(str::as_bytes))
 }
