@@ -267,17 +267,20 @@ impl CaseJson {
             visit,
             ..ParseState::default()
         });
-        let reader = std::io::BufReader::new(TokenGuard {
-            inner: r,
-            in_str: false,
-            esc: false,
-            run: 0,
-        });
-        let lines = std::cell::Cell::new((1usize, 0usize, 0usize));
-        let mut de = serde_json::Deserializer::from_reader(Lines {
-            inner: reader,
+        let lines = std::cell::RefCell::new(LineLengths::default());
+        // serde_json reads one byte at a time; from a `BufReader` that is
+        // a copy out of its buffer (std specialises it), through any
+        // other reader a call per byte, which cost half of a metadata
+        // pass. So the counting happens below the buffer.
+        let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(Lines {
+            inner: TokenGuard {
+                inner: r,
+                in_str: false,
+                esc: false,
+                run: 0,
+            },
             lines: &lines,
-        });
+        }));
         let parsed = serde::de::DeserializeSeed::deserialize(DocSeed(&state), &mut de)
             .and_then(|j| de.end().map(|()| j));
         let mut state = state.into_inner();
@@ -307,8 +310,9 @@ impl CaseJson {
                     // feed is the last column of its line, not column 0
                     // of the next (keeps messages as they were).
                     let mut text = e.to_string();
-                    let (line, _, prev) = lines.get();
-                    if e.column() == 0 && e.line() == line && line > 1 {
+                    let line = e.line();
+                    let prev = lines.borrow().length_of(line.wrapping_sub(1));
+                    if let (0, Some(prev)) = (e.column(), prev) {
                         let from = format!(" at line {line} column 0");
                         if let Some(head) = text.strip_suffix(&from) {
                             text = format!("{head} at line {} column {prev}", line - 1);
@@ -363,27 +367,51 @@ pub struct JsonLimits {
     pub path_bytes: u64,
 }
 
-/// Tracks the line the parser is on, the column in it and the length of
-/// the line before, for error positions.
+/// Counts the lines of what is read through it, keeping the lengths of
+/// the last [`LineLengths::KEEP`] complete lines: the parser reads
+/// through a buffer above this, at most 8 KiB behind, so the line it
+/// fails on, and the one before, are among them.
 struct Lines<'c, R> {
     inner: R,
-    lines: &'c std::cell::Cell<(usize, usize, usize)>,
+    lines: &'c std::cell::RefCell<LineLengths>,
+}
+
+/// Line numbers (from 1) and lengths (without the line feed) of the
+/// lines most recently completed.
+#[derive(Default)]
+struct LineLengths {
+    /// The line being read and the bytes of it read so far.
+    line: usize,
+    col: usize,
+    done: std::collections::VecDeque<(usize, usize)>,
+}
+
+impl LineLengths {
+    /// More than the parser's buffer can hold line feeds.
+    const KEEP: usize = 8192 + 1;
+
+    fn length_of(&self, line: usize) -> Option<usize> {
+        self.done.iter().find(|(l, _)| *l == line).map(|(_, n)| *n)
+    }
 }
 
 impl<R: std::io::Read> std::io::Read for Lines<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let (mut line, mut col, mut prev) = self.lines.get();
+        let mut l = self.lines.borrow_mut();
         for &b in &buf[..n] {
             if b == b'\n' {
-                line += 1;
-                prev = col;
-                col = 0;
+                let (line, col) = (l.line.max(1), l.col);
+                if l.done.len() == LineLengths::KEEP {
+                    l.done.pop_front();
+                }
+                l.done.push_back((line, col));
+                l.line = line + 1;
+                l.col = 0;
             } else {
-                col += 1;
+                l.col += 1;
             }
         }
-        self.lines.set((line, col, prev));
         Ok(n)
     }
 }
@@ -1003,6 +1031,51 @@ mod tests {
             CaseJson::parse(b"nope"),
             Err(crate::Error::Integrity(_))
         ));
+    }
+
+    /// Syntax errors keep the positions the parser gave before it read
+    /// through a buffer (a line feed is the last column of its line, not
+    /// column 0 of the next), also past the buffer's first 8 KiB.
+    #[test]
+    fn syntax_error_positions_are_kept() {
+        let keys: String = (0..200)
+            .map(|_| {
+                "{\"path\":\"data\",\"kind\":\"dir\",\"mode\":493,\"mtime\":0,\"mtime_nsec\":0},\n"
+            })
+            .collect();
+        let keys = format!("\"entries\":[\n{keys}");
+        let cases = [
+            (
+                "{\n\"format\":\n".to_string(),
+                "EOF while parsing a value at line 2 column 9",
+            ),
+            (
+                "{\n,\n}".to_string(),
+                "key must be a string at line 2 column 1",
+            ),
+            (
+                "{\"format\":\"casevault\",\n\"version\":1,\n\n".to_string(),
+                "EOF while parsing a value at line 3 column 0",
+            ),
+            (
+                format!("{{{keys}"),
+                "EOF while parsing a value at line 201 column 65",
+            ),
+            (
+                format!("{{{keys}\n"),
+                "EOF while parsing a value at line 202 column 0",
+            ),
+            (format!("{{{keys}]"), "trailing comma at line 202 column 1"),
+        ];
+        for (text, want) in cases {
+            let e = CaseJson::parse_stream(text.as_bytes(), None, |e| {
+                crate::Error::integrity(e.to_string())
+            })
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+            assert!(e.ends_with(&format!("is not valid JSON: {want}")), "{e}");
+        }
     }
 
     /// Issue #10 item 11: the streaming parser refuses as soon as the
