@@ -399,8 +399,9 @@ pub struct Worker<W: Write + Send + 'static> {
 /// The thread only copies until a stripe is full, then encodes it in one
 /// burst (the coder works on whole stripes); the queue must hold what seal
 /// writes meanwhile, or seal's output thread, and with it the whole
-/// pipeline, waits. 4 were too few: seal --parity 5 took 1.10x seal,
-/// against 1.06x with 16 (PERFORMANCE.md), for 12 MB more peak memory.
+/// pipeline, waits. 16 against 4: ahead by 0.5-3 % in each of three
+/// paired calls (PERFORMANCE.md), within the noise, for 12 MB more peak
+/// memory.
 const IN_FLIGHT: usize = 16;
 
 impl<W: Write + Send + 'static> Worker<W> {
