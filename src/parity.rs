@@ -904,7 +904,7 @@ struct Pass<'scope, 'env> {
 /// fed one message per stripe.
 struct Copier<'scope> {
     tx: mpsc::SyncSender<Rebuilt>,
-    thread: std::thread::ScopedJoinHandle<'scope, Result<Written>>,
+    thread: std::thread::ScopedJoinHandle<'scope, Result<crate::io::AtomicFile>>,
 }
 
 /// What the pass tells the copier: stripe `i` is checked, and these are
@@ -977,8 +977,9 @@ impl<'scope, 'env> Pass<'scope, 'env> {
         let start = i * g.stripe_bytes();
         let bytes = (self.vault_len - start).min(g.stripe_bytes()) as usize;
         let stripe = &mut self.buf[..k as usize * s];
-        // Bytes missing from the vault are zero here (and damage).
-        stripe[got..].fill(0);
+        // `read_upto` zeroed what the vault lacks; the padding of a short
+        // last stripe is zeroed here.
+        stripe[bytes..].fill(0);
         let st = self.par.table(i, self.vault_len);
         report.parity_state.table_copies_damaged += (st.bad_copies == 1) as u64;
         let Some(table) = st.table else {
@@ -1051,9 +1052,9 @@ impl<'scope, 'env> Pass<'scope, 'env> {
         self.emit(i, bytes, rebuilt)
     }
 
-    /// A vault of `len` bytes (not the recorded length) is rewritten at
-    /// the recorded length even if every shard is intact.
-    fn cut_to_length(&mut self, len: u64) -> Result<()> {
+    /// A vault file of `file_len` bytes (not the recorded length) is
+    /// rewritten at the recorded length even if every shard is intact.
+    fn cut_to_length(&mut self, file_len: u64) -> Result<()> {
         if let Some(c) = &self.clone {
             // The clone's own length: the vault may have changed since.
             let len = c
@@ -1064,7 +1065,7 @@ impl<'scope, 'env> Pass<'scope, 'env> {
             self.clone_changed |= len != self.vault_len;
             return Ok(());
         }
-        if len != self.vault_len && self.copier.is_none() {
+        if file_len != self.vault_len && self.copier.is_none() {
             self.start_copier()?;
         }
         Ok(())
@@ -1131,7 +1132,7 @@ impl<'scope, 'env> Pass<'scope, 'env> {
             Some(c) => {
                 drop(c.tx);
                 match c.thread.join() {
-                    Ok(r) => Some(r?),
+                    Ok(r) => Some((r?, false)),
                     Err(_) => return Err(copier_stopped(self.vault)),
                 }
             }
@@ -1276,7 +1277,7 @@ fn copy_out(
     vault_len: u64,
     out: crate::io::AtomicFile,
     rx: mpsc::Receiver<Rebuilt>,
-) -> Result<Written> {
+) -> Result<crate::io::AtomicFile> {
     let s = par.geometry.shard as usize;
     let mut c = CopyOut {
         vf,
@@ -1305,7 +1306,7 @@ fn copy_out(
         .file()
         .set_len(vault_len)
         .map_err(|e| write_error(&c.out, e))?;
-    Ok((c.out, false))
+    Ok(c.out)
 }
 
 struct CopyOut<'a> {
@@ -1612,7 +1613,7 @@ mod tests {
             drop(tx);
             let out = crate::io::AtomicFile::create(&vault).unwrap();
             copy_out(&vf, &vault, &par, data.len() as u64, out, rx)
-                .map(|(o, _)| fs::read(o.temp_path()).unwrap())
+                .map(|o| fs::read(o.temp_path()).unwrap())
         };
         let shard = data[at..at + 64].to_vec();
         let copy = run(vec![Some((5, vec![(3, shard)])), None]).unwrap();

@@ -15,38 +15,21 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-/// A tmpfs mounted for one test, unmounted on drop.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mount a tmpfs with `opts` (e.g. `size=2m`) on `dir`, if we are root
-    /// and mounting works here; otherwise say why and return `None`.
-    fn mount(dir: &Path, opts: &str) -> Option<Tmpfs> {
-        fs::create_dir_all(dir).unwrap();
-        if !is_root() {
-            eprintln!("SKIPPED: not root, cannot mount a tmpfs");
-            return None;
-        }
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("SKIPPED: mount -t tmpfs failed (no CAP_SYS_ADMIN?)");
-            return None;
-        }
-        Some(Tmpfs {
-            dir: dir.to_path_buf(),
-        })
+/// A tmpfs with `opts` (e.g. `size=2m`) mounted on `dir` for one test,
+/// if we are root and mounting works here; otherwise say why and return
+/// `None`.
+fn tmpfs(dir: &Path, opts: &str) -> Option<Mounted> {
+    if !is_root() {
+        eprintln!("SKIPPED: not root, cannot mount a tmpfs");
+        return None;
     }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    let args = ["-t", "tmpfs", "-o", opts, "tmpfs"].map(std::ffi::OsStr::new);
+    match Mounted::new(&args, dir) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            eprintln!("SKIPPED: mount -t tmpfs failed (no CAP_SYS_ADMIN?): {e}");
+            None
+        }
     }
 }
 
@@ -117,7 +100,7 @@ fn assert_empty(dir: &Path, what: &str) {
 #[test]
 fn disk_full_during_seal_tmpfs() {
     let fx = Fx::new();
-    let Some(fs_) = Tmpfs::mount(&fx.root().join("small"), "size=2m") else {
+    let Some(fs_) = tmpfs(&fx.root().join("small"), "size=2m") else {
         return;
     };
     let case = random_case(&fx, "FULL-1", 3 << 20);
@@ -147,7 +130,7 @@ fn disk_full_during_unseal_tmpfs() {
     let case = random_case(&fx, "FULL-2", 3 << 20);
     let vault = fx.vault("full2.vault");
     fx.seal(&case.root, &vault, &[]);
-    let Some(fs_) = Tmpfs::mount(&fx.root().join("small"), "size=2m") else {
+    let Some(fs_) = tmpfs(&fx.root().join("small"), "size=2m") else {
         return;
     };
     let dest = fs_.dir.join("dest");
@@ -170,7 +153,7 @@ fn disk_fills_while_unsealing_tmpfs() {
         .file("b.bin", &seeded_bytes(2, 1_500_000));
     let vault = fx.vault("full3.vault");
     fx.seal(&t.root, &vault, &[]);
-    let Some(fs_) = Tmpfs::mount(&fx.root().join("small"), "size=2m") else {
+    let Some(fs_) = tmpfs(&fx.root().join("small"), "size=2m") else {
         return;
     };
     let dest = fs_.dir.join("dest");
@@ -373,7 +356,7 @@ fn read_only_output_directory() {
     let _mount;
     if chmod_000_is_readable(fx.root()) {
         // Root ignores modes: a read-only mount is the only way.
-        match Tmpfs::mount(&ro, "size=1m,ro") {
+        match tmpfs(&ro, "size=1m,ro") {
             Some(m) => _mount = m,
             None => return,
         }

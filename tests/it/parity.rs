@@ -933,54 +933,30 @@ fn par_ref_agrees_at_the_edges_of_the_code() {
     }
 }
 
-/// An XFS file system (with reflink) in a loop-mounted image, unmounted on
-/// drop; `None` (with the reason) where this cannot be done: not root, or
-/// no loop device.
-struct Xfs {
-    mnt: PathBuf,
-}
-
-impl Xfs {
-    fn mount(dir: &Path) -> Option<Xfs> {
-        let mkfs = tool("mkfs.xfs")?;
-        if !is_root() {
-            eprintln!("SKIPPED: not root, cannot mount an XFS image");
-            return None;
-        }
-        if !Path::new("/dev/loop-control").exists() {
-            eprintln!("SKIPPED: no loop device (/dev/loop-control), cannot mount an XFS image");
-            return None;
-        }
-        let img = dir.join("xfs.img");
-        // Sparse; mkfs.xfs wants at least 300 MB.
-        fs::File::create(&img).unwrap().set_len(512 << 20).unwrap();
-        let o = Command::new(mkfs)
-            .args(["-q", "-m", "reflink=1"])
-            .arg(&img)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let mnt = dir.join("mnt");
-        fs::create_dir_all(&mnt).unwrap();
-        let o = Command::new("mount")
-            .args(["-o", "loop,strictatime"])
-            .arg(&img)
-            .arg(&mnt)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "mount -o loop: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        Some(Xfs { mnt })
+/// An XFS file system (with reflink) in a loop-mounted image under `dir`;
+/// `None` (with the reason) where this cannot be done: not root, or no
+/// loop device. A mount that fails otherwise fails the test.
+fn xfs(dir: &Path) -> Option<Mounted> {
+    let mkfs = tool("mkfs.xfs")?;
+    if !is_root() {
+        eprintln!("SKIPPED: not root, cannot mount an XFS image");
+        return None;
     }
-}
-
-impl Drop for Xfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
+    if !Path::new("/dev/loop-control").exists() {
+        eprintln!("SKIPPED: no loop device (/dev/loop-control), cannot mount an XFS image");
+        return None;
     }
+    let img = dir.join("xfs.img");
+    // Sparse; mkfs.xfs wants at least 300 MB.
+    fs::File::create(&img).unwrap().set_len(512 << 20).unwrap();
+    let o = Command::new(mkfs)
+        .args(["-q", "-m", "reflink=1"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let args = ["-o".as_ref(), "loop,strictatime".as_ref(), img.as_os_str()];
+    Some(Mounted::new(&args, &dir.join("mnt")).expect("mount -o loop"))
 }
 
 /// On a file system that shares blocks (XFS with reflink), repair starts
@@ -992,13 +968,13 @@ impl Drop for Xfs {
 #[test]
 fn repair_on_xfs_clones_the_vault_and_writes_only_the_rebuilt_shards() {
     let fx = Fx::new();
-    let Some(xfs) = Xfs::mount(fx.root()) else {
+    let Some(xfs) = xfs(fx.root()) else {
         return;
     };
     let case = fx.cases().join("XFS-1");
     let len = 1 << 20;
     CaseTree::new(&case).file("blob.bin", &seeded_bytes(7, len));
-    let vault = xfs.mnt.join("x.vault");
+    let vault = xfs.dir.join("x.vault");
     let mut cmd = seal_cmd(&case, &vault, &fx.key.recipient);
     cmd.args(["--compress", "none", "--parity", "20"])
         .env("CASEVAULT_PARITY_STRIPE_SHARDS", "64");
@@ -1012,7 +988,7 @@ fn repair_on_xfs_clones_the_vault_and_writes_only_the_rebuilt_shards() {
     // The damaged vault's inode stays reachable after the rename, and its
     // access time (strictatime) tells whether repair read it: it must read
     // only the clone.
-    let old = xfs.mnt.join("damaged.link");
+    let old = xfs.dir.join("damaged.link");
     fs::hard_link(&vault, &old).unwrap();
     let past = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
     fs::File::options()
@@ -1021,13 +997,17 @@ fn repair_on_xfs_clones_the_vault_and_writes_only_the_rebuilt_shards() {
         .unwrap()
         .set_times(fs::FileTimes::new().set_accessed(past))
         .unwrap();
-    let a = casevault()
-        .arg("repair")
-        .arg(&vault)
-        .arg("--json")
-        .assert()
-        .code(0);
-    let j = json_of(&a);
+    let repair = |code| {
+        json_of(
+            &casevault()
+                .arg("repair")
+                .arg(&vault)
+                .arg("--json")
+                .assert()
+                .code(code),
+        )
+    };
+    let j = repair(0);
     assert_eq!(j["outcome"], "repaired", "{j}");
     assert_eq!(j["rewrite"], "clone", "{j}");
     assert_eq!(j["repaired_shards"], 4, "{j}");
@@ -1042,7 +1022,7 @@ fn repair_on_xfs_clones_the_vault_and_writes_only_the_rebuilt_shards() {
     );
     fs::remove_file(&old).unwrap();
     let listing = || {
-        let mut l: Vec<_> = fs::read_dir(&xfs.mnt)
+        let mut l: Vec<_> = fs::read_dir(&xfs.dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
@@ -1053,8 +1033,7 @@ fn repair_on_xfs_clones_the_vault_and_writes_only_the_rebuilt_shards() {
     assert_eq!(left.len(), 3, "vault, sidecar, parity only: {left:?}");
     // An intact vault: its clone is removed unused, the vault untouched.
     let ino = fs::metadata(&vault).unwrap().ino();
-    let a = casevault().arg("repair").arg(&vault).arg("--json").assert();
-    assert_eq!(json_of(&a.code(0))["outcome"], "clean");
+    assert_eq!(repair(0)["outcome"], "clean");
     assert_eq!(fs::metadata(&vault).unwrap().ino(), ino, "vault replaced");
     assert_eq!(listing(), left);
     // Damage beyond stripe 1's budget (13 recovery shards of 64): the
@@ -1062,8 +1041,7 @@ fn repair_on_xfs_clones_the_vault_and_writes_only_the_rebuilt_shards() {
     let mut bad = pristine.clone();
     damage_shards(&mut bad, 64..64 + 14);
     fs::write(&vault, &bad).unwrap();
-    let a = casevault().arg("repair").arg(&vault).arg("--json").assert();
-    assert_eq!(json_of(&a.code(3))["outcome"], "unrepairable");
+    assert_eq!(repair(3)["outcome"], "unrepairable");
     assert!(fs::read(&vault).unwrap() == bad, "vault changed");
     assert_eq!(listing(), left);
 }

@@ -13,6 +13,41 @@ pub fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// A file system mounted on `dir` for one test, unmounted (lazily) on
+/// drop.
+pub struct Mounted {
+    pub dir: PathBuf,
+}
+
+impl Mounted {
+    /// `mount ARGS… DIR` (creating DIR); the error is mount's stderr. The
+    /// caller checks [`is_root`] first and decides whether a failure skips
+    /// or fails the test.
+    pub fn new(args: &[&std::ffi::OsStr], dir: &std::path::Path) -> Result<Mounted, String> {
+        fs::create_dir_all(dir).unwrap();
+        let o = std::process::Command::new("mount")
+            .args(args)
+            .arg(dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+        }
+        Ok(Mounted {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
 /// Find a stock tool on PATH. Missing under `CI` → panic (the test fails);
 /// missing locally → say why and return None (the test returns early).
 pub fn tool(name: &str) -> Option<PathBuf> {
