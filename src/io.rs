@@ -149,6 +149,12 @@ impl AtomicFile {
     }
 }
 
+impl AsRef<fs::File> for AtomicFile {
+    fn as_ref(&self) -> &fs::File {
+        self.tmp.as_file()
+    }
+}
+
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.tmp.as_file_mut().write(buf)

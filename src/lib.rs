@@ -9,6 +9,7 @@
 
 pub mod allowed_signers;
 pub mod custody;
+mod direct;
 pub mod error;
 pub mod format;
 pub mod frames;

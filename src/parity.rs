@@ -23,6 +23,7 @@ use reed_solomon_simd::engine::DefaultEngine;
 use reed_solomon_simd::rate::{HighRateDecoder, HighRateEncoder, RateDecoder, RateEncoder};
 use sha2::{Digest, Sha256};
 
+use crate::direct::{Chunk, Sink, CHUNK};
 use crate::{Error, Result};
 
 /// Shard size casevault writes: a disk sector, so scattered rot costs one
@@ -280,13 +281,22 @@ fn rs_error(e: reed_solomon_simd::Error) -> io::Error {
     io::Error::other(format!("Reed-Solomon coder: {e}"))
 }
 
-/// Writes a parity file for bytes fed to it in order ([`Builder::update`]),
-/// into any writer; holds one stripe.
+/// Writes a parity file for bytes fed to it in order, into any writer;
+/// holds one stripe. The bytes are kept in the [`Chunk`]s they came in
+/// ([`Builder::push`]: seal's output thread hands over each chunk it has
+/// written; [`Builder::update`] copies into chunks of its own), and each
+/// shard goes to the coder from there: no stripe buffer, no copy.
 pub struct Builder<W: Write> {
     g: Geometry,
     out: W,
-    /// The current stripe's bytes (grows to `S × K`).
-    stripe: Vec<u8>,
+    /// The current stripe's bytes: `(chunk, from, to)`, in order.
+    pieces: std::collections::VecDeque<(Chunk, usize, usize)>,
+    /// Bytes in `pieces`.
+    queued: u64,
+    /// Chunks whose bytes are all coded, for reuse.
+    spent: Vec<Chunk>,
+    /// A shard that spans two chunks, or the last, partial one, padded.
+    carry: Vec<u8>,
     index: u64,
     total: u64,
     encoder: Option<HighRateEncoder<DefaultEngine>>,
@@ -305,34 +315,65 @@ impl<W: Write> Builder<W> {
         Ok(Builder {
             g,
             out,
-            stripe: Vec::new(),
+            pieces: Default::default(),
+            queued: 0,
+            spent: Vec::new(),
+            carry: Vec::new(),
             index: 0,
             total: 0,
             encoder: None,
         })
     }
 
-    /// Feed the next bytes of the vault.
+    /// Feed the next bytes of the vault (copied).
     pub fn update(&mut self, mut buf: &[u8]) -> io::Result<()> {
-        let full = self.g.stripe_bytes() as usize;
         while !buf.is_empty() {
-            let take = (full - self.stripe.len()).min(buf.len());
-            self.stripe.extend_from_slice(&buf[..take]);
-            buf = &buf[take..];
-            self.total += take as u64;
-            if self.stripe.len() == full {
-                self.flush_stripe()?;
-            }
+            let room = match self.pieces.back() {
+                Some((_, _, to)) if *to < CHUNK => CHUNK - to,
+                _ => {
+                    let c = self.spent.pop().unwrap_or_default();
+                    self.pieces.push_back((c, 0, 0));
+                    CHUNK
+                }
+            };
+            let n = room.min(buf.len());
+            let (c, _, to) = self.pieces.back_mut().expect("a piece was just made");
+            c.bytes_mut()[*to..*to + n].copy_from_slice(&buf[..n]);
+            *to += n;
+            buf = &buf[n..];
+            self.queued += n as u64;
+            self.total += n as u64;
+            self.flush_full()?;
         }
         Ok(())
     }
 
-    /// Encode the buffered stripe and write its section.
-    fn flush_stripe(&mut self) -> io::Result<()> {
+    /// Feed the next `len` bytes of the vault: the start of `chunk`,
+    /// which the builder keeps until they are coded.
+    pub fn push(&mut self, chunk: Chunk, len: usize) -> io::Result<()> {
+        self.pieces.push_back((chunk, 0, len));
+        self.queued += len as u64;
+        self.total += len as u64;
+        self.flush_full()
+    }
+
+    /// Chunks whose bytes are coded, to be filled again.
+    pub fn take_spent(&mut self) -> std::vec::Drain<'_, Chunk> {
+        self.spent.drain(..)
+    }
+
+    fn flush_full(&mut self) -> io::Result<()> {
+        while self.queued >= self.g.stripe_bytes() {
+            self.flush_stripe(self.g.stripe_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Code the next `bytes` (a stripe, or what is left at the end) and
+    /// write the stripe's section.
+    fn flush_stripe(&mut self, bytes: u64) -> io::Result<()> {
         let s = self.g.shard as usize;
-        let bytes = self.stripe.len() as u64;
-        let k = self.stripe.len().div_ceil(s);
-        self.stripe.resize(k * s, 0);
+        let k = (bytes as usize).div_ceil(s);
         let m = self.g.recovery_for(k as u32) as usize;
         let mut enc = match self.encoder.take() {
             Some(mut e) => {
@@ -347,10 +388,44 @@ impl<W: Write> Builder<W> {
             data: Vec::with_capacity(k),
             recovery: Vec::with_capacity(m),
         };
-        for shard in self.stripe.chunks_exact(s) {
-            table.data.push(crc(shard));
-            enc.add_original_shard(shard).map_err(rs_error)?;
+        let mut left = bytes as usize;
+        while left > 0 {
+            let want = s.min(left);
+            let (c, from, to) = self.pieces.front_mut().expect("queued bytes are in pieces");
+            if *to - *from >= want && want == s {
+                // The common case: a whole shard inside one chunk.
+                let shard = &c.bytes()[*from..*from + s];
+                table.data.push(crc(shard));
+                enc.add_original_shard(shard).map_err(rs_error)?;
+                *from += s;
+            } else {
+                // Across chunks, or the vault's last shard: gathered and
+                // padded with zeros (FORMAT §15.1).
+                self.carry.clear();
+                while self.carry.len() < want {
+                    let (c, from, to) =
+                        self.pieces.front_mut().expect("queued bytes are in pieces");
+                    let n = (*to - *from).min(want - self.carry.len());
+                    self.carry.extend_from_slice(&c.bytes()[*from..*from + n]);
+                    *from += n;
+                    if from == to {
+                        let (c, _, _) = self.pieces.pop_front().expect("it is there");
+                        self.spent.push(c);
+                    }
+                }
+                self.carry.resize(s, 0);
+                table.data.push(crc(&self.carry));
+                enc.add_original_shard(&self.carry).map_err(rs_error)?;
+            }
+            left -= want;
+            if let Some((_, from, to)) = self.pieces.front() {
+                if from == to {
+                    let (c, _, _) = self.pieces.pop_front().expect("it is there");
+                    self.spent.push(c);
+                }
+            }
         }
+        self.queued -= bytes;
         {
             let result = enc.encode().map_err(rs_error)?;
             table.recovery = result.recovery_iter().map(crc).collect();
@@ -362,7 +437,6 @@ impl<W: Write> Builder<W> {
             self.out.write_all(&t)?;
         }
         self.encoder = Some(enc);
-        self.stripe.clear();
         self.index += 1;
         Ok(())
     }
@@ -370,8 +444,8 @@ impl<W: Write> Builder<W> {
     /// Finish with the vault's SHA-256: the last stripe and the trailer.
     /// Returns the writer (not flushed or synced).
     pub fn finish(mut self, vault_sha256: [u8; 32]) -> io::Result<W> {
-        if !self.stripe.is_empty() {
-            self.flush_stripe()?;
+        if self.queued > 0 {
+            self.flush_stripe(self.queued)?;
         }
         let trailer = Block {
             geometry: self.g,
@@ -384,37 +458,43 @@ impl<W: Write> Builder<W> {
     }
 }
 
-/// A [`Builder`] on a thread of its own, fed copies of what is written
-/// (seal's output thread hashes and writes the vault; parity is computed
-/// beside it instead of after it). At most [`IN_FLIGHT`] buffers wait.
+/// A [`Builder`] on a thread of its own, handed each chunk seal's output
+/// thread has written (parity is computed beside the writing instead of
+/// after it), and handing chunks back for reuse. At most [`IN_FLIGHT`]
+/// chunks wait.
 pub struct Worker<W: Write + Send + 'static> {
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    /// Buffers the thread is done with, for reuse: fresh allocations of
-    /// every copy cost more page faults than the parity's arithmetic.
-    free: std::sync::mpsc::Receiver<Vec<u8>>,
+    tx: Option<std::sync::mpsc::SyncSender<(Chunk, usize)>>,
+    /// Chunks the thread is done with: fresh allocations of every chunk
+    /// cost more page faults than the parity's arithmetic.
+    free: std::sync::mpsc::Receiver<Chunk>,
     handle: Option<std::thread::JoinHandle<io::Result<Builder<W>>>>,
 }
 
-/// Buffers queued for the parity thread (each one pipeline buffer, 1 MiB).
-/// The thread only copies until a stripe is full, then encodes it in one
-/// burst (the coder works on whole stripes); the queue must hold what seal
-/// writes meanwhile, or seal's output thread, and with it the whole
-/// pipeline, waits. 16 against 4: ahead by 0.5-3 % in each of three
-/// paired calls (PERFORMANCE.md), within the noise, for 12 MB more peak
-/// memory.
-const IN_FLIGHT: usize = 16;
+/// Chunks queued for the parity thread (4 MiB each). The thread codes a
+/// stripe in one burst once its last chunk is in (the coder works on whole
+/// stripes); the queue must hold what seal writes meanwhile, or seal's
+/// output thread, and with it the whole pipeline, waits. 16 MiB, as the
+/// 16 pipeline buffers measured before (PERFORMANCE.md).
+const IN_FLIGHT: usize = 4;
+
+/// Chunks in use at most: those queued, those of the stripe being
+/// gathered (32 MiB), and the one the writer fills. The free list holds
+/// as many, so that none is dropped and allocated again.
+const CHUNKS_IN_USE: usize = IN_FLIGHT + (32 << 20) / CHUNK + 2;
 
 impl<W: Write + Send + 'static> Worker<W> {
     pub fn spawn(mut builder: Builder<W>) -> io::Result<Worker<W>> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
-        let (free_tx, free) = std::sync::mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT + 1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Chunk, usize)>(IN_FLIGHT);
+        let (free_tx, free) = std::sync::mpsc::sync_channel::<Chunk>(CHUNKS_IN_USE);
         let handle = std::thread::Builder::new()
             .name("casevault-parity".into())
             .spawn(move || {
-                for buf in rx {
-                    builder.update(&buf)?;
-                    // Full: the buffer is dropped instead.
-                    let _ = free_tx.try_send(buf);
+                for (chunk, len) in rx {
+                    builder.push(chunk, len)?;
+                    for c in builder.take_spent() {
+                        // Full: the chunk is dropped instead.
+                        let _ = free_tx.try_send(c);
+                    }
                 }
                 Ok(builder)
             })?;
@@ -425,14 +505,12 @@ impl<W: Write + Send + 'static> Worker<W> {
         })
     }
 
-    /// Queue a copy of `buf`.
-    pub fn send(&mut self, buf: &[u8]) -> io::Result<()> {
-        let mut copy = self.free.try_recv().unwrap_or_default();
-        copy.clear();
-        copy.extend_from_slice(buf);
-        let sent = self.tx.as_ref().map(|tx| tx.send(copy));
+    /// Hand over `chunk`, of which the first `len` bytes are the vault's
+    /// next; returns an empty chunk to fill next.
+    pub fn send(&mut self, chunk: Chunk, len: usize) -> io::Result<Chunk> {
+        let sent = self.tx.as_ref().map(|tx| tx.send((chunk, len)));
         match sent {
-            Some(Ok(())) => Ok(()),
+            Some(Ok(())) => Ok(self.free.try_recv().unwrap_or_default()),
             // The thread stopped: its error says why.
             _ => Err(self
                 .stop()
@@ -449,40 +527,84 @@ impl<W: Write + Send + 'static> Worker<W> {
         }
     }
 
-    /// Wait for every queued buffer; the builder, to be finished.
+    /// Wait for every queued chunk; the builder, to be finished.
     pub fn finish(mut self) -> io::Result<Builder<W>> {
         self.stop()
     }
 }
 
-/// A writer that passes everything to `inner` and feeds a parity
-/// [`Worker`].
-pub struct Tee<W: Write, P: Write + Send + 'static> {
+/// A writer that passes everything to `inner` in whole aligned
+/// [`Chunk`]s (around the page cache, where `inner` is a
+/// [`crate::direct::DirectFile`] that allows it) and hands each chunk, once
+/// written, to a parity [`Worker`]: the one copy into the chunk serves
+/// both. With neither a direct file nor parity to feed, it passes writes
+/// straight through.
+pub struct Tee<W: Sink, P: Write + Send + 'static> {
     inner: W,
     parity: Option<Worker<P>>,
+    /// The chunk being filled, and how far; `None`: pass-through.
+    chunk: Option<Chunk>,
+    fill: usize,
 }
 
-impl<W: Write, P: Write + Send + 'static> Tee<W, P> {
+impl<W: Sink, P: Write + Send + 'static> Tee<W, P> {
     pub fn new(inner: W, parity: Option<Worker<P>>) -> Self {
-        Tee { inner, parity }
+        let staged = parity.is_some() || inner.direct();
+        Tee {
+            inner,
+            parity,
+            chunk: staged.then(Chunk::new),
+            fill: 0,
+        }
     }
 
-    /// The inner writer and the parity worker.
-    pub fn into_parts(self) -> (W, Option<Worker<P>>) {
-        (self.inner, self.parity)
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    /// Write the filled part of the chunk and hand it to the parity
+    /// worker.
+    fn write_chunk(&mut self) -> io::Result<()> {
+        let Some(chunk) = self.chunk.as_mut() else {
+            return Ok(());
+        };
+        let len = std::mem::take(&mut self.fill);
+        self.inner.write_all(&chunk.bytes()[..len])?;
+        if let Some(p) = &mut self.parity {
+            let full = self.chunk.take().expect("checked above");
+            self.chunk = Some(p.send(full, len)?);
+        }
+        Ok(())
+    }
+
+    /// Write what is left (the stream's last, partial chunk); the inner
+    /// writer and the parity worker.
+    pub fn into_parts(mut self) -> io::Result<(W, Option<Worker<P>>)> {
+        if self.fill > 0 {
+            self.write_chunk()?;
+        }
+        Ok((self.inner, self.parity))
     }
 }
 
-impl<W: Write, P: Write + Send + 'static> Write for Tee<W, P> {
+impl<W: Sink, P: Write + Send + 'static> Write for Tee<W, P> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        if let Some(p) = &mut self.parity {
-            p.send(&buf[..n])?;
+        let Some(chunk) = self.chunk.as_mut() else {
+            return self.inner.write(buf);
+        };
+        let n = buf.len().min(CHUNK - self.fill);
+        chunk.bytes_mut()[self.fill..self.fill + n].copy_from_slice(&buf[..n]);
+        self.fill += n;
+        if self.fill == CHUNK {
+            self.write_chunk()?;
         }
         Ok(n)
     }
+
+    /// Nothing to do: a partial chunk waits for the rest of its bytes
+    /// ([`Tee::into_parts`] writes the last one).
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        Ok(())
     }
 }
 
@@ -1285,7 +1407,7 @@ fn copy_out(
         par,
         vault_len,
         buf: vec![0u8; COPY_CHUNK.max(s) / s * s],
-        out,
+        out: Tee::new(crate::direct::DirectFile::new(out), None),
     };
     let mut next = 0;
     // A closed channel without the final message: the pass gave up, and
@@ -1302,11 +1424,16 @@ fn copy_out(
     for j in next..par.geometry.stripes(vault_len) {
         c.stripe(j, &[])?;
     }
-    c.out
-        .file()
+    let tmp = c.out.get_ref().get_ref().temp_path().to_path_buf();
+    let out = c
+        .out
+        .into_parts()
+        .and_then(|(file, _)| file.into_inner())
+        .map_err(|e| Error::io("cannot write", &tmp, e))?;
+    out.file()
         .set_len(vault_len)
-        .map_err(|e| write_error(&c.out, e))?;
-    Ok(c.out)
+        .map_err(|e| write_error(&out, e))?;
+    Ok(out)
 }
 
 struct CopyOut<'a> {
@@ -1314,7 +1441,10 @@ struct CopyOut<'a> {
     vault: &'a Path,
     par: &'a ParFile,
     vault_len: u64,
-    out: crate::io::AtomicFile,
+    /// Written in order from offset 0, around the page cache where the
+    /// file system allows (src/direct.rs): the copy is fsynced before it
+    /// replaces the vault, so caching it only adds a kernel copy.
+    out: Tee<crate::direct::DirectFile<crate::io::AtomicFile>, io::Sink>,
     buf: Vec<u8>,
 }
 
@@ -1355,22 +1485,11 @@ impl CopyOut<'_> {
                 };
                 buf[j * s..(j + 1) * s].copy_from_slice(&rebuilt[r].1);
             }
-            self.out
-                .file()
-                .write_all_at(&buf[..n], start + off)
-                .map_err(|e| write_error(&self.out, e))?;
+            self.out.write_all(&buf[..n]).map_err(|e| {
+                Error::io("cannot write", self.out.get_ref().get_ref().temp_path(), e)
+            })?;
             off += n as u64;
         }
-        // Start this stripe's write-back now (FADV_DONTNEED writes dirty
-        // pages back asynchronously, as sync_file_range would), so that
-        // the disk works beside the pass instead of all in the final
-        // fsync. Advice only: its failure changes nothing.
-        let _ = rustix::fs::fadvise(
-            self.out.file(),
-            start,
-            std::num::NonZeroU64::new(bytes),
-            rustix::fs::Advice::DontNeed,
-        );
         Ok(())
     }
 }
@@ -1564,6 +1683,42 @@ mod tests {
             b.update(c).unwrap();
         }
         b.finish(Sha256::digest(data).into()).unwrap()
+    }
+
+    /// Chunks handed over whole ([`Builder::push`], seal's way, with
+    /// lengths that cut shards and stripes anywhere) give the very bytes
+    /// that copying the stream in ([`Builder::update`]) gives.
+    #[test]
+    fn pushed_chunks_code_like_copied_bytes() {
+        for g in [
+            Geometry {
+                shard: 64,
+                stripe: 10,
+                percent: 20,
+            },
+            Geometry {
+                shard: 4096,
+                stripe: 1500,
+                percent: 5,
+            },
+        ] {
+            let len = 3 * CHUNK + 777;
+            let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
+            let mut b = Builder::new(g, Vec::new()).unwrap();
+            let mut rest = &data[..];
+            for cut in [1, CHUNK, 4095, 65, CHUNK - 3, usize::MAX].iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let n = (*cut).min(rest.len()).min(CHUNK);
+                let mut c = b.take_spent().next().unwrap_or_default();
+                c.bytes_mut()[..n].copy_from_slice(&rest[..n]);
+                b.push(c, n).unwrap();
+                rest = &rest[n..];
+            }
+            let pushed = b.finish(Sha256::digest(&data).into()).unwrap();
+            assert!(pushed == par_of(&data, g), "geometry {g:?}");
+        }
     }
 
     #[test]

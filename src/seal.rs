@@ -142,7 +142,12 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
     vault_file.set_mode(opts.output_mode)?;
     let parity = ParityFile::create(&opts)?;
     let builder = parity.as_ref().map(|p| p.builder()).transpose()?;
-    let (out, bag, sealed_at) = pipeline(&opts, root, vault_file, builder)?;
+    let sink = crate::direct::DirectFile::new(vault_file);
+    let (out, bag, sealed_at) = pipeline(&opts, root, sink, builder)?;
+    let vault_file = out
+        .sink
+        .into_inner()
+        .map_err(|e| Error::io("cannot write vault", &opts.output, e))?;
     let written = Written {
         vault_sha256: hex(&out.digest),
         vault_bytes: out.bytes,
@@ -150,7 +155,7 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
         signature: None,
         parity: None,
     };
-    let written = commit(&opts, out.sink, parity, written)?;
+    let written = commit(&opts, vault_file, parity, written)?;
     Ok(report(&opts, bag, sealed_at, written))
 }
 
@@ -161,7 +166,7 @@ pub fn seal_from(opts: SealOptions, root: &crate::walk::Root) -> Result<SealRepo
 /// caller finishes `sink` (returned) and writes the sidecar and signature,
 /// and, with `opts.parity`, uploads the parity file (returned as an
 /// unnamed temporary file, complete; its offset is wherever writing left it).
-pub fn seal_to<W: Write + Send + 'static>(
+pub fn seal_to<W: crate::direct::Sink + Send + 'static>(
     opts: SealOptions,
     root: &crate::walk::Root,
     sink: W,
@@ -200,7 +205,7 @@ pub fn seal_to<W: Write + Send + 'static>(
 /// The walk and the output stage (compress, encrypt, hash the ciphertext,
 /// write to `sink`, feed `parity`); returns what the output stage wrote,
 /// the bag and the seal time.
-fn pipeline<W: Write + Send + 'static>(
+fn pipeline<W: crate::direct::Sink + Send + 'static>(
     opts: &SealOptions,
     root: &crate::walk::Root,
     sink: W,
@@ -286,7 +291,7 @@ impl ParityFile {
 /// an S3 store, the upload), and
 /// returns both with the byte count. Its I/O error, the cause of any write
 /// into it failing, is left in the returned [`Failed`].
-fn output_stage<W: Write + Send + 'static>(
+fn output_stage<W: crate::direct::Sink + Send + 'static>(
     vault_file: W,
     parity: Option<FileBuilder>,
     target: PathBuf,
@@ -312,7 +317,9 @@ fn output_stage<W: Write + Send + 'static>(
             }
         }
         let (tee, digest, bytes) = hashing.finish();
-        let (sink, parity) = tee.into_parts();
+        let (sink, parity) = tee
+            .into_parts()
+            .map_err(|e| Error::io("cannot write vault", &target, e))?;
         if let Some(p) = parity {
             let perr = |e: io::Error| Error::io("cannot write", &par_target, e);
             p.finish()

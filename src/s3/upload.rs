@@ -528,6 +528,9 @@ fn s3_stopped(loc: &Location) -> Error {
     }
 }
 
+/// Not a file: nothing to gain from whole aligned chunks.
+impl crate::direct::Sink for UploadWriter {}
+
 impl io::Write for UploadWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.put(data)

@@ -937,26 +937,14 @@ fn par_ref_agrees_at_the_edges_of_the_code() {
 /// `None` (with the reason) where this cannot be done: not root, or no
 /// loop device. A mount that fails otherwise fails the test.
 fn xfs(dir: &Path) -> Option<Mounted> {
-    let mkfs = tool("mkfs.xfs")?;
-    if !is_root() {
-        eprintln!("SKIPPED: not root, cannot mount an XFS image");
-        return None;
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        eprintln!("SKIPPED: no loop device (/dev/loop-control), cannot mount an XFS image");
-        return None;
-    }
-    let img = dir.join("xfs.img");
     // Sparse; mkfs.xfs wants at least 300 MB.
-    fs::File::create(&img).unwrap().set_len(512 << 20).unwrap();
-    let o = Command::new(mkfs)
-        .args(["-q", "-m", "reflink=1"])
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let args = ["-o".as_ref(), "loop,strictatime".as_ref(), img.as_os_str()];
-    Some(Mounted::new(&args, &dir.join("mnt")).expect("mount -o loop"))
+    loop_mount(
+        dir,
+        "mkfs.xfs",
+        &["-q", "-m", "reflink=1"],
+        512 << 20,
+        "strictatime",
+    )
 }
 
 /// On a file system that shares blocks (XFS with reflink), repair starts

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Whether the tests run as root (CI does): mounts need it.
 pub fn is_root() -> bool {
@@ -46,6 +46,42 @@ impl Drop for Mounted {
             .arg(&self.dir)
             .status();
     }
+}
+
+/// A fresh file system of `size` bytes made by `mkfs` (a stock tool,
+/// with `mkfs_args`) in an image under `dir` and loop-mounted on
+/// `dir/mnt` with `opts`, for a test whose result depends on the file
+/// system (not on whatever /tmp is). `None`, after saying why, where the
+/// tests are not root or there is no loop device; a missing `mkfs` fails
+/// under CI.
+pub fn loop_mount(
+    dir: &Path,
+    mkfs: &str,
+    mkfs_args: &[&str],
+    size: u64,
+    opts: &str,
+) -> Option<Mounted> {
+    let mkfs = tool(mkfs)?;
+    if !is_root() {
+        eprintln!("SKIPPED: not root, cannot mount a file system image");
+        return None;
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        eprintln!("SKIPPED: no loop device (/dev/loop-control), cannot mount a file system image");
+        return None;
+    }
+    let img = dir.join("fs.img");
+    // Sparse: only what the test writes takes space.
+    fs::File::create(&img).unwrap().set_len(size).unwrap();
+    let o = std::process::Command::new(mkfs)
+        .args(mkfs_args)
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let opts = format!("loop,{opts}");
+    let args = ["-o".as_ref(), opts.as_ref(), img.as_os_str()];
+    Some(Mounted::new(&args, &dir.join("mnt")).expect("mount -o loop"))
 }
 
 /// Find a stock tool on PATH. Missing under `CI` → panic (the test fails);
