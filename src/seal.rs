@@ -14,6 +14,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -665,13 +666,13 @@ impl Bag {
     }
 
     fn push_entry(&mut self, e: Entry) {
-        let mut text = if self.json_entries.len() > 0 {
-            vec![b',']
-        } else {
-            Vec::new()
-        };
-        serde_json::to_writer(&mut text, &e).expect("serialising an entry into memory cannot fail");
-        self.json_entries.push(&text);
+        let first = self.json_entries.len() == 0;
+        self.json_entries.push_with(|b| {
+            if !first {
+                b.push(b',');
+            }
+            serde_json::to_writer(b, &e).expect("serialising an entry into memory cannot fail");
+        });
         if self.collect {
             self.sealed_entries.push(e);
         }
@@ -819,14 +820,52 @@ impl Bag {
 /// Text that grows with the case (`casevault.json`'s entries, the
 /// manifest), kept zstd-compressed in memory until the tag files are
 /// written: never on disk, where it would reveal names and digests, and
-/// several times smaller than the text (issue #12: seal memory). Level 1:
-/// the spool is compressed on the walking thread, which bounds seal of
-/// many small files; level 3 cost 14 % of the wall time of a 1M-file seal
-/// and used more memory (docs/PERFORMANCE.md).
+/// several times smaller than the text (issue #12: seal memory). The
+/// walking thread, which bounds a seal of many small files, only gathers
+/// the text into batches; a thread of the spool's own compresses them, at
+/// level 1 (level 3 cost 14 % of the wall time of a 1M-file seal when it
+/// ran on the walking thread, and more memory; docs/PERFORMANCE.md).
 #[derive(Default)]
 struct Spool {
-    enc: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
+    batch: Vec<u8>,
+    worker: Option<SpoolWorker>,
     len: u64,
+}
+
+/// Bytes of text per batch handed to the spool's thread.
+const SPOOL_BATCH: usize = 256 << 10;
+/// Batches queued for it: the text held in memory uncompressed is at most
+/// this many batches, and the one being filled.
+const SPOOL_QUEUE: usize = 4;
+
+/// The spool's compressing thread: batches in, emptied batches back for
+/// reuse, the compressed text when the sender is dropped.
+struct SpoolWorker {
+    tx: mpsc::SyncSender<Vec<u8>>,
+    back: mpsc::Receiver<Vec<u8>>,
+    handle: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl SpoolWorker {
+    fn spawn() -> SpoolWorker {
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(SPOOL_QUEUE);
+        let (back_tx, back) = mpsc::sync_channel(SPOOL_QUEUE + 1);
+        let handle = std::thread::Builder::new()
+            .name("casevault-spool".into())
+            .spawn(move || {
+                let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1)
+                    .expect("a zstd encoder into memory can be made");
+                for mut b in rx {
+                    enc.write_all(&b)
+                        .expect("compressing into memory cannot fail");
+                    b.clear();
+                    let _ = back_tx.try_send(b);
+                }
+                enc.finish().expect("compressing into memory cannot fail")
+            })
+            .expect("spawning a thread only fails when the OS is out of resources");
+        SpoolWorker { tx, back, handle }
+    }
 }
 
 /// A finished [`Spool`]: the compressed bytes and the text's length.
@@ -844,19 +883,40 @@ impl Spool {
         self.len
     }
 
-    fn push(&mut self, text: &[u8]) {
-        let enc = self.enc.get_or_insert_with(|| {
-            zstd::stream::write::Encoder::new(Vec::new(), 1)
-                .expect("a zstd encoder into memory can be made")
-        });
-        enc.write_all(text)
-            .expect("compressing into memory cannot fail");
-        self.len += text.len() as u64;
+    /// Append text that `write` puts at the end of the batch.
+    fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let before = self.batch.len();
+        write(&mut self.batch);
+        self.len += (self.batch.len() - before) as u64;
+        if self.batch.len() >= SPOOL_BATCH {
+            self.send();
+        }
     }
 
-    fn finish(self) -> Spooled {
-        let z = match self.enc {
-            Some(e) => e.finish().expect("compressing into memory cannot fail"),
+    fn push(&mut self, text: &[u8]) {
+        self.push_with(|b| b.extend_from_slice(text));
+    }
+
+    /// Hand the batch to the spool's thread (started on the first one).
+    fn send(&mut self) {
+        let w = self.worker.get_or_insert_with(SpoolWorker::spawn);
+        let next = w.back.try_recv().unwrap_or_default();
+        let full = std::mem::replace(&mut self.batch, next);
+        w.tx.send(full)
+            .expect("the spool's thread runs until its sender is dropped");
+    }
+
+    fn finish(mut self) -> Spooled {
+        if !self.batch.is_empty() {
+            self.send();
+        }
+        let z = match self.worker {
+            Some(w) => {
+                drop(w.tx);
+                w.handle
+                    .join()
+                    .expect("compressing into memory cannot fail")
+            }
             None => Vec::new(),
         };
         Spooled { z, len: self.len }
