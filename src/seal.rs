@@ -300,8 +300,10 @@ fn output_stage<W: crate::direct::Sink + Send + 'static>(
     let failed = Failed::default();
     let slot = failed.clone();
     let out = PipeWriter::spawn_named("casevault-output", move |mut chunks| {
-        // Whole pipeline buffers go to the file: no BufWriter (and no copy).
-        // The parity builder sees the same bytes (FORMAT §15).
+        // The Tee gathers the ciphertext into aligned 4 MiB chunks where
+        // they pay (a file written around the page cache, or parity to
+        // feed; otherwise pipeline buffers go straight through), and the
+        // parity builder codes those very chunks (FORMAT §15).
         let par_target = crate::parity::path(&target);
         let parity = match parity.map(crate::parity::Worker::spawn).transpose() {
             Ok(p) => p,
