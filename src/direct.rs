@@ -69,8 +69,8 @@ pub trait Sink: Write {
 }
 
 /// A file opened for writing (seal's temporary vault, repair's copy),
-/// written with `O_DIRECT` while every write is a whole aligned block
-/// run, and through the page cache from the first one that is not.
+/// written with `O_DIRECT` while every write is a run of whole aligned
+/// blocks, and through the page cache from the first one that is not.
 pub struct DirectFile<F: AsRef<fs::File>> {
     out: F,
     direct: bool,
@@ -117,9 +117,14 @@ impl<F: AsRef<fs::File>> Write for DirectFile<F> {
             let aligned = buf.as_ptr() as usize % ALIGN == 0 && buf.len() % ALIGN == 0;
             if aligned {
                 match self.out.as_ref().write(buf) {
-                    // A short write would leave the next one misaligned.
-                    Ok(n) if n < buf.len() => self.buffered()?,
-                    Ok(n) => return Ok(n),
+                    Ok(n) if n == buf.len() => return Ok(n),
+                    // Nothing written: the cache may take it.
+                    Ok(0) => self.buffered()?,
+                    // The rest (the caller writes it) would be misaligned.
+                    Ok(n) => {
+                        self.buffered()?;
+                        return Ok(n);
+                    }
                     // The file system takes O_DIRECT at fcntl but not
                     // this write: go on without it.
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.buffered()?,
