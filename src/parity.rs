@@ -369,6 +369,14 @@ impl<W: Write> Builder<W> {
         Ok(())
     }
 
+    /// Move the front piece to `spent` once all of it is coded.
+    fn retire_front(&mut self) {
+        if self.pieces.front().is_some_and(|(_, from, to)| from == to) {
+            let (c, _, _) = self.pieces.pop_front().expect("checked above");
+            self.spent.push(c);
+        }
+    }
+
     /// Code the next `bytes` (a stripe, or what is left at the end) and
     /// write the stripe's section.
     fn flush_stripe(&mut self, bytes: u64) -> io::Result<()> {
@@ -408,22 +416,14 @@ impl<W: Write> Builder<W> {
                     let n = (*to - *from).min(want - self.carry.len());
                     self.carry.extend_from_slice(&c.bytes()[*from..*from + n]);
                     *from += n;
-                    if from == to {
-                        let (c, _, _) = self.pieces.pop_front().expect("it is there");
-                        self.spent.push(c);
-                    }
+                    self.retire_front();
                 }
                 self.carry.resize(s, 0);
                 table.data.push(crc(&self.carry));
                 enc.add_original_shard(&self.carry).map_err(rs_error)?;
             }
             left -= want;
-            if let Some((_, from, to)) = self.pieces.front() {
-                if from == to {
-                    let (c, _, _) = self.pieces.pop_front().expect("it is there");
-                    self.spent.push(c);
-                }
-            }
+            self.retire_front();
         }
         self.queued -= bytes;
         {
@@ -1424,7 +1424,7 @@ fn copy_out(
     for j in next..par.geometry.stripes(vault_len) {
         c.stripe(j, &[])?;
     }
-    let tmp = c.out.get_ref().get_ref().temp_path().to_path_buf();
+    let tmp = c.temp_path().to_path_buf();
     let out = c
         .out
         .into_parts()
@@ -1449,6 +1449,11 @@ struct CopyOut<'a> {
 }
 
 impl CopyOut<'_> {
+    /// The copy's temporary file, for messages.
+    fn temp_path(&self) -> &Path {
+        self.out.get_ref().get_ref().temp_path()
+    }
+
     /// Write stripe `i`: read again from the vault, every shard checked
     /// against its CRC once more and written from the buffer it was
     /// checked in, so the copy holds exactly the bytes the pass hashed (a
@@ -1485,9 +1490,9 @@ impl CopyOut<'_> {
                 };
                 buf[j * s..(j + 1) * s].copy_from_slice(&rebuilt[r].1);
             }
-            self.out.write_all(&buf[..n]).map_err(|e| {
-                Error::io("cannot write", self.out.get_ref().get_ref().temp_path(), e)
-            })?;
+            self.out
+                .write_all(&buf[..n])
+                .map_err(|e| Error::io("cannot write", self.temp_path(), e))?;
             off += n as u64;
         }
         Ok(())

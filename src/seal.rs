@@ -836,8 +836,10 @@ struct Spool {
 
 /// Bytes of text per batch handed to the spool's thread.
 const SPOOL_BATCH: usize = 256 << 10;
-/// Batches queued for it: the text held in memory uncompressed is at most
-/// this many batches, and the one being filled.
+/// Batches queued for it. A batch is allocated only when no emptied one
+/// has come back, that is when every batch is being filled, queued or
+/// compressed: so at most `SPOOL_QUEUE + 3` batches exist per spool, each
+/// with less than `2 × SPOOL_BATCH` of capacity (3.5 MiB).
 const SPOOL_QUEUE: usize = 4;
 
 /// The spool's compressing thread: batches in, emptied batches back for
