@@ -28,28 +28,52 @@ pub const ALIGN: usize = 4096;
 /// shards (4 KiB) and a whole fraction of a parity stripe (32 MiB).
 pub const CHUNK: usize = 4 << 20;
 
-/// A buffer of `CHUNK` bytes whose address is `ALIGN`-aligned.
-pub struct Chunk {
-    /// `CHUNK + ALIGN` bytes, of which `CHUNK` from `start` are the chunk.
+/// A zeroed buffer whose address is `ALIGN`-aligned, for reads and
+/// writes around the page cache.
+pub struct Aligned {
+    /// `len + ALIGN` bytes, of which `len` from `start` are the buffer.
     mem: Vec<u8>,
     start: usize,
+    len: usize,
 }
 
-impl Chunk {
-    pub fn new() -> Chunk {
-        let mem = vec![0u8; CHUNK + ALIGN];
+impl Aligned {
+    pub fn new(len: usize) -> Aligned {
+        let mem = vec![0u8; len + ALIGN];
         // A Vec never moves its buffer unless it grows, and `mem` never
         // grows: this offset stays right.
         let start = (ALIGN - mem.as_ptr() as usize % ALIGN) % ALIGN;
-        Chunk { mem, start }
+        Aligned { mem, start, len }
+    }
+}
+
+impl std::ops::Deref for Aligned {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.mem[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for Aligned {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.mem[self.start..self.start + self.len]
+    }
+}
+
+/// A buffer of `CHUNK` bytes whose address is `ALIGN`-aligned.
+pub struct Chunk(Aligned);
+
+impl Chunk {
+    pub fn new() -> Chunk {
+        Chunk(Aligned::new(CHUNK))
     }
 
     pub fn bytes(&self) -> &[u8] {
-        &self.mem[self.start..self.start + CHUNK]
+        &self.0
     }
 
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.mem[self.start..self.start + CHUNK]
+        &mut self.0
     }
 }
 

@@ -23,7 +23,7 @@ use reed_solomon_simd::engine::DefaultEngine;
 use reed_solomon_simd::rate::{HighRateDecoder, HighRateEncoder, RateDecoder, RateEncoder};
 use sha2::{Digest, Sha256};
 
-use crate::direct::{Chunk, Sink, CHUNK};
+use crate::direct::{Aligned, Chunk, DirectFile, Sink, CHUNK};
 use crate::{Error, Result};
 
 /// Shard size casevault writes: a disk sector, so scattered rot costs one
@@ -1000,18 +1000,17 @@ pub fn repair(vault: &Path, par_path: &Path) -> Result<RepairReport> {
 
 /// The single pass of a repair over the vault's stripes.
 struct Pass<'scope, 'env> {
-    scope: &'scope std::thread::Scope<'scope, 'env>,
-    vf: &'env fs::File,
     vault: &'env Path,
     par: &'env ParFile,
     vault_len: u64,
     mode: u32,
     /// The stripe being checked (taken from `ring`, and handed back to it).
-    buf: Vec<u8>,
-    /// Reading ahead and hashing, each on a thread of its own.
+    buf: Option<Aligned>,
+    /// Reading ahead, hashing and writing, each on a thread of its own.
     ring: Ring<'scope>,
-    /// The thread writing the rebuilt vault, from the first damage on.
-    copier: Option<Copier<'scope>>,
+    /// The writing thread is writing the rebuilt vault (from the first
+    /// damage on).
+    copying: bool,
     /// A reflink clone of the vault, read instead of it; the rebuilt
     /// shards are written into it.
     clone: Option<crate::io::AtomicFile>,
@@ -1021,18 +1020,6 @@ struct Pass<'scope, 'env> {
     /// A stripe was beyond its budget: stop writing, keep reporting.
     beyond: bool,
 }
-
-/// The writer of the rebuilt vault: [`copy_out`] on a thread of its own,
-/// fed one message per stripe.
-struct Copier<'scope> {
-    tx: mpsc::SyncSender<Rebuilt>,
-    thread: std::thread::ScopedJoinHandle<'scope, Result<crate::io::AtomicFile>>,
-}
-
-/// What the pass tells the copier: stripe `i` is checked, and these are
-/// its rebuilt data shards (index in the stripe, bytes); `None`: the
-/// pass is complete.
-type Rebuilt = Option<(u64, Vec<(usize, Vec<u8>)>)>;
 
 /// The rebuilt vault (not yet synced), and whether it began as a reflink
 /// clone of the vault (only the rebuilt shards written into it).
@@ -1053,26 +1040,35 @@ impl<'scope, 'env> Pass<'scope, 'env> {
             None => vf.try_clone(),
         }
         .map_err(|e| Error::io("cannot read", vault, e))?;
-        Ok(Pass {
-            ring: Ring::spawn(scope, src, par.geometry, vault_len),
-            clone,
-            clone_changed: false,
-            scope,
+        let writer = Writer {
             vf,
             vault,
             par,
             vault_len,
+        };
+        let ring =
+            Ring::spawn(scope, src, writer).map_err(|e| Error::io("cannot repair", vault, e))?;
+        Ok(Pass {
+            ring,
+            clone,
+            clone_changed: false,
+            vault,
+            par,
+            vault_len,
             mode,
-            buf: Vec::new(),
-            copier: None,
+            buf: None,
+            copying: false,
             decoder: None,
             beyond: false,
         })
     }
 
-    /// Check stripe `i`, rebuild it if damaged, hash it, and hand it to
-    /// the copier if the rebuilt vault is being written.
+    /// Check stripe `i`, rebuild it if damaged, and send it on to be
+    /// hashed (and written, if the rebuilt vault is being written).
     fn stripe(&mut self, i: u64, report: &mut RepairReport) -> Result<()> {
+        if self.ring.writer_failed() {
+            return Err(self.ring.writer_error());
+        }
         let (buf, got) = match self.ring.next() {
             Ok(next) => next,
             Err(e) => {
@@ -1080,11 +1076,11 @@ impl<'scope, 'env> Pass<'scope, 'env> {
                 return Err(Error::io("cannot read", path, e));
             }
         };
-        self.buf = buf;
+        self.buf = Some(buf);
         self.check(i, got, report)?;
-        // Not hashed (beyond the budget): back to the reader.
-        if !self.buf.is_empty() {
-            self.ring.recycle(std::mem::take(&mut self.buf));
+        // Not sent on (beyond the budget): back to the reader.
+        if let Some(buf) = self.buf.take() {
+            self.ring.recycle(buf);
         }
         Ok(())
     }
@@ -1098,8 +1094,9 @@ impl<'scope, 'env> Pass<'scope, 'env> {
         let m = g.recovery_for(k);
         let start = i * g.stripe_bytes();
         let bytes = (self.vault_len - start).min(g.stripe_bytes()) as usize;
-        let stripe = &mut self.buf[..k as usize * s];
-        // `read_upto` zeroed what the vault lacks; the padding of a short
+        let buf = self.buf.as_mut().expect("the stripe is in the buffer");
+        let stripe = &mut buf[..k as usize * s];
+        // The reader zeroed what the vault lacks; the padding of a short
         // last stripe is zeroed here.
         stripe[bytes..].fill(0);
         let st = self.par.table(i, self.vault_len);
@@ -1115,11 +1112,11 @@ impl<'scope, 'env> Pass<'scope, 'env> {
                 table_lost: true,
                 ..StripeDamage::default()
             });
-            return self.emit(i, bytes, Vec::new());
+            return self.emit(i, bytes);
         };
         let bad = damaged_shards(stripe, s, got, &table.data);
         if bad.is_empty() {
-            return self.emit(i, bytes, Vec::new());
+            return self.emit(i, bytes);
         }
         let usable = self.par.recovery(i, k, &table);
         report.damaged_shards += bad.len() as u64;
@@ -1133,18 +1130,18 @@ impl<'scope, 'env> Pass<'scope, 'env> {
             repairable,
             table_lost: false,
         });
-        if !repairable {
-            // Stop the copier: its temporary file goes with it.
-            self.beyond = true;
-            self.copier = None;
-        }
+        // Beyond the budget: nothing more is written, and the writing
+        // thread, which never gets the end of the pass, drops its
+        // temporary file.
+        self.beyond |= !repairable;
         if self.beyond {
             return Ok(());
         }
-        if self.copier.is_none() && self.clone.is_none() {
-            self.start_copier()?;
+        if !self.copying && self.clone.is_none() {
+            self.start_copy()?;
         }
-        let stripe = &mut self.buf[..k as usize * s];
+        let buf = self.buf.as_mut().expect("the stripe is in the buffer");
+        let stripe = &mut buf[..k as usize * s];
         self.decoder = Some(decode_stripe(
             &self.par.path,
             k,
@@ -1161,17 +1158,12 @@ impl<'scope, 'env> Pass<'scope, 'env> {
             for &j in &bad {
                 let end = ((j + 1) * s).min(bytes);
                 c.file()
-                    .write_all_at(&self.buf[j * s..end], start + (j * s) as u64)
+                    .write_all_at(&buf[j * s..end], start + (j * s) as u64)
                     .map_err(|e| write_error(c, e))?;
             }
             self.clone_changed = true;
-            return self.emit(i, bytes, Vec::new());
         }
-        let rebuilt = bad
-            .iter()
-            .map(|&j| (j, self.buf[j * s..(j + 1) * s].to_vec()))
-            .collect();
-        self.emit(i, bytes, rebuilt)
+        self.emit(i, bytes)
     }
 
     /// A vault file of `file_len` bytes (not the recorded length) is
@@ -1187,119 +1179,107 @@ impl<'scope, 'env> Pass<'scope, 'env> {
             self.clone_changed |= len != self.vault_len;
             return Ok(());
         }
-        if file_len != self.vault_len && self.copier.is_none() {
-            self.start_copier()?;
+        if file_len != self.vault_len && !self.copying {
+            self.start_copy()?;
         }
         Ok(())
     }
 
-    /// Hash the (rebuilt) stripe `i` in the buffer and tell the copier,
-    /// if there is one, which shards it rebuilt.
-    fn emit(&mut self, i: u64, bytes: usize, rebuilt: Vec<(usize, Vec<u8>)>) -> Result<()> {
+    /// Send the checked (and rebuilt) stripe `i` in the buffer on, to be
+    /// hashed and, if the rebuilt vault is being written, written.
+    fn emit(&mut self, i: u64, bytes: usize) -> Result<()> {
         if self.beyond {
             return Ok(());
         }
-        self.ring.hash(std::mem::take(&mut self.buf), bytes)?;
-        self.send(Some((i, rebuilt)))
+        let buf = self.buf.take().expect("the stripe is in the buffer");
+        self.ring.send(Checked::Stripe { i, buf, n: bytes })
     }
 
-    fn send(&mut self, msg: Rebuilt) -> Result<()> {
-        let Some(c) = &self.copier else {
-            return Ok(());
-        };
-        if c.tx.send(msg).is_ok() {
-            return Ok(());
-        }
-        // The copier stopped early: its error says why.
-        let c = self.copier.take().expect("the copier is there");
-        drop(c.tx);
-        match c.thread.join() {
-            Ok(Err(e)) => Err(e),
-            _ => Err(copier_stopped(self.vault)),
-        }
-    }
-
-    /// Start writing the rebuilt vault beside the vault. The copier
-    /// writes every stripe before the current one at once, then each one
-    /// the pass sends.
-    fn start_copier(&mut self) -> Result<()> {
+    /// Start writing the rebuilt vault beside the vault, from the next
+    /// stripe sent on; the writing thread copies the stripes before it
+    /// from the vault.
+    fn start_copy(&mut self) -> Result<()> {
         let out = crate::io::AtomicFile::create(self.vault)?;
         out.set_mode(self.mode)?;
-        let (tx, rx) = mpsc::sync_channel(2);
-        let (vf, vault, par, len) = (self.vf, self.vault, self.par, self.vault_len);
-        let thread = self
-            .scope
-            .spawn(move || copy_out(vf, vault, par, len, out, rx));
-        self.copier = Some(Copier { tx, thread });
-        Ok(())
+        self.copying = true;
+        self.ring.send(Checked::Copy(out))
     }
 
     /// The digest of the (rebuilt) vault, and the rebuilt vault if one
     /// was written: complete, cut or extended to the recorded length,
     /// not yet synced; and whether it began as a clone of the vault.
     fn finish(mut self) -> Result<([u8; 32], Option<Written>)> {
-        if let Some(c) = self.clone.take() {
-            let digest = self.ring.finish()?;
-            if !self.clone_changed {
-                // Intact: the clone goes, nothing was changed.
-                return Ok((digest, None));
-            }
-            c.file()
-                .set_len(self.vault_len)
-                .map_err(|e| write_error(&c, e))?;
-            return Ok((digest, Some((c, true))));
-        }
-        self.send(None)?;
-        let out = match self.copier.take() {
-            Some(c) => {
-                drop(c.tx);
-                match c.thread.join() {
-                    Ok(r) => Some((r?, false)),
-                    Err(_) => return Err(copier_stopped(self.vault)),
-                }
-            }
-            None => None,
+        let (digest, copy) = self.ring.finish()?;
+        let Some(c) = self.clone.take() else {
+            return Ok((digest, copy.map(|out| (out, false))));
         };
-        Ok((self.ring.finish()?, out))
+        if !self.clone_changed {
+            // Intact: the clone goes, nothing was changed.
+            return Ok((digest, None));
+        }
+        c.file()
+            .set_len(self.vault_len)
+            .map_err(|e| write_error(&c, e))?;
+        Ok((digest, Some((c, true))))
     }
 }
 
 /// Stripe buffers of a repair (32 MiB each in release geometry; untouched
-/// ones cost nothing): one being read, one checked, one hashed, and three
-/// more, because decoding a damaged stripe takes as long as hashing three
-/// or four: the pass must be that far ahead of the hashing when it meets
-/// one, or the hashing thread waits. Measured (PERFORMANCE.md): 4 buffers
-/// left repair at 1.41x a cold verify, 6 at 1.24x.
+/// ones cost nothing): one being read, one checked, one hashed, one
+/// written, and two more, because decoding a damaged stripe takes as long
+/// as hashing three or four: the pass must be that far ahead of the
+/// hashing when it meets one, or the hashing thread waits. Measured
+/// (PERFORMANCE.md): 4 buffers left repair at 1.41x a cold verify, 6 at
+/// 1.24x.
 const RING_BUFFERS: usize = 6;
 
-/// The threads around a repair's pass: one reads the stripes ahead into
-/// buffers of a fixed ring, in order ([`Ring::next`]); one hashes the
-/// stripes the pass has checked ([`Ring::hash`]), in order, and hands the
-/// buffers back to the reader. Reading, checking and rebuilding, and
-/// hashing thus overlap, in [`RING_BUFFERS`] stripes of memory.
+/// What flows from the pass through the hashing thread to the writing
+/// thread, in the vault's order.
+enum Checked {
+    /// Stripe `i`, checked and rebuilt: the first `n` bytes of `buf`.
+    Stripe { i: u64, buf: Aligned, n: usize },
+    /// From the next stripe on, write the rebuilt vault into this file;
+    /// the stripes before that one are copied from the vault.
+    Copy(crate::io::AtomicFile),
+    /// The pass is complete: finish the rebuilt vault, if one is written.
+    Done,
+}
+
+/// The threads around a repair's pass, over a fixed ring of stripe
+/// buffers: one reads the stripes ahead, in order ([`Ring::next`]); one
+/// hashes the stripes the pass has checked ([`Ring::send`]); one writes
+/// them into the rebuilt vault if there is one, straight from the buffers
+/// the pass checked and the hashing thread hashed, and hands the buffers
+/// back to the reader. Reading, checking and rebuilding, hashing and
+/// writing thus overlap, in [`RING_BUFFERS`] stripes of memory.
 struct Ring<'scope> {
-    filled: mpsc::Receiver<(Vec<u8>, io::Result<usize>)>,
-    to_hash: mpsc::SyncSender<(Vec<u8>, usize)>,
-    free: mpsc::SyncSender<Vec<u8>>,
+    filled: mpsc::Receiver<(Aligned, io::Result<usize>)>,
+    to_hash: Option<mpsc::SyncSender<Checked>>,
+    free: mpsc::SyncSender<Aligned>,
     hasher: std::thread::ScopedJoinHandle<'scope, [u8; 32]>,
+    writer: Option<std::thread::ScopedJoinHandle<'scope, Result<Option<crate::io::AtomicFile>>>>,
+    /// Set by the writing thread when it fails.
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<'scope> Ring<'scope> {
-    /// Read the `vault_len` bytes of `src` stripe by stripe.
+    /// Read the vault's bytes from `src` stripe by stripe.
     fn spawn<'env>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
         src: fs::File,
-        g: Geometry,
-        vault_len: u64,
-    ) -> Self {
-        let (free, free_rx) = mpsc::sync_channel::<Vec<u8>>(RING_BUFFERS);
+        w: Writer<'env>,
+    ) -> io::Result<Self> {
+        let (g, vault_len) = (w.par.geometry, w.vault_len);
+        let (free, free_rx) = mpsc::sync_channel::<Aligned>(RING_BUFFERS);
         let (filled_tx, filled) = mpsc::sync_channel(RING_BUFFERS);
-        let (to_hash, hash_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(RING_BUFFERS);
+        let (to_hash, hash_rx) = mpsc::sync_channel::<Checked>(RING_BUFFERS + 2);
+        let (to_write, write_rx) = mpsc::sync_channel::<Checked>(RING_BUFFERS + 2);
         for _ in 0..RING_BUFFERS {
             // Zero pages until first written.
-            let _ = free.send(vec![0u8; g.stripe_bytes() as usize]);
+            let _ = free.send(Aligned::new(g.stripe_bytes() as usize));
         }
-        scope.spawn(move || {
+        let named = |name: &str| std::thread::Builder::new().name(format!("casevault-{name}"));
+        named("rread").spawn_scoped(scope, move || {
             for i in 0..g.stripes(vault_len) {
                 // The pass stopped, and every sender with it.
                 let Ok(mut buf) = free_rx.recv() else { return };
@@ -1311,26 +1291,32 @@ impl<'scope> Ring<'scope> {
                     return;
                 }
             }
-        });
-        let back = free.clone();
-        let hasher = scope.spawn(move || {
+        })?;
+        let hasher = named("rhash").spawn_scoped(scope, move || {
             let mut h = Sha256::new();
-            for (buf, n) in hash_rx {
-                h.update(&buf[..n]);
-                let _ = back.send(buf);
+            for msg in hash_rx {
+                if let Checked::Stripe { buf, n, .. } = &msg {
+                    h.update(&buf[..*n]);
+                }
+                let _ = to_write.send(msg);
             }
             h.finalize().into()
-        });
-        Ring {
+        })?;
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (back, flag) = (free.clone(), failed.clone());
+        let writer = named("rwrite").spawn_scoped(scope, move || w.run(write_rx, back, &flag))?;
+        Ok(Ring {
             filled,
-            to_hash,
+            to_hash: Some(to_hash),
             free,
             hasher,
-        }
+            writer: Some(writer),
+            failed,
+        })
     }
 
     /// The next stripe's buffer, and how many of its bytes were read.
-    fn next(&mut self) -> io::Result<(Vec<u8>, usize)> {
+    fn next(&mut self) -> io::Result<(Aligned, usize)> {
         let (buf, got) = self
             .filled
             .recv()
@@ -1338,37 +1324,54 @@ impl<'scope> Ring<'scope> {
         Ok((buf, got?))
     }
 
-    /// Hash the first `n` bytes of `buf`, the next stripe in order.
-    fn hash(&mut self, buf: Vec<u8>, n: usize) -> Result<()> {
+    /// Send `msg` on, in order, to the hashing and then the writing
+    /// thread.
+    fn send(&mut self, msg: Checked) -> Result<()> {
         self.to_hash
-            .send((buf, n))
-            .map_err(|_| Error::Refused("repair's hashing thread stopped".into()))
+            .as_ref()
+            .and_then(|tx| tx.send(msg).ok())
+            .ok_or_else(|| Error::Refused("repair's hashing thread stopped".into()))
     }
 
     /// Give a stripe's buffer back unhashed.
-    fn recycle(&mut self, buf: Vec<u8>) {
+    fn recycle(&mut self, buf: Aligned) {
         let _ = self.free.send(buf);
     }
 
-    /// The SHA-256 of every stripe hashed.
-    fn finish(self) -> Result<[u8; 32]> {
-        drop(self.to_hash);
-        self.hasher
+    fn writer_failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The writing thread's error, once it has failed: the pass stops.
+    /// Closing the way in ends the hashing thread, and with it the
+    /// writing thread, which drains what is queued.
+    fn writer_error(&mut self) -> Error {
+        self.to_hash = None;
+        match self.writer.take().map(|w| w.join()) {
+            Some(Ok(Err(e))) => e,
+            _ => Error::Refused("repair's writing thread stopped".into()),
+        }
+    }
+
+    /// The SHA-256 of every stripe hashed, and the rebuilt vault if the
+    /// writing thread wrote one.
+    fn finish(mut self) -> Result<([u8; 32], Option<crate::io::AtomicFile>)> {
+        self.send(Checked::Done)?;
+        drop(self.to_hash.take());
+        let digest = self
+            .hasher
             .join()
-            .map_err(|_| Error::Refused("repair's hashing thread stopped".into()))
+            .map_err(|_| Error::Refused("repair's hashing thread stopped".into()))?;
+        let out = match self.writer.take().map(|w| w.join()) {
+            Some(Ok(out)) => out?,
+            _ => return Err(Error::Refused("repair's writing thread stopped".into())),
+        };
+        Ok((digest, out))
     }
 }
 
 fn write_error(out: &crate::io::AtomicFile, e: io::Error) -> Error {
     Error::io("cannot write", out.temp_path(), e)
-}
-
-fn copier_stopped(vault: &Path) -> Error {
-    Error::io(
-        "cannot write the repaired copy of",
-        vault,
-        io::Error::other("its writer thread stopped"),
-    )
 }
 
 /// The data shards of a stripe (zero-padded, `got` bytes of it read from
@@ -1387,92 +1390,155 @@ fn damaged_shards(stripe: &[u8], s: usize, got: usize, crcs: &[u32]) -> Vec<usiz
         .collect()
 }
 
-/// Read size of the copier.
-const COPY_CHUNK: usize = 4 << 20;
-
-/// The copier: write the rebuilt vault into `out`, stripe by stripe in
-/// order, as the pass reports them checked, and return it complete.
-fn copy_out(
-    vf: &fs::File,
-    vault: &Path,
-    par: &ParFile,
-    vault_len: u64,
-    out: crate::io::AtomicFile,
-    rx: mpsc::Receiver<Rebuilt>,
-) -> Result<crate::io::AtomicFile> {
-    let s = par.geometry.shard as usize;
-    let mut c = CopyOut {
-        vf,
-        vault,
-        par,
-        vault_len,
-        buf: vec![0u8; COPY_CHUNK.max(s) / s * s],
-        out: Tee::new(crate::direct::DirectFile::new(out), None),
-    };
-    let mut next = 0;
-    // A closed channel without the final message: the pass gave up, and
-    // the temporary file goes.
-    while let Some((i, rebuilt)) = rx.recv().map_err(|_| copier_stopped(vault))? {
-        // The first message may be for a later stripe: the ones before
-        // it are intact, and copied now.
-        for j in next..i {
-            c.stripe(j, &[])?;
-        }
-        c.stripe(i, &rebuilt)?;
-        next = i + 1;
-    }
-    for j in next..par.geometry.stripes(vault_len) {
-        c.stripe(j, &[])?;
-    }
-    let tmp = c.temp_path().to_path_buf();
-    let out = c
-        .out
-        .into_parts()
-        .and_then(|(file, _)| file.into_inner())
-        .map_err(|e| Error::io("cannot write", &tmp, e))?;
-    out.file()
-        .set_len(vault_len)
-        .map_err(|e| write_error(&out, e))?;
-    Ok(out)
-}
-
-struct CopyOut<'a> {
+/// The writing thread of a repair: from a [`Checked::Copy`] on, it
+/// writes the rebuilt vault stripe by stripe in order, straight from the
+/// buffers the pass checked and rebuilt, and copies from the vault the
+/// intact stripes before the first one it is sent.
+struct Writer<'a> {
     vf: &'a fs::File,
     vault: &'a Path,
     par: &'a ParFile,
     vault_len: u64,
+}
+
+impl Writer<'_> {
+    /// Handle `rx` until the pass ends; hand every buffer back to `free`,
+    /// even after a failure (which sets `failed`), so that the ring never
+    /// stalls. The rebuilt vault, complete and at the recorded length but
+    /// not synced, if one was started and the pass completed.
+    fn run(
+        self,
+        rx: mpsc::Receiver<Checked>,
+        free: mpsc::SyncSender<Aligned>,
+        failed: &std::sync::atomic::AtomicBool,
+    ) -> Result<Option<crate::io::AtomicFile>> {
+        let mut out: Option<CopyOut> = None;
+        let mut err = None;
+        let mut done = false;
+        for msg in rx {
+            let r = match msg {
+                Checked::Copy(file) => {
+                    out = Some(CopyOut::new(&self, file));
+                    Ok(())
+                }
+                Checked::Stripe { i, buf, n } => {
+                    let r = match (&mut out, &err) {
+                        (Some(c), None) => c.upto(i).and_then(|()| c.write(&buf[..n])),
+                        _ => Ok(()),
+                    };
+                    let _ = free.send(buf);
+                    r
+                }
+                Checked::Done => {
+                    done = true;
+                    Ok(())
+                }
+            };
+            if let Err(e) = r {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                // The temporary file goes now.
+                out = None;
+                err.get_or_insert(e);
+            }
+        }
+        if let Some(e) = err {
+            return Err(e);
+        }
+        // A pass that gave up (beyond the budget, or an error) never
+        // says it is done, and its temporary file goes.
+        if !done {
+            return Err(copier_stopped(self.vault));
+        }
+        out.map(|c| c.finish()).transpose()
+    }
+}
+
+fn copier_stopped(vault: &Path) -> Error {
+    Error::io(
+        "cannot write the repaired copy of",
+        vault,
+        io::Error::other("its writer thread stopped"),
+    )
+}
+
+/// The rebuilt vault being written.
+struct CopyOut<'a> {
+    w: &'a Writer<'a>,
     /// Written in order from offset 0, around the page cache where the
     /// file system allows (src/direct.rs): the copy is fsynced before it
     /// replaces the vault, so caching it only adds a kernel copy.
-    out: Tee<crate::direct::DirectFile<crate::io::AtomicFile>, io::Sink>,
-    buf: Vec<u8>,
+    out: DirectFile<crate::io::AtomicFile>,
+    /// The next stripe to write.
+    next: u64,
+    /// For the stripes copied from the vault.
+    chunk: Chunk,
 }
 
-impl CopyOut<'_> {
-    /// The copy's temporary file, for messages.
-    fn temp_path(&self) -> &Path {
-        self.out.get_ref().get_ref().temp_path()
+impl<'a> CopyOut<'a> {
+    fn new(w: &'a Writer<'a>, file: crate::io::AtomicFile) -> Self {
+        CopyOut {
+            w,
+            out: DirectFile::new(file),
+            next: 0,
+            chunk: Chunk::new(),
+        }
     }
 
-    /// Write stripe `i`: read again from the vault, every shard checked
-    /// against its CRC once more and written from the buffer it was
-    /// checked in, so the copy holds exactly the bytes the pass hashed (a
-    /// vault that changed in between is an error, not a silent bad copy);
-    /// the `rebuilt` shards (sorted by index) take the places of the
-    /// damaged ones.
-    fn stripe(&mut self, i: u64, rebuilt: &[(usize, Vec<u8>)]) -> Result<()> {
-        let g = self.par.geometry;
+    fn temp_path(&self) -> &Path {
+        self.out.get_ref().temp_path()
+    }
+
+    /// Write stripe `next` (checked, hashed) from `bytes`.
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io("cannot write", self.temp_path(), e))?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Copy the stripes from `next` to before `i` from the vault.
+    fn upto(&mut self, i: u64) -> Result<()> {
+        while self.next < i {
+            self.copy_stripe()?;
+            self.next += 1;
+        }
+        Ok(())
+    }
+
+    /// The rest of the vault, then the file at the recorded length.
+    fn finish(mut self) -> Result<crate::io::AtomicFile> {
+        self.upto(self.w.par.geometry.stripes(self.w.vault_len))?;
+        let tmp = self.temp_path().to_path_buf();
+        let out = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io("cannot write", &tmp, e))?;
+        out.file()
+            .set_len(self.w.vault_len)
+            .map_err(|e| write_error(&out, e))?;
+        Ok(out)
+    }
+
+    /// Copy stripe `next` from the vault, which the pass found intact:
+    /// read again, every shard checked against its CRC once more and
+    /// written from the buffer it was checked in, so the copy holds
+    /// exactly the bytes the pass hashed (a vault that changed in between
+    /// is an error, not a silent bad copy).
+    fn copy_stripe(&mut self) -> Result<()> {
+        let (w, i) = (self.w, self.next);
+        let g = w.par.geometry;
         let s = g.shard as usize;
         let start = i * g.stripe_bytes();
-        let bytes = (self.vault_len - start).min(g.stripe_bytes());
-        let table = self.par.table(i, self.vault_len).table;
+        let bytes = (w.vault_len - start).min(g.stripe_bytes());
+        let table = w.par.table(i, w.vault_len).table;
         let mut off = 0u64;
         while off < bytes {
-            let n = (bytes - off).min(self.buf.len() as u64) as usize;
+            let n = (bytes - off).min((CHUNK / s * s) as u64) as usize;
             let span = n.div_ceil(s) * s;
-            let buf = &mut self.buf[..span];
-            let got = read_upto(self.vf, &mut buf[..n], start + off)
-                .map_err(|e| Error::io("cannot read", self.vault, e))?;
+            let buf = &mut self.chunk.bytes_mut()[..span];
+            let got = read_upto(w.vf, &mut buf[..n], start + off)
+                .map_err(|e| Error::io("cannot read", w.vault, e))?;
             buf[n..].fill(0);
             let first = off as usize / s;
             // Without a table (lost) the bytes go as they are, as the
@@ -1480,19 +1546,17 @@ impl CopyOut<'_> {
             let crcs = table
                 .as_ref()
                 .map_or(&[][..], |t| &t.data[first..first + span / s]);
-            for j in damaged_shards(buf, s, got, crcs) {
-                let Ok(r) = rebuilt.binary_search_by_key(&(first + j), |(rj, _)| *rj) else {
-                    return Err(Error::integrity(format!(
-                        "{}: vault bytes from {} changed while it was being repaired; nothing was changed",
-                        self.vault.display(),
-                        start + ((first + j) * s) as u64
-                    )));
-                };
-                buf[j * s..(j + 1) * s].copy_from_slice(&rebuilt[r].1);
+            if let Some(j) = damaged_shards(buf, s, got, crcs).first() {
+                return Err(Error::integrity(format!(
+                    "{}: vault bytes from {} changed while it was being repaired; nothing was changed",
+                    w.vault.display(),
+                    start + ((first + j) * s) as u64
+                )));
             }
+            let tmp = self.out.get_ref().temp_path().to_path_buf();
             self.out
-                .write_all(&buf[..n])
-                .map_err(|e| Error::io("cannot write", self.temp_path(), e))?;
+                .write_all(&self.chunk.bytes()[..n])
+                .map_err(|e| Error::io("cannot write", &tmp, e))?;
             off += n as u64;
         }
         Ok(())
@@ -1743,11 +1807,13 @@ mod tests {
         }
     }
 
-    /// The copier writes the stripes before the first one it is sent,
-    /// puts rebuilt shards in place, and refuses a damaged shard the pass
-    /// did not rebuild (the vault changed under the repair).
+    /// The writing thread copies from the vault the stripes before the
+    /// first one it is sent, writes the sent ones from their buffers,
+    /// refuses a vault stripe that no longer matches its CRCs (the vault
+    /// changed under the repair), and keeps nothing unless the pass says
+    /// it is done.
     #[test]
-    fn the_copier_writes_what_the_pass_checked_and_nothing_else() {
+    fn the_writer_writes_what_the_pass_checked_and_nothing_else() {
         let g = Geometry {
             shard: 64,
             stripe: 10,
@@ -1759,34 +1825,66 @@ mod tests {
         let par_path = dir.path().join("v.vault.par");
         fs::write(&par_path, par_of(&data, g)).unwrap();
         let par = ParFile::open(&par_path).unwrap();
-        // Shard 3 of stripe 5 rotted.
-        let at = 5 * 640 + 3 * 64;
+        let stripe = |i: usize| {
+            let mut buf = Aligned::new(640);
+            let part = &data[i * 640..((i + 1) * 640).min(data.len())];
+            buf[..part.len()].copy_from_slice(part);
+            Checked::Stripe {
+                i: i as u64,
+                buf,
+                n: part.len(),
+            }
+        };
+        // Shard 3 of stripe 5 rotted; the pass rebuilt it (stripe 5 is
+        // sent whole), and copying starts there.
         let mut bad = data.clone();
-        bad[at + 10] ^= 1;
+        bad[5 * 640 + 3 * 64 + 10] ^= 1;
         fs::write(&vault, &bad).unwrap();
         let vf = fs::File::open(&vault).unwrap();
-        let run = |msgs: Vec<Rebuilt>| {
-            let (tx, rx) = mpsc::sync_channel(msgs.len());
-            for m in msgs {
-                tx.send(m).unwrap();
+        let run = |sent: Vec<usize>, done: bool| {
+            let (tx, rx) = mpsc::sync_channel(sent.len() + 2);
+            tx.send(Checked::Copy(
+                crate::io::AtomicFile::create(&vault).unwrap(),
+            ))
+            .unwrap();
+            for i in sent {
+                tx.send(stripe(i)).unwrap();
+            }
+            if done {
+                tx.send(Checked::Done).unwrap();
             }
             drop(tx);
-            let out = crate::io::AtomicFile::create(&vault).unwrap();
-            copy_out(&vf, &vault, &par, data.len() as u64, out, rx)
-                .map(|o| fs::read(o.temp_path()).unwrap())
+            let (free, back) = mpsc::sync_channel(20);
+            let failed = std::sync::atomic::AtomicBool::new(false);
+            let w = Writer {
+                vf: &vf,
+                vault: &vault,
+                par: &par,
+                vault_len: data.len() as u64,
+            };
+            let out = w.run(rx, free, &failed);
+            // Every buffer comes back, whatever happened.
+            let returned = back.try_iter().count();
+            (
+                out.map(|o| fs::read(o.unwrap().temp_path()).unwrap()),
+                returned,
+                failed.into_inner(),
+            )
         };
-        let shard = data[at..at + 64].to_vec();
-        let copy = run(vec![Some((5, vec![(3, shard)])), None]).unwrap();
-        assert!(copy == data);
-        let e = run(vec![Some((5, Vec::new())), None]).unwrap_err();
+        let (copy, returned, failed) = run(vec![5, 6], true);
+        assert!(copy.unwrap() == data);
+        assert_eq!((returned, failed), (2, false));
+        // Stripe 5 not sent: the writer reads it from the vault, where it
+        // no longer matches its CRCs.
+        let (e, returned, failed) = run(vec![6, 7], true);
+        let e = e.unwrap_err().to_string();
         assert!(
-            e.to_string()
-                .contains("changed while it was being repaired"),
+            e.contains("vault bytes from 3392 changed while it was being repaired"),
             "{e}"
         );
-        // A pass that stops without its last message leaves no copy.
-        assert!(run(vec![Some((5, Vec::new()))]).is_err());
-        assert!(run(vec![Some((2, Vec::new()))]).is_err());
+        assert_eq!((returned, failed), (2, true));
+        // A pass that stops without saying it is done leaves no copy.
+        assert!(run(vec![5], false).0.is_err());
         // No temporary file is left by any of the runs.
         let mut left: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
