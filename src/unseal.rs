@@ -145,6 +145,25 @@ impl Extract for Staging<'_> {
         }
         Ok(())
     }
+
+    /// Empty the staging directory (it stays, mode 0700).
+    fn restart(&mut self) -> Result<()> {
+        self.parent = ParentCache::default();
+        let mut r = Removal::default();
+        let dup = self
+            .fd
+            .try_clone_to_owned()
+            .map_err(|e| Error::io("cannot open", &self.root, e))?;
+        let _ = clear_dir(dup, &self.root, &mut r);
+        match r.first {
+            None => Ok(()),
+            Some(first) => Err(Error::io(
+                "cannot empty the staging directory",
+                &self.root,
+                io::Error::other(first),
+            )),
+        }
+    }
 }
 
 /// The directory that holds the entries being worked on, open below the
@@ -692,6 +711,9 @@ impl Extract for Selecting<'_> {
             return self.inner.reserve(rel, size);
         }
         Ok(())
+    }
+    fn restart(&mut self) -> Result<()> {
+        self.inner.restart()
     }
 }
 

@@ -24,19 +24,27 @@ const BATCH: usize = 256;
 /// A message from the `casevault.json` cursor.
 enum Next {
     Entries(Vec<Entry>),
-    Failed(Error),
+    /// The metadata did not check: the cursor's result says why.
+    Failed,
 }
+
+/// What the cursor thread ends with: the vault, and the metadata's check:
+/// `casevault.json` without its entries but with the symlink records.
+type Cursor = (RandomVault, Result<CaseJson>);
 
 /// The checked metadata of a version 3 vault and the cursor that streams
 /// its directory and file entries, in order.
 pub struct Lockstep {
     pub(super) tail: Tail,
-    /// `casevault.json` without its entries, and the symlink records.
-    pub(super) json: CaseJson,
+    /// `casevault.json` without its entries, and the symlink records,
+    /// once the cursor has checked the metadata to its end.
+    json: Option<CaseJson>,
     rx: Option<Receiver<Next>>,
     /// The rest of the batch last received.
     batch: std::vec::IntoIter<Entry>,
-    handle: Option<JoinHandle<RandomVault>>,
+    handle: Option<JoinHandle<Cursor>>,
+    /// Why the metadata did not check, once the cursor has ended.
+    failed: Option<Error>,
     /// The next expected entry, taken from `rx` but not yet matched.
     peeked: Option<Entry>,
     /// Findings, as the in-memory check orders them: the manifest's, then
@@ -48,18 +56,14 @@ pub struct Lockstep {
 }
 
 impl Lockstep {
-    /// Check the metadata (first pass), then start the cursor (second).
+    /// Start the cursor: one pass over `casevault.json` and the manifest
+    /// from the end of the vault (FORMAT §13.3 step 5), which checks them
+    /// and streams the entries to the payload reader as it goes. Nothing
+    /// it streams is trusted before it ends: the payload is extracted
+    /// into staging meanwhile, and [`Lockstep::payload_done`] waits for
+    /// its verdict. A vault whose metadata does not check is read again
+    /// with every entry held ([`Lockstep::verdict`]).
     pub fn start(rv: RandomVault, tail: Tail) -> Result<Lockstep> {
-        let cell = RefCell::new(rv);
-        let mut links = Vec::new();
-        let (mut json, _signature) = check_meta(&cell, &tail, &mut |e| {
-            if e.kind == Kind::Symlink {
-                links.push(e.clone());
-            }
-            Ok(())
-        })?;
-        json.entries = links;
-        let rv = cell.into_inner();
         let (tx, rx) = mpsc::sync_channel(AHEAD / BATCH);
         let tail2 = tail.clone();
         let handle = std::thread::Builder::new()
@@ -68,8 +72,12 @@ impl Lockstep {
                 let cell = RefCell::new(rv);
                 let stopped = |_| Error::integrity("the payload reader stopped");
                 let mut batch = Vec::with_capacity(BATCH);
+                let mut links = Vec::new();
                 let res = check_meta(&cell, &tail2, &mut |e| {
-                    if e.kind != Kind::Symlink {
+                    if e.kind == Kind::Symlink {
+                        // Bounded by FORMAT §6.1 (MAX_LINKS), as checked.
+                        links.push(e.clone());
+                    } else {
                         batch.push(e.clone());
                         if batch.len() == BATCH {
                             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
@@ -82,23 +90,36 @@ impl Lockstep {
                 if !batch.is_empty() {
                     let _ = tx.send(Next::Entries(batch));
                 }
-                if let Err(e) = res {
-                    let _ = tx.send(Next::Failed(e));
+                if res.is_err() {
+                    let _ = tx.send(Next::Failed);
                 }
-                cell.into_inner()
+                let res = res.map(|(mut json, _signature)| {
+                    json.entries = links;
+                    json
+                });
+                (cell.into_inner(), res)
             })
             .map_err(|e| Error::Refused(format!("cannot start a thread: {e}")))?;
         Ok(Lockstep {
             tail,
-            json,
+            json: None,
             rx: Some(rx),
             batch: Vec::new().into_iter(),
             handle: Some(handle),
+            failed: None,
             peeked: None,
             against_manifest: Vec::new(),
             against_json: Vec::new(),
             vault: None,
         })
+    }
+
+    /// `casevault.json` without its entries, and the symlink records, as
+    /// checked to its end; an error before [`Lockstep::payload_done`].
+    pub(super) fn json(&self) -> Result<&CaseJson> {
+        self.json
+            .as_ref()
+            .ok_or_else(|| Error::integrity("tag files missing"))
     }
 
     fn pull(&mut self) -> Result<Option<Entry>> {
@@ -111,9 +132,53 @@ impl Lockstep {
             }
             match self.rx.as_ref().and_then(|rx| rx.recv().ok()) {
                 Some(Next::Entries(b)) => self.batch = b.into_iter(),
-                Some(Next::Failed(e)) => return Err(e),
+                Some(Next::Failed) => {
+                    self.join();
+                    // Never shown: the caller asks for the verdict, and
+                    // reads the vault again with every entry held.
+                    return Err(Error::integrity(
+                        "the metadata at the end of the vault does not check",
+                    ));
+                }
                 None => return Ok(None),
             }
+        }
+    }
+
+    /// Wait for the cursor, which has sent all it will.
+    fn join(&mut self) {
+        self.rx.take();
+        if let Some(h) = self.handle.take() {
+            match h.join() {
+                Ok((rv, res)) => {
+                    self.vault = Some(rv);
+                    match res {
+                        Ok(json) => self.json = Some(json),
+                        Err(e) => self.failed = Some(e),
+                    }
+                }
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+    }
+
+    /// After a read in lockstep failed: whether the metadata checks. The
+    /// cursor runs to its end (what it still sends is dropped), so that
+    /// the answer does not depend on where the payload failed. An
+    /// integrity error here means the read must be made again with every
+    /// entry held, which gives the full read's own findings.
+    pub fn verdict(mut self) -> Result<()> {
+        self.peeked = None;
+        while let Some(rx) = self.rx.as_ref() {
+            match rx.recv() {
+                Ok(Next::Entries(_)) => {}
+                Ok(Next::Failed) | Err(_) => break,
+            }
+        }
+        self.join();
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -189,17 +254,17 @@ impl Lockstep {
         }
     }
 
-    /// The payload ended: whatever `casevault.json` still lists is missing.
+    /// The payload ended: whatever `casevault.json` still lists is
+    /// missing, and the metadata must have checked to its end.
     pub(super) fn payload_done(&mut self) -> Result<()> {
         while let Some(e) = self.pull()? {
             self.missing(&e);
         }
-        self.rx.take();
-        if let Some(h) = self.handle.take() {
-            match h.join() {
-                Ok(rv) => self.vault = Some(rv),
-                Err(p) => std::panic::resume_unwind(p),
-            }
+        self.join();
+        if self.failed.is_some() {
+            return Err(Error::integrity(
+                "the metadata at the end of the vault does not check",
+            ));
         }
         Ok(())
     }

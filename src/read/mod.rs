@@ -45,6 +45,13 @@ pub trait Extract {
     fn reserve(&mut self, _rel: &str, _size: u64) -> Result<()> {
         Ok(())
     }
+    /// Forget everything extracted so far: the vault is read again from
+    /// its start (a version 3 vault whose metadata turned out not to
+    /// check while it was extracted in lockstep). The default keeps
+    /// nothing anyway.
+    fn restart(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// An extractor that keeps nothing: for checking a vault (verify, list,
@@ -117,8 +124,24 @@ pub fn open_vault_with<X: Extract>(
     let remember = crate::keys::Remembering::of(identities.to_vec());
     let ids: [&dyn age::Identity; 1] = [&remember];
     let mut lock = lockstep_for(vault, &ids)?;
-    let (plain, eof, cipher) = cipher::decrypt(vault, &ids)?;
-    let checked = payload::read_plaintext(vault, plain, &eof, x, lock.as_mut())?;
+    let (plain, eof, mut cipher) = cipher::decrypt(vault, &ids)?;
+    let checked = match payload::read_plaintext(vault, plain, &eof, x, lock.as_mut()) {
+        Ok(checked) => checked,
+        Err(e) => {
+            // Whether the metadata at the end checks decides what the
+            // failure was: if it does not, the vault is read again with
+            // every entry held, for the full read's own findings.
+            match lock.take().map(lockstep::Lockstep::verdict) {
+                Some(Err(Error::Integrity(_))) => {}
+                Some(Err(other)) => return Err(other),
+                Some(Ok(())) | None => return Err(e),
+            }
+            x.restart()?;
+            let (plain, eof, again) = cipher::decrypt(vault, &ids)?;
+            cipher = again;
+            payload::read_plaintext(vault, plain, &eof, x, None)?
+        }
+    };
     // Hash whatever of the vault file the decryptor did not need to read.
     let (vault_sha256, vault_bytes) = cipher.finish(vault)?;
     Ok(Opened {
@@ -131,10 +154,11 @@ pub fn open_vault_with<X: Extract>(
     })
 }
 
-/// A binary version 3 vault whose metadata checks from its end is read in
-/// lockstep with its `casevault.json` (memory that does not grow with the
-/// case). Anything else, and a vault whose end does not check, is read
-/// with every entry held, which gives the full read's own findings.
+/// A binary version 3 vault whose end can be read (its tag locator) is
+/// read in lockstep with its `casevault.json` (memory that does not grow
+/// with the case), which is checked as it streams. Anything else, and a
+/// vault whose metadata turns out not to check, is read with every entry
+/// held, which gives the full read's own findings.
 fn lockstep_for(vault: &Path, ids: &[&dyn age::Identity]) -> Result<Option<lockstep::Lockstep>> {
     let fallback = |e: Error| match e {
         Error::Integrity(_) => Ok(None),

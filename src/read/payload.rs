@@ -207,8 +207,9 @@ impl<'a, X: Extract> Reader<'a, X> {
             inner_sig: self.inner_sig.as_deref(),
             locator: self.locator.as_deref(),
         };
+        let json = lock.json()?.clone();
         let streamed = Streamed {
-            json: Ok(lock.json.clone()),
+            json: Ok(json.clone()),
             json_sha256: hex(&json_sha256),
             manifest: Ok(Vec::new()),
             manifest_sha256: self.manifest_sha256.clone(),
@@ -218,7 +219,7 @@ impl<'a, X: Extract> Reader<'a, X> {
         bag::check_streamed_v3(
             &tags,
             &streamed,
-            &lock.json,
+            &json,
             &self.case_id,
             compression,
             (self.payload_files, self.payload_bytes),
@@ -237,16 +238,16 @@ impl<'a, X: Extract> Reader<'a, X> {
             trailing: self.trailing,
             frames: self.frames.as_ref(),
         };
-        layout.check_tail(&lock.json)?;
+        layout.check_tail(&json)?;
         let signature = crate::sign::check_inner_digests(
-            &lock.json,
+            &json,
             &json_sha256,
             &json_sha512,
             self.inner_sig.as_deref(),
         )?;
         Ok(CheckedPayload {
             case_id: self.case_id,
-            json: lock.json.clone(),
+            json,
             signature,
         })
     }
