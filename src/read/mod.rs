@@ -127,6 +127,9 @@ pub fn open_vault_with<X: Extract>(
     let (plain, eof, mut cipher) = cipher::decrypt(vault, &ids)?;
     let checked = match payload::read_plaintext(vault, plain, &eof, x, lock.as_mut()) {
         Ok(checked) => checked,
+        // Not about the vault's contents (I/O, an interruption): as it
+        // is, without waiting for the metadata's verdict.
+        Err(e) if e.kind() != crate::error::ErrorKind::Integrity => return Err(e),
         Err(e) => {
             // Whether the metadata at the end checks decides what the
             // failure was: if it does not, the vault is read again with
