@@ -888,32 +888,182 @@ fn restore_tree_streaming(
             .map_err(|err| Error::io("cannot create symlink", &root.join(rel), err.into()))?;
     }
     let cell = std::cell::RefCell::new(rv);
-    let mut parent = ParentCache::default();
-    let mut open: Vec<Entry> = Vec::new();
-    let mut data = None;
-    crate::read::random::check_meta(&cell, &tail, &mut |e| {
-        while let Some(top) = open.last() {
-            let inside = e
-                .path
-                .strip_prefix(top.path.as_str())
-                .is_some_and(|r| r.starts_with('/'));
-            if inside {
-                break;
+    let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+    std::thread::scope(|scope| {
+        let mut leaves = StreamedLeaves::new(scope, dir, root, two_cores);
+        let mut parent = ParentCache::default();
+        let mut open: Vec<Entry> = Vec::new();
+        let mut data = None;
+        crate::read::random::check_meta(&cell, &tail, &mut |e| {
+            while let Some(top) = open.last() {
+                let inside = e
+                    .path
+                    .strip_prefix(top.path.as_str())
+                    .is_some_and(|r| r.starts_with('/'));
+                if inside {
+                    break;
+                }
+                let done = open.pop().expect("not empty");
+                // Everything below it first: its mode may take away the
+                // search permission their paths need.
+                leaves.settle(not_stored)?;
+                restore_entry(dir, &mut parent, root, &done, not_stored)?;
             }
-            let done = open.pop().expect("not empty");
+            match e.kind {
+                Kind::Dir if e.path == "data" => data = Some(e.clone()),
+                Kind::Dir => open.push(e.clone()),
+                _ => leaves.push(e.clone())?,
+            }
+            crate::signal::check()
+        })?;
+        leaves.settle(not_stored)?;
+        while let Some(done) = open.pop() {
             restore_entry(dir, &mut parent, root, &done, not_stored)?;
         }
-        match e.kind {
-            Kind::Dir if e.path == "data" => data = Some(e.clone()),
-            Kind::Dir => open.push(e.clone()),
-            _ => restore_entry(dir, &mut parent, root, e, not_stored)?,
+        Ok(data)
+    })
+}
+
+/// Files and links per batch of [`StreamedLeaves`].
+const LEAF_BATCH: usize = 256;
+
+/// The files and links of [`restore_tree_streaming`], restored in batches
+/// on two threads: setting a time or a mode changes no directory, so
+/// every other batch goes to a second thread while this one parses
+/// `casevault.json` and does the rest. What they report is joined in
+/// list order, and the first error in list order wins, as it would one
+/// entry after another ([`StreamedLeaves::settle`]).
+struct StreamedLeaves<'a> {
+    dir: BorrowedFd<'a>,
+    root: &'a Path,
+    parent: ParentCache,
+    batch: Vec<Entry>,
+    /// Batches handed out, by sequence number.
+    sent: u64,
+    /// The second thread, if there are two cores.
+    worker: Option<LeafWorker>,
+    /// Batches restored, by sequence number, not yet joined.
+    done: std::collections::BTreeMap<u64, Leaves>,
+    /// Batches sent to the worker and not yet back.
+    out: u64,
+}
+
+/// What restoring one batch reported: the first error, and the times the
+/// file system did not store exactly.
+type Leaves = (Result<()>, Vec<MtimeNotStored>);
+
+/// Batches to the second thread, and what it reports, by sequence number.
+type LeafWorker = (
+    std::sync::mpsc::SyncSender<(u64, Vec<Entry>)>,
+    std::sync::mpsc::Receiver<(u64, Leaves)>,
+);
+
+fn restore_batch(
+    dir: BorrowedFd<'_>,
+    parent: &mut ParentCache,
+    root: &Path,
+    batch: &[Entry],
+) -> Leaves {
+    let mut out = Vec::new();
+    let r = batch
+        .iter()
+        .try_for_each(|e| restore_entry(dir, parent, root, e, &mut out));
+    (r, out)
+}
+
+impl<'a> StreamedLeaves<'a> {
+    fn new<'scope, 'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        dir: BorrowedFd<'a>,
+        root: &'a Path,
+        two_cores: bool,
+    ) -> Self
+    where
+        'a: 'env,
+    {
+        let worker = two_cores.then(|| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<Entry>)>(2);
+            let (back, results) = std::sync::mpsc::channel();
+            scope.spawn(move || {
+                let mut parent = ParentCache::default();
+                for (seq, batch) in rx {
+                    if back
+                        .send((seq, restore_batch(dir, &mut parent, root, &batch)))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            (tx, results)
+        });
+        StreamedLeaves {
+            dir,
+            root,
+            parent: ParentCache::default(),
+            batch: Vec::with_capacity(LEAF_BATCH),
+            sent: 0,
+            worker,
+            done: std::collections::BTreeMap::new(),
+            out: 0,
         }
-        crate::signal::check()
-    })?;
-    while let Some(done) = open.pop() {
-        restore_entry(dir, &mut parent, root, &done, not_stored)?;
     }
-    Ok(data)
+
+    fn push(&mut self, e: Entry) -> Result<()> {
+        self.batch.push(e);
+        if self.batch.len() == LEAF_BATCH {
+            self.hand_out();
+        }
+        Ok(())
+    }
+
+    /// The batch so far: to the worker every other time, else restored
+    /// here.
+    fn hand_out(&mut self) {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(LEAF_BATCH));
+        let seq = self.sent;
+        self.sent += 1;
+        let batch = match self.worker.as_ref().filter(|_| seq % 2 == 0) {
+            Some((tx, _)) => match tx.send((seq, batch)) {
+                Ok(()) => {
+                    self.out += 1;
+                    return;
+                }
+                // The worker stopped (it only does when this side went
+                // away): restored here.
+                Err(std::sync::mpsc::SendError((_, batch))) => batch,
+            },
+            None => batch,
+        };
+        let r = restore_batch(self.dir, &mut self.parent, self.root, &batch);
+        self.done.insert(seq, r);
+    }
+
+    /// Wait until every entry pushed so far is restored, then report in
+    /// list order: the times not stored go to `not_stored`, and the first
+    /// error is returned.
+    fn settle(&mut self, not_stored: &mut Vec<MtimeNotStored>) -> Result<()> {
+        if !self.batch.is_empty() {
+            self.hand_out();
+        }
+        while self.out > 0 {
+            let Some((_, rx)) = self.worker.as_ref() else {
+                break;
+            };
+            let Ok((seq, r)) = rx.recv() else {
+                return Err(Error::Refused(
+                    "the thread restoring times and modes stopped".into(),
+                ));
+            };
+            self.done.insert(seq, r);
+            self.out -= 1;
+        }
+        for (_, (r, mut out)) in std::mem::take(&mut self.done) {
+            not_stored.append(&mut out);
+            r?;
+        }
+        Ok(())
+    }
 }
 
 /// Entries below which the files and links are restored on one thread.

@@ -312,3 +312,37 @@ fn rich_round_trip_as_nobody() {
     assert_restored_exactly(&case.root, &dest);
     assert_eq!(fs::read_dir(fx.restore()).unwrap().count(), 1);
 }
+
+/// Issue #12: a version 3 vault's file times and modes are restored in
+/// batches on two threads (src/unseal.rs, `StreamedLeaves`). With several
+/// batches of files inside directories whose recorded modes take away the
+/// search permission their paths need, every file's mode and time must
+/// still land before its directory's mode, as nobody.
+#[test]
+fn many_files_under_restrictive_dirs_unseal_as_nobody() {
+    let fx = Fx::new();
+    let case = CaseTree::new(fx.cases().join("MODES-2"));
+    let dirs = [("a0000", 0o000), ("b0500", 0o500), ("c0311", 0o311)];
+    for (d, _) in dirs {
+        for i in 0..400 {
+            case.file(&format!("{d}/f{i:03}.txt"), format!("{d} {i}\n").as_bytes());
+        }
+    }
+    case.file("top.txt", b"top\n");
+    for (d, mode) in dirs {
+        for i in 0..400 {
+            case.mode(&format!("{d}/f{i:03}.txt"), [0o400, 0o000, 0o644][i % 3]);
+        }
+        case.mode(d, mode);
+    }
+    case.stamp_times(1_630_000_000);
+    let vault = fx.vault("many.vault");
+    fx.seal(&case.root, &vault, &[]);
+    let Some(nobody) = Unprivileged::new(fx.root()) else {
+        return;
+    };
+    let dest = fx.dest("many");
+    json_ok(&nobody.run(unseal_args(&fx, &vault, &dest)));
+    assert_restored_exactly(&case.root, &dest);
+    assert!(staging_dirs(&fx.restore()).is_empty());
+}
