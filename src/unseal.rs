@@ -912,7 +912,7 @@ fn restore_tree_streaming(
             match e.kind {
                 Kind::Dir if e.path == "data" => data = Some(e.clone()),
                 Kind::Dir => open.push(e.clone()),
-                _ => leaves.push(e.clone())?,
+                _ => leaves.push(e.clone()),
             }
             crate::signal::check()
         })?;
@@ -1009,12 +1009,11 @@ impl<'a> StreamedLeaves<'a> {
         }
     }
 
-    fn push(&mut self, e: Entry) -> Result<()> {
+    fn push(&mut self, e: Entry) {
         self.batch.push(e);
         if self.batch.len() == LEAF_BATCH {
             self.hand_out();
         }
-        Ok(())
     }
 
     /// The batch so far: to the worker every other time, else restored
