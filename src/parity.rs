@@ -1553,10 +1553,9 @@ impl<'a> CopyOut<'a> {
                     start + ((first + j) * s) as u64
                 )));
             }
-            let tmp = self.out.get_ref().temp_path().to_path_buf();
             self.out
                 .write_all(&self.chunk.bytes()[..n])
-                .map_err(|e| Error::io("cannot write", &tmp, e))?;
+                .map_err(|e| Error::io("cannot write", self.temp_path(), e))?;
             off += n as u64;
         }
         Ok(())

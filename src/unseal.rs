@@ -888,9 +888,8 @@ fn restore_tree_streaming(
             .map_err(|err| Error::io("cannot create symlink", &root.join(rel), err.into()))?;
     }
     let cell = std::cell::RefCell::new(rv);
-    let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
     std::thread::scope(|scope| {
-        let mut leaves = StreamedLeaves::new(scope, dir, root, two_cores);
+        let mut leaves = StreamedLeaves::new(scope, dir, root);
         let mut parent = ParentCache::default();
         let mut open: Vec<Entry> = Vec::new();
         let mut data = None;
@@ -976,11 +975,11 @@ impl<'a> StreamedLeaves<'a> {
         scope: &'scope std::thread::Scope<'scope, 'env>,
         dir: BorrowedFd<'a>,
         root: &'a Path,
-        two_cores: bool,
     ) -> Self
     where
         'a: 'env,
     {
+        let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
         let worker = two_cores.then(|| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<Entry>)>(2);
             let (back, results) = std::sync::mpsc::channel();

@@ -137,6 +137,47 @@ fn file_size_limit_during_seal() {
     }
 }
 
+/// Repair's copy hits RLIMIT_FSIZE on its writing thread (the copy is
+/// written from the ring's stripe buffers, src/parity.rs): exit 1 naming
+/// the cause, the damaged vault left exactly as it was, and no temporary
+/// file beside it.
+#[test]
+fn file_size_limit_during_repair() {
+    let fx = Fx::new();
+    let case = random_case(&fx, "FSIZE-R", 6 << 20);
+    let vault = fx.vault("rep.vault");
+    let mut seal = seal_cmd(&fx, &case.root, &vault);
+    seal.arg("--parity").arg("10");
+    // 256 KiB stripes (debug builds): the copy spans many of them.
+    seal.env("CASEVAULT_PARITY_STRIPE_SHARDS", "64");
+    let (code, err) = run(seal);
+    assert_eq!(code, Some(0), "{err}");
+    let mut bytes = fs::read(&vault).unwrap();
+    // Damage in the second stripe: the copy starts there.
+    bytes[300_000] ^= 0x40;
+    fs::write(&vault, &bytes).unwrap();
+    let before = snapshot(&fx.out());
+    let mut repair = crate::util::bin_command();
+    repair.arg("repair").arg(&vault);
+    let mut limited = with_fsize(&repair, 2 << 20);
+    limited.env("CASEVAULT_PARITY_STRIPE_SHARDS", "64");
+    let (code, err) = run(limited);
+    assert_eq!(code, Some(1), "repair under RLIMIT_FSIZE: {err}");
+    assert_error_message(&err);
+    assert!(
+        err.contains("cannot write") && err.contains("File too large"),
+        "{err}"
+    );
+    assert!(fs::read(&vault).unwrap() == bytes, "the vault was changed");
+    assert_eq!(snapshot(&fx.out()), before, "something was left or changed");
+    // Without the limit, the same vault repairs.
+    let mut again = crate::util::bin_command();
+    again.arg("repair").arg(&vault);
+    again.env("CASEVAULT_PARITY_STRIPE_SHARDS", "64");
+    let (code, err) = run(again);
+    assert_eq!(code, Some(0), "{err}");
+}
+
 #[test]
 fn disk_full_during_unseal_tmpfs() {
     let fx = Fx::new();
