@@ -1033,3 +1033,40 @@ fn repair_on_xfs_clones_the_vault_and_writes_only_the_rebuilt_shards() {
     assert!(fs::read(&vault).unwrap() == bad, "vault changed");
     assert_eq!(listing(), left);
 }
+
+/// The parity file is written around the page cache like the vault
+/// (src/direct.rs): right after a seal on a loop-mounted ext4, no more of
+/// `VAULT.par` is cached than its last, partial 4 MiB chunk. Its bytes are
+/// the parity all the same: its length is the geometry's, and a damaged
+/// vault is repaired from it.
+#[test]
+fn seal_writes_the_parity_around_the_page_cache() {
+    let fx = Fx::new();
+    let Some(fincore) = tool("fincore") else {
+        return;
+    };
+    let Some(ext4) = loop_mount(fx.root(), "mkfs.ext4", &["-q"], 128 << 20, "defaults") else {
+        return;
+    };
+    let case = fx.cases().join("DIRECT-PAR");
+    CaseTree::new(&case).file("blob.bin", &seeded_bytes(12, (18 << 20) + 4321));
+    let vault = ext4.dir.join("p.vault");
+    let mut cmd = seal_cmd(&case, &vault, &fx.key.recipient);
+    cmd.args(["--compress", "none", "--parity", "50"]);
+    assert_exit(cmd.assert().get_output(), 0);
+    let len = fs::metadata(&vault).unwrap().len() as usize;
+    let par_len = fs::metadata(par_of(&vault)).unwrap().len() as usize;
+    assert_eq!(par_len, expected_par_len(len, 50));
+    assert!(par_len > 8 << 20, "parity of {par_len} bytes");
+    let out = run_tool(
+        Command::new(fincore)
+            .args(["--bytes", "--noheadings", "--output", "RES"])
+            .arg(par_of(&vault)),
+    );
+    let cached: u64 = String::from_utf8_lossy(&out).trim().parse().unwrap();
+    assert!(
+        cached <= (4 << 20) + 4096,
+        "{cached} of the parity file's {par_len} bytes are in the page cache"
+    );
+    damage_and_repair(&vault);
+}
