@@ -1805,21 +1805,53 @@ mod tests {
         ] {
             let len = 3 * CHUNK + 777;
             let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
-            let mut b = Builder::new(g, Vec::new()).unwrap();
-            let mut rest = &data[..];
-            for cut in [1, CHUNK, 4095, 65, CHUNK - 3, usize::MAX].iter().cycle() {
-                if rest.is_empty() {
-                    break;
-                }
-                let n = (*cut).min(rest.len()).min(CHUNK);
-                let mut c = b.take_spent().next().unwrap_or_default();
-                c.bytes_mut()[..n].copy_from_slice(&rest[..n]);
-                b.push(c, n).unwrap();
-                rest = &rest[n..];
-            }
-            let pushed = b.finish(Sha256::digest(&data).into()).unwrap();
-            assert!(pushed == par_of(&data, g), "geometry {g:?}");
+            let cuts = [1, CHUNK, 4095, 65, CHUNK - 3, usize::MAX];
+            assert!(
+                pushed(g, &data, &cuts) == par_of(&data, g),
+                "geometry {g:?}"
+            );
         }
+    }
+
+    /// Check every stripe's recovery shards in `par` (the parity file of
+    /// `data`) against the crate's own `HighRateEncoder`.
+    fn assert_high_rate_code(g: Geometry, data: &[u8], par: &[u8]) {
+        let (s, stripe) = (g.shard as usize, g.stripe_bytes() as usize);
+        for (i, part) in data.chunks(stripe).enumerate() {
+            let k = part.len().div_ceil(s);
+            let m = g.recovery_for(k as u32) as usize;
+            let mut enc = HighRateEncoder::new(k, m, s, DefaultEngine::new(), None).unwrap();
+            for shard in part.chunks(s) {
+                let mut padded = shard.to_vec();
+                padded.resize(s, 0);
+                enc.add_original_shard(&padded).unwrap();
+            }
+            let r = enc.encode().unwrap();
+            let want: Vec<u8> = r.recovery_iter().flatten().copied().collect();
+            let at = g.section_at(i as u64) as usize + table_len(k as u32, m as u32);
+            assert!(
+                par[at..at + m * s] == want[..],
+                "geometry {g:?}, stripe {i}"
+            );
+        }
+    }
+
+    /// Feed `data` to a builder in chunks of the lengths `cuts` gives in
+    /// turn (seal's way, [`Builder::push`]); the parity file.
+    fn pushed(g: Geometry, data: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut b = Builder::new(g, Vec::new()).unwrap();
+        let mut rest = data;
+        for cut in cuts.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let n = (*cut).clamp(1, CHUNK).min(rest.len());
+            let mut c = b.take_spent().next().unwrap_or_default();
+            c.bytes_mut()[..n].copy_from_slice(&rest[..n]);
+            b.push(c, n).unwrap();
+            rest = &rest[n..];
+        }
+        b.finish(Sha256::digest(data).into()).unwrap()
     }
 
     /// The builder's coder (blocks transformed in place, or gathered
@@ -1873,37 +1905,35 @@ mod tests {
             ),
         ] {
             let data: Vec<u8> = (0..len).map(|i| (i * 131 % 253) as u8).collect();
-            let mut b = Builder::new(g, Vec::new()).unwrap();
-            for c in data.chunks(CHUNK) {
-                let mut chunk = b.take_spent().next().unwrap_or_default();
-                chunk.bytes_mut()[..c.len()].copy_from_slice(c);
-                b.push(chunk, c.len()).unwrap();
-            }
-            let par = b.finish(Sha256::digest(&data).into()).unwrap();
+            let par = pushed(g, &data, &[CHUNK]);
             assert!(par == par_of(&data, g), "geometry {g:?}");
-            let (s, stripe) = (g.shard as usize, g.stripe_bytes() as usize);
-            for (i, part) in data.chunks(stripe).enumerate() {
-                let k = part.len().div_ceil(s);
-                let m = g.recovery_for(k as u32) as usize;
-                let mut enc = HighRateEncoder::new(k, m, s, DefaultEngine::new(), None).unwrap();
-                for shard in part.chunks(s) {
-                    let mut padded = shard.to_vec();
-                    padded.resize(s, 0);
-                    enc.add_original_shard(&padded).unwrap();
-                }
-                let want: Vec<u8> = enc
-                    .encode()
-                    .unwrap()
-                    .recovery_iter()
-                    .flatten()
-                    .copied()
-                    .collect();
-                let at = g.section_at(i as u64) as usize + table_len(k as u32, m as u32);
-                assert!(
-                    par[at..at + m * s] == want[..],
-                    "geometry {g:?}, stripe {i}"
-                );
-            }
+            assert_high_rate_code(g, &data, &par);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 64,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Any geometry, any length, chunks cut anywhere: the crate's code,
+        /// and the same file as copying the bytes in.
+        #[test]
+        fn any_geometry_and_cuts_give_the_crates_code(
+            shard in 1u32..=8,
+            stripe in 1u32..=40,
+            percent in 1u32..=100,
+            len in 0usize..60_000,
+            cuts in proptest::collection::vec(1usize..20_000, 1..6),
+            seed in 0u8..=255,
+        ) {
+            let g = Geometry { shard: shard * 64, stripe, percent };
+            let data: Vec<u8> = (0..len).map(|i| (i * 97 + seed as usize) as u8).collect();
+            let par = pushed(g, &data, &cuts);
+            proptest::prop_assert!(par == par_of(&data, g));
+            assert_high_rate_code(g, &data, &par);
         }
     }
 
