@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod allowed_signers;
+mod creators;
 pub mod custody;
 mod direct;
 pub mod error;

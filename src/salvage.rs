@@ -367,6 +367,7 @@ fn indexed_in(
         root: root.clone(),
         fd: places.dest.fd.as_fd(),
         parent: ParentCache::default(),
+        creators: None,
     };
     let mut buf = vec![0u8; BUF_SIZE];
     for e in &ix.json.entries {
@@ -790,6 +791,7 @@ fn scan_in(
         root: scratch.path.clone(),
         fd: scratch.fd.as_fd(),
         parent: ParentCache::default(),
+        creators: None,
     };
     let mut s = read_stream(&opts.vault, ids, &mut x)?;
     drop(x);
@@ -807,6 +809,7 @@ fn scan_in(
             root: root.clone(),
             fd: places.dest.fd.as_fd(),
             parent: ParentCache::default(),
+            creators: None,
         };
         for e in &json.entries {
             crate::signal::check()?;
@@ -1023,6 +1026,7 @@ fn by_manifest(
         root: root.clone(),
         fd: places.dest.fd.as_fd(),
         parent: ParentCache::default(),
+        creators: None,
     };
     let mut made = HashSet::new();
     for (path, sha256) in lines {

@@ -84,6 +84,24 @@ pub(crate) struct Staging<'a> {
     /// The staging directory (the case root).
     pub(crate) fd: BorrowedFd<'a>,
     pub(crate) parent: ParentCache,
+    /// Threads creating the small files (a full unseal); without them the
+    /// reader creates every file itself.
+    pub(crate) creators: Option<crate::creators::Creators>,
+}
+
+/// Create the regular file at `rel` below `staging` (at `root`): new,
+/// never through a link, mode 0600 until its recorded mode is restored.
+pub(crate) fn create_at(
+    staging: BorrowedFd<'_>,
+    parent: &mut ParentCache,
+    root: &Path,
+    rel: &str,
+) -> Result<fs::File> {
+    let err = |e: rustix::io::Errno| Error::io("cannot create file", &root.join(rel), e.into());
+    let (dir, name) = parent.split(staging, rel).map_err(err)?;
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)).map_err(err)?;
+    Ok(fs::File::from(fd))
 }
 
 impl Extract for Staging<'_> {
@@ -98,13 +116,21 @@ impl Extract for Staging<'_> {
     }
 
     fn create_file(&mut self, rel: &str) -> Result<fs::File> {
-        let err =
-            |e: rustix::io::Errno| Error::io("cannot create file", &self.root.join(rel), e.into());
-        let (dir, name) = self.parent.split(self.fd, rel).map_err(err)?;
-        let flags =
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)).map_err(err)?;
-        Ok(fs::File::from(fd))
+        create_at(self.fd, &mut self.parent, &self.root, rel)
+    }
+
+    fn takes_small_files(&self) -> bool {
+        self.creators.is_some()
+    }
+
+    fn small_file(&mut self, rel: &str, data: Vec<u8>) -> Result<()> {
+        match self.creators.as_mut() {
+            Some(c) => c.add(rel, data),
+            None => {
+                let mut f = self.create_file(rel)?;
+                io::Write::write_all(&mut f, &data).map_err(|e| self.write_error(rel, e))
+            }
+        }
     }
 
     fn write_error(&self, rel: &str, e: io::Error) -> Error {
@@ -148,6 +174,13 @@ impl Extract for Staging<'_> {
 
     /// Empty the staging directory (it stays, mode 0700).
     fn restart(&mut self) -> Result<()> {
+        // Nothing may be created in it meanwhile, and a file that could
+        // not be created fails the unseal as before (it came before what
+        // made the reader start again); the second read creates its files
+        // itself.
+        if let Some(c) = self.creators.take() {
+            c.finish()?;
+        }
         self.parent = ParentCache::default();
         let mut r = Removal::default();
         let dup = self
@@ -568,13 +601,21 @@ fn restore_entry(
 /// caller removes the staging directory (unless it was already moved).
 fn restore(opts: &UnsealOptions, staging: &StagingDir) -> Result<UnsealReport> {
     let root = staging.path.clone();
-    let mut x = Staging {
-        root: root.clone(),
-        fd: staging.fd.as_fd(),
-        parent: ParentCache::default(),
-    };
-    let mut opened = open_vault(&opts.vault, &opts.identities, &mut x)?;
-    drop(x);
+    let mut opened = std::thread::scope(|scope| {
+        let mut x = Staging {
+            root: root.clone(),
+            fd: staging.fd.as_fd(),
+            parent: ParentCache::default(),
+            creators: crate::creators::Creators::start(scope, staging.fd.as_fd(), &root),
+        };
+        // The threads have ended when the scope does, so nothing is
+        // created while the caller removes staging after an error.
+        let opened = open_vault(&opts.vault, &opts.identities, &mut x);
+        match x.creators.take() {
+            Some(c) => c.settle(opened),
+            None => opened,
+        }
+    })?;
     check_links(opts, &opened.json, None)?;
     let index = opened.index.take();
     finish(
@@ -749,6 +790,7 @@ fn unseal_paths(opts: &UnsealOptions) -> Result<UnsealReport> {
             root: staging.path.clone(),
             fd: staging.fd.as_fd(),
             parent: ParentCache::default(),
+            creators: None,
         };
         select::extract(&rv, &tail.case_id, &json.entries, &mut sel, &mut x)?;
         json.entries.retain(|e| sel.admit(&e.path));
@@ -780,6 +822,7 @@ fn unseal_paths_streaming(
                 root: staging.path.clone(),
                 fd: staging.fd.as_fd(),
                 parent: ParentCache::default(),
+                creators: None,
             },
             sel: &mut sel,
         };

@@ -38,6 +38,22 @@ pub trait Extract {
     fn create_file(&mut self, rel: &str) -> Result<Self::File>;
     /// The error to report when writing to a created file failed.
     fn write_error(&self, rel: &str, e: io::Error) -> Error;
+    /// Whether regular files of at most [`crate::creators::SMALL_FILE`]
+    /// bytes should come whole, through [`Extract::small_file`], instead
+    /// of through [`Extract::create_file`]: for unseal's threads that
+    /// create them. The default: no.
+    fn takes_small_files(&self) -> bool {
+        false
+    }
+    /// A whole small regular file, read and hashed already. An extractor
+    /// may create it later on another thread (unseal) and report a failure
+    /// with a later call; the default creates and writes it now.
+    fn small_file(&mut self, rel: &str, data: Vec<u8>) -> Result<()> {
+        let mut f = self.create_file(rel)?;
+        io::Write::write_all(&mut f, &data)
+            .and_then(|()| io::Write::flush(&mut f))
+            .map_err(|e| self.write_error(rel, e))
+    }
     /// Called before each payload entry is created, with the size its tar
     /// header declares (0 for a directory), so that an extractor can refuse
     /// what it cannot hold (unseal: free space, FORMAT §6.1). The default

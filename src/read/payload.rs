@@ -474,8 +474,29 @@ impl<'a, X: Extract> Reader<'a, X> {
 
     /// Copy `size` bytes of a payload file into a file the extractor
     /// creates, hashing them; returns the SHA-256 (hex).
+    /// A small file is read whole and handed over as bytes
+    /// ([`Extract::small_file`]: unseal creates it on another thread).
     fn hashed_copy<E: Read>(&mut self, entry: &mut E, bag_path: &str, size: u64) -> Result<String> {
         let rel = &bag_path["data/".len()..];
+        if size <= crate::creators::SMALL_FILE && self.x.takes_small_files() {
+            let mut data = vec![0u8; size as usize];
+            let mut got = 0;
+            while got < data.len() {
+                crate::signal::check()?;
+                match retry(|| entry.read(&mut data[got..])) {
+                    Ok(0) => {
+                        return Err(Error::integrity(format!(
+                            "tar stream ends inside {bag_path:?}"
+                        )))
+                    }
+                    Ok(n) => got += n,
+                    Err(e) => return Err(self.err("reading the payload", e)),
+                }
+            }
+            let digest = hex(&Sha256::digest(&data));
+            self.x.small_file(rel, data)?;
+            return Ok(digest);
+        }
         let out = self.x.create_file(rel)?;
         self.hashed_copy_to(entry, bag_path, size, Some(out))
     }

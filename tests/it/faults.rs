@@ -233,6 +233,56 @@ fn file_size_limit_during_unseal() {
     assert_empty(&fx.restore(), "unseal over RLIMIT_FSIZE");
 }
 
+/// Many small files: unseal creates them on two threads beside the reader
+/// (src/creators.rs). A file they cannot write fails the unseal as one the
+/// reader could not: exit 1, the path and the reason, nothing left.
+fn small_files_case(fx: &Fx, name: &str, files: usize, len: usize) -> PathBuf {
+    let t = CaseTree::new(fx.cases().join(name));
+    for i in 0..files {
+        t.file(
+            &format!("d{}/f{i:04}.bin", i % 7),
+            &seeded_bytes(i as u64, len),
+        );
+    }
+    let vault = fx.vault(&format!("{name}.vault"));
+    fx.seal(&t.root, &vault, &[]);
+    vault
+}
+
+#[test]
+fn file_size_limit_with_small_files_during_unseal() {
+    let fx = Fx::new();
+    let vault = small_files_case(&fx, "FSIZE-SMALL", 300, 10_000);
+    let dest = fx.dest("d");
+    let (code, err) = run(with_fsize(&unseal_cmd(&fx, &vault, &dest), 4096));
+    assert_eq!(code, Some(1), "unseal under RLIMIT_FSIZE: {err}");
+    assert_error_message(&err);
+    assert!(err.contains("cannot write"), "{err}");
+    assert!(
+        err.contains("/f0") && err.contains(".bin: File too large"),
+        "{err}"
+    );
+    assert_empty(&fx.restore(), "unseal of small files over RLIMIT_FSIZE");
+}
+
+#[test]
+fn disk_fills_with_small_files_while_unsealing_tmpfs() {
+    let fx = Fx::new();
+    let vault = small_files_case(&fx, "FULL-SMALL", 400, 8_000);
+    let Some(fs_) = tmpfs(&fx.root().join("small"), "size=2m") else {
+        return;
+    };
+    let dest = fs_.dir.join("dest");
+    let (code, err) = run(unseal_cmd(&fx, &vault, &dest));
+    assert_eq!(code, Some(1), "{err}");
+    assert_error_message(&err);
+    assert!(
+        err.contains("not enough free space") || err.contains("No space left"),
+        "{err}"
+    );
+    assert_empty(&fs_.dir, "unseal of small files on a filling disk");
+}
+
 /// The free-space bound (FORMAT §6.1) in numbers.
 #[test]
 fn free_margin_is_one_percent_capped_at_256_mib() {
