@@ -293,7 +293,7 @@ mod tests {
     fn the_first_failure_in_payload_order_is_reported() {
         let (dir, fd) = staging();
         let root = dir.path().to_path_buf();
-        let err = std::thread::scope(|s| {
+        let outcome = std::thread::scope(|s| {
             let mut c = Creators::start(s, fd.as_fd(), &root)?;
             for i in 0..100 {
                 let rel = match i {
@@ -302,13 +302,15 @@ mod tests {
                     _ => format!("d/f{i}"),
                 };
                 if let Err(e) = c.add(&rel, b"x".to_vec()) {
-                    return Some(e);
+                    return Some(Err(e));
                 }
             }
-            c.finish().err()
+            Some(c.finish())
         });
-        let Some(err) = err else {
-            return; // one core
+        let err = match outcome {
+            None => return, // one core
+            Some(Ok(())) => panic!("two files could not be created, and nothing was reported"),
+            Some(Err(e)) => e,
         };
         let text = err.to_string();
         assert!(text.contains("cannot create file"), "{text}");
