@@ -474,6 +474,7 @@ impl<'a, X: Extract> Reader<'a, X> {
 
     /// Copy `size` bytes of a payload file into a file the extractor
     /// creates, hashing them; returns the SHA-256 (hex).
+    ///
     /// A small file is read whole and handed over as bytes
     /// ([`Extract::small_file`]: unseal creates it on another thread).
     fn hashed_copy<E: Read>(&mut self, entry: &mut E, bag_path: &str, size: u64) -> Result<String> {
@@ -482,16 +483,7 @@ impl<'a, X: Extract> Reader<'a, X> {
             let mut data = vec![0u8; size as usize];
             let mut got = 0;
             while got < data.len() {
-                crate::signal::check()?;
-                match retry(|| entry.read(&mut data[got..])) {
-                    Ok(0) => {
-                        return Err(Error::integrity(format!(
-                            "tar stream ends inside {bag_path:?}"
-                        )))
-                    }
-                    Ok(n) => got += n,
-                    Err(e) => return Err(self.err("reading the payload", e)),
-                }
+                got += read_payload(self.vault, entry, bag_path, &mut data[got..])?;
             }
             let digest = hex(&Sha256::digest(&data));
             self.x.small_file(rel, data)?;
@@ -514,17 +506,8 @@ impl<'a, X: Extract> Reader<'a, X> {
         let mut h = Sha256::new();
         let mut left = size;
         while left > 0 {
-            crate::signal::check()?;
             let want = (self.buf.len() as u64).min(left) as usize;
-            let n = match retry(|| entry.read(&mut self.buf[..want])) {
-                Ok(0) => {
-                    return Err(Error::integrity(format!(
-                        "tar stream ends inside {bag_path:?}"
-                    )))
-                }
-                Ok(n) => n,
-                Err(e) => return Err(self.err("reading the payload", e)),
-            };
+            let n = read_payload(self.vault, entry, bag_path, &mut self.buf[..want])?;
             h.update(&self.buf[..n]);
             if let Some(out) = out.as_mut() {
                 io::Write::write_all(out, &self.buf[..n])
@@ -779,6 +762,24 @@ impl<'a, X: Extract> Reader<'a, X> {
 
 /// Whether the tag manifest read from the end names another
 /// `casevault.json` than the one streamed.
+/// Read some of payload file `bag_path` from its tar entry into `buf`
+/// (not empty): at least one byte, or the error that says why not.
+fn read_payload<E: Read>(
+    vault: &Path,
+    entry: &mut E,
+    bag_path: &str,
+    buf: &mut [u8],
+) -> Result<usize> {
+    crate::signal::check()?;
+    match retry(|| entry.read(buf)) {
+        Ok(0) => Err(Error::integrity(format!(
+            "tar stream ends inside {bag_path:?}"
+        ))),
+        Ok(n) => Ok(n),
+        Err(e) => Err(classify_stream_error(vault, "reading the payload", e)),
+    }
+}
+
 fn tail_digest_differs(lock: &super::lockstep::Lockstep, json_sha256: &[u8]) -> bool {
     lock.tail.digest(format::CASEVAULT_JSON) != Some(hex(json_sha256).as_str())
 }
