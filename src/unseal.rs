@@ -970,23 +970,23 @@ fn restore_tree_streaming(
 const LEAF_BATCH: usize = 256;
 
 /// The files and links of [`restore_tree_streaming`], restored in batches
-/// on two threads: setting a time or a mode changes no directory, so
-/// every other batch goes to a second thread while this one parses
-/// `casevault.json` and does the rest. What they report is joined in
-/// list order, and the first error in list order wins, as it would one
-/// entry after another ([`StreamedLeaves::settle`]).
-struct StreamedLeaves<'a> {
+/// on two threads while this one parses `casevault.json`: setting a time
+/// or a mode changes no directory. With one core, here, one after
+/// another. What they report is joined in list order, and the first error
+/// in list order wins, as it would one entry after another
+/// ([`StreamedLeaves::settle`]).
+struct StreamedLeaves<'a, 'scope> {
     dir: BorrowedFd<'a>,
     root: &'a Path,
     parent: ParentCache,
     batch: Vec<Entry>,
     /// Batches handed out, by sequence number.
     sent: u64,
-    /// The second thread, if there are two cores.
-    worker: Option<LeafWorker>,
+    /// The two threads, if there are two cores.
+    workers: Option<LeafWorkers<'scope>>,
     /// Batches restored, by sequence number, not yet joined.
     done: std::collections::BTreeMap<u64, Leaves>,
-    /// Batches sent to the worker and not yet back.
+    /// Batches sent to the workers and not yet back.
     out: u64,
 }
 
@@ -994,10 +994,12 @@ struct StreamedLeaves<'a> {
 /// file system did not store exactly.
 type Leaves = (Result<()>, Vec<MtimeNotStored>);
 
-/// Batches to the second thread, and what it reports, by sequence number.
-type LeafWorker = (
-    std::sync::mpsc::SyncSender<(u64, Vec<Entry>)>,
+/// Batches to each thread, what they report (by sequence number), and
+/// the threads, to tell one that ended from one that is slow.
+type LeafWorkers<'scope> = (
+    Vec<std::sync::mpsc::SyncSender<(u64, Vec<Entry>)>>,
     std::sync::mpsc::Receiver<(u64, Leaves)>,
+    Vec<std::thread::ScopedJoinHandle<'scope, ()>>,
 );
 
 fn restore_batch(
@@ -1013,8 +1015,8 @@ fn restore_batch(
     (r, out)
 }
 
-impl<'a> StreamedLeaves<'a> {
-    fn new<'scope, 'env>(
+impl<'a, 'scope> StreamedLeaves<'a, 'scope> {
+    fn new<'env>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
         dir: BorrowedFd<'a>,
         root: &'a Path,
@@ -1023,21 +1025,25 @@ impl<'a> StreamedLeaves<'a> {
         'a: 'env,
     {
         let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
-        let worker = two_cores.then(|| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<Entry>)>(2);
+        let workers = two_cores.then(|| {
             let (back, results) = std::sync::mpsc::channel();
-            scope.spawn(move || {
-                let mut parent = ParentCache::default();
-                for (seq, batch) in rx {
-                    if back
-                        .send((seq, restore_batch(dir, &mut parent, root, &batch)))
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-            (tx, results)
+            let (txs, handles) = (0..2)
+                .map(|_| {
+                    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<Entry>)>(2);
+                    let back = back.clone();
+                    let handle = scope.spawn(move || {
+                        let mut parent = ParentCache::default();
+                        for (seq, batch) in rx {
+                            let r = restore_batch(dir, &mut parent, root, &batch);
+                            if back.send((seq, r)).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    (tx, handle)
+                })
+                .unzip();
+            (txs, results, handles)
         });
         StreamedLeaves {
             dir,
@@ -1045,7 +1051,7 @@ impl<'a> StreamedLeaves<'a> {
             parent: ParentCache::default(),
             batch: Vec::with_capacity(LEAF_BATCH),
             sent: 0,
-            worker,
+            workers,
             done: std::collections::BTreeMap::new(),
             out: 0,
         }
@@ -1058,19 +1064,18 @@ impl<'a> StreamedLeaves<'a> {
         }
     }
 
-    /// The batch so far: to the worker every other time, else restored
-    /// here.
+    /// The batch so far: to the threads in turn, or restored here.
     fn hand_out(&mut self) {
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(LEAF_BATCH));
         let seq = self.sent;
         self.sent += 1;
-        let batch = match self.worker.as_ref().filter(|_| seq % 2 == 0) {
-            Some((tx, _)) => match tx.send((seq, batch)) {
+        let batch = match self.workers.as_ref() {
+            Some((txs, _, _)) => match txs[(seq % txs.len() as u64) as usize].send((seq, batch)) {
                 Ok(()) => {
                     self.out += 1;
                     return;
                 }
-                // The worker stopped (it only does when this side went
+                // The thread stopped (it only does when this side went
                 // away): restored here.
                 Err(std::sync::mpsc::SendError((_, batch))) => batch,
             },
@@ -1087,17 +1092,25 @@ impl<'a> StreamedLeaves<'a> {
         if !self.batch.is_empty() {
             self.hand_out();
         }
+        let stopped = || Error::Refused("a thread restoring times and modes stopped".into());
         while self.out > 0 {
-            let Some((_, rx)) = self.worker.as_ref() else {
+            let Some((_, rx, handles)) = self.workers.as_ref() else {
                 break;
             };
-            let Ok((seq, r)) = rx.recv() else {
-                return Err(Error::Refused(
-                    "the thread restoring times and modes stopped".into(),
-                ));
-            };
-            self.done.insert(seq, r);
-            self.out -= 1;
+            // A thread that ended while batches are out (it panicked)
+            // never reports them: waiting for it would never end.
+            match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                Ok((seq, r)) => {
+                    self.done.insert(seq, r);
+                    self.out -= 1;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if handles.iter().any(|h| h.is_finished()) {
+                        return Err(stopped());
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Err(stopped()),
+            }
         }
         for (_, (r, mut out)) in std::mem::take(&mut self.done) {
             not_stored.append(&mut out);
