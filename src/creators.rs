@@ -61,8 +61,9 @@ impl Failure {
 }
 
 /// The creating threads, and the batch being filled.
-pub struct Creators {
+pub struct Creators<'scope> {
     txs: Vec<SyncSender<Vec<Small>>>,
+    threads: Vec<std::thread::ScopedJoinHandle<'scope, ()>>,
     batch: Vec<Small>,
     bytes: usize,
     seq: u64,
@@ -71,28 +72,25 @@ pub struct Creators {
     /// Set when the reader gives up: queued files are then dropped, not
     /// created.
     stop: Arc<AtomicBool>,
-    /// Counts down as the threads end; [`Creators::finish`] waits for 0.
-    done: std::sync::mpsc::Receiver<()>,
 }
 
-impl Creators {
+impl<'scope> Creators<'scope> {
     /// Two threads in `scope` creating files below the staging directory
     /// `staging` (at `root`), if there are two cores; `None` otherwise.
-    pub fn start<'scope, 'env: 'scope>(
+    pub fn start<'env: 'scope>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
         staging: BorrowedFd<'env>,
         root: &'env Path,
-    ) -> Option<Creators> {
+    ) -> Option<Creators<'scope>> {
         if !std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
             return None;
         }
         let failure = Arc::new(Failure::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let (done_tx, done) = std::sync::mpsc::channel();
-        let mut txs = Vec::new();
+        let (mut txs, mut threads) = (Vec::new(), Vec::new());
         for _ in 0..2 {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Small>>(DEPTH);
-            let (failure, stop, done_tx) = (failure.clone(), stop.clone(), done_tx.clone());
+            let (failure, stop) = (failure.clone(), stop.clone());
             let spawned = std::thread::Builder::new()
                 .name("casevault-create".into())
                 .spawn_scoped(scope, move || {
@@ -110,12 +108,12 @@ impl Creators {
                             }
                         }
                     }
-                    let _ = done_tx.send(());
                 });
             // A thread that cannot be started: the other one, or none,
             // does the work (a failure to start is no reason to fail).
-            if spawned.is_ok() {
+            if let Ok(t) = spawned {
                 txs.push(tx);
+                threads.push(t);
             }
         }
         if txs.is_empty() {
@@ -123,13 +121,13 @@ impl Creators {
         }
         Some(Creators {
             txs,
+            threads,
             batch: Vec::with_capacity(BATCH_FILES),
             bytes: 0,
             seq: 0,
             next: 0,
             failure,
             stop,
-            done,
         })
     }
 
@@ -216,21 +214,26 @@ impl Creators {
         self.join();
     }
 
+    /// Close the queues and wait for the threads. One that panicked
+    /// created some of its files, not all: a failure, after every file
+    /// queued before (the scope would otherwise panic as it ends).
     fn join(&mut self) {
-        let n = self.txs.len();
         self.txs.clear();
-        for _ in 0..n {
-            if self.done.recv().is_err() {
-                break;
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                self.failure.record(
+                    u64::MAX,
+                    Error::Refused("a thread creating the case's files stopped".into()),
+                );
             }
         }
     }
 }
 
-impl Drop for Creators {
+impl Drop for Creators<'_> {
     /// Never leave the threads creating files behind the caller's back.
     fn drop(&mut self) {
-        if !self.txs.is_empty() {
+        if !self.threads.is_empty() {
             self.stop.store(true, Ordering::Relaxed);
             self.join();
         }

@@ -86,7 +86,7 @@ pub(crate) struct Staging<'a> {
     pub(crate) parent: ParentCache,
     /// Threads creating the small files (a full unseal); without them the
     /// reader creates every file itself.
-    pub(crate) creators: Option<crate::creators::Creators>,
+    pub(crate) creators: Option<crate::creators::Creators<'a>>,
 }
 
 /// Create the regular file at `rel` below `staging` (at `root`): new,
@@ -126,10 +126,7 @@ impl Extract for Staging<'_> {
     fn small_file(&mut self, rel: &str, data: Vec<u8>) -> Result<()> {
         match self.creators.as_mut() {
             Some(c) => c.add(rel, data),
-            None => {
-                let mut f = self.create_file(rel)?;
-                io::Write::write_all(&mut f, &data).map_err(|e| self.write_error(rel, e))
-            }
+            None => crate::read::write_whole(self, rel, &data),
         }
     }
 
@@ -827,6 +824,7 @@ fn unseal_paths_streaming(
             sel: &mut sel,
         };
         let opened = crate::read::open_vault_with(&opts.vault, ids, &mut x)?;
+        drop(x);
         let mut json = opened.json.clone();
         json.entries
             .retain(|e| sel.admit(&e.path) || e.kind == Kind::Symlink);

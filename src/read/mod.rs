@@ -49,10 +49,7 @@ pub trait Extract {
     /// may create it later on another thread (unseal) and report a failure
     /// with a later call; the default creates and writes it now.
     fn small_file(&mut self, rel: &str, data: Vec<u8>) -> Result<()> {
-        let mut f = self.create_file(rel)?;
-        io::Write::write_all(&mut f, &data)
-            .and_then(|()| io::Write::flush(&mut f))
-            .map_err(|e| self.write_error(rel, e))
+        write_whole(self, rel, &data)
     }
     /// Called before each payload entry is created, with the size its tar
     /// header declares (0 for a directory), so that an extractor can refuse
@@ -68,6 +65,14 @@ pub trait Extract {
     fn restart(&mut self) -> Result<()> {
         Ok(())
     }
+}
+
+/// Create the file at `rel` through `x` and write `data` to it, now.
+pub(crate) fn write_whole<X: Extract + ?Sized>(x: &mut X, rel: &str, data: &[u8]) -> Result<()> {
+    let mut f = x.create_file(rel)?;
+    io::Write::write_all(&mut f, data)
+        .and_then(|()| io::Write::flush(&mut f))
+        .map_err(|e| x.write_error(rel, e))
 }
 
 /// An extractor that keeps nothing: for checking a vault (verify, list,

@@ -760,8 +760,6 @@ impl<'a, X: Extract> Reader<'a, X> {
     }
 }
 
-/// Whether the tag manifest read from the end names another
-/// `casevault.json` than the one streamed.
 /// Read some of payload file `bag_path` from its tar entry into `buf`
 /// (not empty): at least one byte, or the error that says why not.
 fn read_payload<E: Read>(
@@ -780,6 +778,8 @@ fn read_payload<E: Read>(
     }
 }
 
+/// Whether the tag manifest read from the end names another
+/// `casevault.json` than the one streamed.
 fn tail_digest_differs(lock: &super::lockstep::Lockstep, json_sha256: &[u8]) -> bool {
     lock.tail.digest(format::CASEVAULT_JSON) != Some(hex(json_sha256).as_str())
 }
