@@ -86,6 +86,18 @@ fn run(mut cmd: Command) -> (Option<i32>, String) {
     )
 }
 
+/// Unseal `vault` onto a 2 MiB tmpfs (root only; `None` elsewhere): it
+/// must fail with exit 1, one well-formed error line and nothing left on
+/// the tmpfs. The error line, for what it must say.
+fn unseal_onto_2mib_tmpfs(fx: &Fx, vault: &Path, what: &str) -> Option<String> {
+    let fs_ = tmpfs(&fx.root().join("small"), "size=2m")?;
+    let (code, err) = run(unseal_cmd(fx, vault, &fs_.dir.join("dest")));
+    assert_eq!(code, Some(1), "{what}: {err}");
+    assert_error_message(&err);
+    assert_empty(&fs_.dir, what);
+    Some(err)
+}
+
 fn assert_empty(dir: &Path, what: &str) {
     let left = snapshot(dir);
     assert!(
@@ -184,16 +196,11 @@ fn disk_full_during_unseal_tmpfs() {
     let case = random_case(&fx, "FULL-2", 3 << 20);
     let vault = fx.vault("full2.vault");
     fx.seal(&case.root, &vault, &[]);
-    let Some(fs_) = tmpfs(&fx.root().join("small"), "size=2m") else {
+    let Some(err) = unseal_onto_2mib_tmpfs(&fx, &vault, "unseal on a full disk") else {
         return;
     };
-    let dest = fs_.dir.join("dest");
-    let (code, err) = run(unseal_cmd(&fx, &vault, &dest));
-    assert_eq!(code, Some(1), "{err}");
-    assert_error_message(&err);
     // Refused before writing: the tar header declares 3 MiB.
     assert!(err.contains("not enough free space"), "{err}");
-    assert_empty(&fs_.dir, "unseal on a full disk");
 }
 
 /// A disk that fills while unseal writes (here: a second file no longer
@@ -207,17 +214,13 @@ fn disk_fills_while_unsealing_tmpfs() {
         .file("b.bin", &seeded_bytes(2, 1_500_000));
     let vault = fx.vault("full3.vault");
     fx.seal(&t.root, &vault, &[]);
-    let Some(fs_) = tmpfs(&fx.root().join("small"), "size=2m") else {
+    let Some(err) = unseal_onto_2mib_tmpfs(&fx, &vault, "unseal on a filling disk") else {
         return;
     };
-    let dest = fs_.dir.join("dest");
-    let (code, err) = run(unseal_cmd(&fx, &vault, &dest));
-    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("not enough free space") || err.contains("No space left"),
         "{err}"
     );
-    assert_empty(&fs_.dir, "unseal on a filling disk");
 }
 
 #[test]
@@ -269,18 +272,14 @@ fn file_size_limit_with_small_files_during_unseal() {
 fn disk_fills_with_small_files_while_unsealing_tmpfs() {
     let fx = Fx::new();
     let vault = small_files_case(&fx, "FULL-SMALL", 400, 8_000);
-    let Some(fs_) = tmpfs(&fx.root().join("small"), "size=2m") else {
+    let what = "unseal of small files on a filling disk";
+    let Some(err) = unseal_onto_2mib_tmpfs(&fx, &vault, what) else {
         return;
     };
-    let dest = fs_.dir.join("dest");
-    let (code, err) = run(unseal_cmd(&fx, &vault, &dest));
-    assert_eq!(code, Some(1), "{err}");
-    assert_error_message(&err);
     assert!(
         err.contains("not enough free space") || err.contains("No space left"),
         "{err}"
     );
-    assert_empty(&fs_.dir, "unseal of small files on a filling disk");
 }
 
 /// The free-space bound (FORMAT §6.1) in numbers.

@@ -1058,12 +1058,7 @@ fn seal_writes_the_parity_around_the_page_cache() {
     let par_len = fs::metadata(par_of(&vault)).unwrap().len() as usize;
     assert_eq!(par_len, expected_par_len(len, 50));
     assert!(par_len > 8 << 20, "parity of {par_len} bytes");
-    let out = run_tool(
-        Command::new(fincore)
-            .args(["--bytes", "--noheadings", "--output", "RES"])
-            .arg(par_of(&vault)),
-    );
-    let cached: u64 = String::from_utf8_lossy(&out).trim().parse().unwrap();
+    let cached = cached_bytes(&fincore, &par_of(&vault));
     assert!(
         cached <= (4 << 20) + 4096,
         "{cached} of the parity file's {par_len} bytes are in the page cache"

@@ -881,12 +881,7 @@ fn seal_writes_the_vault_around_the_page_cache() {
     assert_exit(cmd.assert().get_output(), 0);
     let len = fs::metadata(&vault).unwrap().len();
     assert!(len > 18 << 20, "vault of {len} bytes");
-    let out = run_tool(
-        std::process::Command::new(fincore)
-            .args(["--bytes", "--noheadings", "--output", "RES"])
-            .arg(&vault),
-    );
-    let cached: u64 = String::from_utf8_lossy(&out).trim().parse().unwrap();
+    let cached = cached_bytes(&fincore, &vault);
     assert!(
         cached <= (4 << 20) + 4096,
         "{cached} of the vault's {len} bytes are in the page cache"

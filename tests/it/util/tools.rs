@@ -84,6 +84,16 @@ pub fn loop_mount(
     Some(Mounted::new(&args, &dir.join("mnt")).expect("mount -o loop"))
 }
 
+/// Bytes of `file` in the page cache, by util-linux `fincore`.
+pub fn cached_bytes(fincore: &Path, file: &Path) -> u64 {
+    let out = run_tool(
+        std::process::Command::new(fincore)
+            .args(["--bytes", "--noheadings", "--output", "RES"])
+            .arg(file),
+    );
+    String::from_utf8_lossy(&out).trim().parse().unwrap()
+}
+
 /// Find a stock tool on PATH. Missing under `CI` → panic (the test fails);
 /// missing locally → say why and return None (the test returns early).
 pub fn tool(name: &str) -> Option<PathBuf> {
