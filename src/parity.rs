@@ -1177,27 +1177,8 @@ impl<'scope, 'env> Pass<'scope, 'env> {
         if !self.copying && self.clone.is_none() {
             self.start_copy()?;
         }
-        let buf = self.buf.as_mut().expect("the stripe is in the buffer");
-        let stripe = &mut buf[..k as usize * s];
-        let rebuilt = match (&bad[..], usable.first()) {
-            (&[j], Some(r)) => {
-                rebuild_one(&mut self.encoder, (k, m, s), j, r, table.data[j], stripe)
-                    .map_err(|e| Error::io("cannot decode", &self.par.path, e))?
-            }
-            _ => false,
-        };
-        if !rebuilt {
-            self.decoder = Some(decode_stripe(
-                &self.par.path,
-                k,
-                m,
-                s,
-                &bad,
-                &usable,
-                stripe,
-                self.decoder.take(),
-            )?);
-        }
+        self.rebuild((k, m, s), &bad, &usable, &table.data)?;
+        let buf = self.buf.as_ref().expect("the stripe is in the buffer");
         if let Some(c) = &self.clone {
             // The shards within the recorded length; the last one may be
             // short.
@@ -1210,6 +1191,31 @@ impl<'scope, 'env> Pass<'scope, 'env> {
             self.clone_changed = true;
         }
         self.emit(i, bytes)
+    }
+
+    /// Rebuild the `bad` shards of the stripe in the buffer (`k` data and
+    /// `m` recovery shards of `s` bytes; `crcs` the data shards' CRCs): a
+    /// lone one from one recovery shard ([`rebuild_one`]), otherwise, or
+    /// if that shard fails its CRC, with the decoder.
+    fn rebuild(
+        &mut self,
+        (k, m, s): (u32, u32, usize),
+        bad: &[usize],
+        usable: &[(u32, Vec<u8>)],
+        crcs: &[u32],
+    ) -> Result<()> {
+        let buf = self.buf.as_mut().expect("the stripe is in the buffer");
+        let stripe = &mut buf[..k as usize * s];
+        let par = &self.par.path;
+        if let (&[j], Some(r)) = (bad, usable.first()) {
+            let one = rebuild_one(&mut self.encoder, (k, m, s), j, r, crcs[j], stripe);
+            if one.map_err(|e| Error::io("cannot decode", par, e))? {
+                return Ok(());
+            }
+        }
+        let dec = decode_stripe(par, k, m, s, bad, usable, stripe, self.decoder.take())?;
+        self.decoder = Some(dec);
+        Ok(())
     }
 
     /// A vault file of `file_len` bytes (not the recorded length) is
