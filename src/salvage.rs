@@ -801,79 +801,18 @@ fn scan_in(
     let (json, manifest) = records(&mut s, manifest);
     report.index = index_state(json.is_some(), manifest.is_some(), problem);
     let mut found: HashMap<String, Found> = s.files.into_iter().collect();
-    let mut kept = Vec::new();
-    let root = places.dest.path.clone();
-    if let Some(json) = &json {
-        let mut links = Links::new(json);
-        let mut x = Staging {
-            root: root.clone(),
-            fd: places.dest.fd.as_fd(),
-            parent: ParentCache::default(),
-            creators: None,
-        };
-        for e in &json.entries {
-            crate::signal::check()?;
-            let rel = case_rel(&e.path);
-            match e.kind {
-                Kind::Dir => {
-                    if e.path != "data" {
-                        x.dir(rel)?;
-                        report.restored.dirs += 1;
-                    }
-                    kept.push(e.clone());
-                }
-                Kind::Symlink => match link_refused(opts, &mut links, e) {
-                    Some(why) => report.lost.push(lost_link(e, why)),
-                    None => {
-                        report.restored.symlinks += 1;
-                        kept.push(e.clone());
-                    }
-                },
-                Kind::File => {
-                    let f = found.remove(&e.path);
-                    let ok = f.as_ref().is_some_and(|f| {
-                        Some(f.size) == e.size && Some(f.sha256.as_str()) == e.sha256.as_deref()
-                    });
-                    if ok {
-                        fs::rename(scratch.path.join(rel), root.join(rel))
-                            .map_err(|err| Error::io("cannot move", &root.join(rel), err))?;
-                        report.restored.files += 1;
-                        report.restored.bytes += e.size.unwrap_or(0);
-                        kept.push(e.clone());
-                        continue;
-                    }
-                    let cut = s.partial.iter().find(|(p, _, _)| *p == e.path);
-                    let (reason, copy) = match (&f, cut) {
-                        (Some(f), _) => (
-                            format!(
-                                "its bytes decrypt but are {} bytes with SHA-256 {}, casevault.json records {} bytes with {}",
-                                f.size,
-                                f.sha256,
-                                e.size.unwrap_or(0),
-                                e.sha256.as_deref().unwrap_or("-")
-                            ),
-                            places.uv.put(&scratch.path.join(rel), rel)?,
-                        ),
-                        (None, Some((_, size, got))) => (
-                            format!("damage cuts it: {got} of {size} bytes read before it"),
-                            places.uv.put(&scratch.path.join(rel), rel)?,
-                        ),
-                        (None, None) => (
-                            "its tar entry lies in damaged or unread bytes".to_string(),
-                            None,
-                        ),
-                    };
-                    report.lost.push(Lost {
-                        path: rel.to_string(),
-                        kind: "file",
-                        size: e.size,
-                        reason,
-                        unverified_copy: copy,
-                    });
-                }
-            }
-        }
-    }
+    let kept = match &json {
+        Some(json) => by_case_json(
+            opts,
+            json,
+            &mut found,
+            &s.partial,
+            places,
+            scratch,
+            &mut report,
+        )?,
+        None => Vec::new(),
+    };
     if let Some(lines) = &manifest {
         by_manifest(
             lines,
@@ -895,26 +834,8 @@ fn scan_in(
             unverified_copy: copy,
         });
     }
-    // Whole files no surviving record lets check, in payload order.
-    let mut rest: Vec<(String, Found)> = found.into_iter().collect();
-    rest.sort_by(|a, b| a.0.cmp(&b.0));
-    for (path, f) in rest {
-        let rel = case_rel(&path).to_string();
-        let copy = places.uv.put(&scratch.path.join(&rel), &rel)?;
-        report.unverifiable.push(Unverifiable {
-            path: rel,
-            size: f.size,
-            sha256: f.sha256,
-            reason: if json.is_some() {
-                "not recorded in casevault.json".into()
-            } else if manifest.is_some() {
-                "not listed in manifest-sha256.txt".into()
-            } else {
-                "complete and authenticated by age, but no recorded size and SHA-256 survive to check it against".into()
-            },
-            unverified_copy: copy,
-        });
-    }
+    let records = (json.is_some(), manifest.is_some());
+    unverifiable_rest(found, records, places, scratch, &mut report)?;
     let head = json.unwrap_or_else(|| CaseJson {
         format: format::FORMAT_NAME.into(),
         version: 0,
@@ -931,6 +852,124 @@ fn scan_in(
         ..head
     };
     finish(opts, places, &json, report)
+}
+
+/// Check every file the scan read whole against `casevault.json`'s
+/// record and move the matching ones into DEST; restore its directories
+/// and account for its links. Returns the entries kept (restored).
+fn by_case_json(
+    opts: &SalvageOptions,
+    json: &CaseJson,
+    found: &mut HashMap<String, Found>,
+    partial: &[(String, u64, u64)],
+    places: &mut Places,
+    scratch: &StagingDir,
+    report: &mut SalvageReport,
+) -> Result<Vec<Entry>> {
+    let mut kept = Vec::new();
+    let root = places.dest.path.clone();
+    let mut links = Links::new(json);
+    let mut x = Staging {
+        root: root.clone(),
+        fd: places.dest.fd.as_fd(),
+        parent: ParentCache::default(),
+        creators: None,
+    };
+    for e in &json.entries {
+        crate::signal::check()?;
+        let rel = case_rel(&e.path);
+        match e.kind {
+            Kind::Dir => {
+                if e.path != "data" {
+                    x.dir(rel)?;
+                    report.restored.dirs += 1;
+                }
+                kept.push(e.clone());
+            }
+            Kind::Symlink => match link_refused(opts, &mut links, e) {
+                Some(why) => report.lost.push(lost_link(e, why)),
+                None => {
+                    report.restored.symlinks += 1;
+                    kept.push(e.clone());
+                }
+            },
+            Kind::File => {
+                let f = found.remove(&e.path);
+                let ok = f.as_ref().is_some_and(|f| {
+                    Some(f.size) == e.size && Some(f.sha256.as_str()) == e.sha256.as_deref()
+                });
+                if ok {
+                    fs::rename(scratch.path.join(rel), root.join(rel))
+                        .map_err(|err| Error::io("cannot move", &root.join(rel), err))?;
+                    report.restored.files += 1;
+                    report.restored.bytes += e.size.unwrap_or(0);
+                    kept.push(e.clone());
+                    continue;
+                }
+                let cut = partial.iter().find(|(p, _, _)| *p == e.path);
+                let (reason, copy) = match (&f, cut) {
+                    (Some(f), _) => (
+                        format!(
+                            "its bytes decrypt but are {} bytes with SHA-256 {}, casevault.json records {} bytes with {}",
+                            f.size,
+                            f.sha256,
+                            e.size.unwrap_or(0),
+                            e.sha256.as_deref().unwrap_or("-")
+                        ),
+                        places.uv.put(&scratch.path.join(rel), rel)?,
+                    ),
+                    (None, Some((_, size, got))) => (
+                        format!("damage cuts it: {got} of {size} bytes read before it"),
+                        places.uv.put(&scratch.path.join(rel), rel)?,
+                    ),
+                    (None, None) => (
+                        "its tar entry lies in damaged or unread bytes".to_string(),
+                        None,
+                    ),
+                };
+                report.lost.push(Lost {
+                    path: rel.to_string(),
+                    kind: "file",
+                    size: e.size,
+                    reason,
+                    unverified_copy: copy,
+                });
+            }
+        }
+    }
+    Ok(kept)
+}
+
+/// Whole files no surviving record lets check (`records`: whether
+/// `casevault.json`, the payload manifest survived), in payload order:
+/// reported as unverifiable, their bytes put with `--unverified`.
+fn unverifiable_rest(
+    found: HashMap<String, Found>,
+    (json, manifest): (bool, bool),
+    places: &mut Places,
+    scratch: &StagingDir,
+    report: &mut SalvageReport,
+) -> Result<()> {
+    let mut rest: Vec<(String, Found)> = found.into_iter().collect();
+    rest.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, f) in rest {
+        let rel = case_rel(&path).to_string();
+        let copy = places.uv.put(&scratch.path.join(&rel), &rel)?;
+        report.unverifiable.push(Unverifiable {
+            path: rel,
+            size: f.size,
+            sha256: f.sha256,
+            reason: if json {
+                "not recorded in casevault.json".into()
+            } else if manifest {
+                "not listed in manifest-sha256.txt".into()
+            } else {
+                "complete and authenticated by age, but no recorded size and SHA-256 survive to check it against".into()
+            },
+            unverified_copy: copy,
+        });
+    }
+    Ok(())
 }
 
 /// The records a scan can verify files against: `casevault.json` if it
