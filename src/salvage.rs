@@ -398,60 +398,17 @@ fn indexed_in(
                 let start = e.offset.unwrap_or(0);
                 let outcome = copy_entry(ix, &mut units, &case_id, e, &mut x, &mut buf)?;
                 match outcome {
-                    Copied::Verified => {
+                    None => {
                         report.restored.files += 1;
                         report.restored.bytes += e.size.unwrap_or(0);
                         crate::progress::add_file();
                         kept.push(e.clone());
                     }
-                    Copied::Unreadable(why, true) => report.lost.push(Lost {
-                        path: case_rel(&e.path).to_string(),
-                        kind: "file",
-                        size: e.size,
-                        reason: why,
-                        unverified_copy: None,
-                    }),
-                    Copied::Unreadable(first, false) => {
-                        // What was copied before the damage (whole reads
-                        // only) goes apart, if asked; else it is removed.
-                        let from = root.join(case_rel(&e.path));
-                        let got = fs::symlink_metadata(&from).map_or(0, |m| m.len());
-                        let copy = if got > 0 {
-                            places.uv.put(&from, case_rel(&e.path))?
-                        } else {
-                            let _ = fs::remove_file(&from);
-                            None
-                        };
-                        // Age's reader is spent after a chunk failed.
-                        ix.rv.borrow_mut().reopen(ids)?;
-                        let why = match units.find_bad(&ix.rv, ids, start, end)? {
-                            Some(why) => why,
-                            None => first,
-                        };
-                        let why = match copy {
-                            Some(_) => format!(
-                                "{why}; its first {got} bytes, read before the damage, are under --unverified"
-                            ),
-                            None => why,
-                        };
-                        report.lost.push(Lost {
-                            path: case_rel(&e.path).to_string(),
-                            kind: "file",
-                            size: e.size,
-                            reason: why,
-                            unverified_copy: copy,
-                        });
-                    }
-                    Copied::Mismatch(why) => {
-                        let from = root.join(case_rel(&e.path));
-                        let copy = places.uv.put(&from, case_rel(&e.path))?;
-                        report.lost.push(Lost {
-                            path: case_rel(&e.path).to_string(),
-                            kind: "file",
-                            size: e.size,
-                            reason: why,
-                            unverified_copy: copy,
-                        });
+                    Some(why) => {
+                        let uv = &mut places.uv;
+                        let lost =
+                            lost_file(why, e, (start, end), (ix, ids), &mut units, &root, uv);
+                        report.lost.push(lost?);
                     }
                 }
             }
@@ -467,9 +424,57 @@ fn indexed_in(
     finish(opts, places, &json, report)
 }
 
-/// How copying one entry ended (errors that stop the salvage aside).
-enum Copied {
-    Verified,
+/// The report of a file [`copy_entry`] did not restore. What was copied
+/// goes under `--unverified`, if asked, or is removed; for damage met
+/// while copying (not known before), the unit at fault is found to say
+/// why.
+fn lost_file(
+    why: NotCopied,
+    e: &Entry,
+    (start, end): (u64, u64),
+    (ix, ids): (&Index, &[&dyn age::Identity]),
+    units: &mut Units,
+    root: &Path,
+    uv: &mut Unverified,
+) -> Result<Lost> {
+    let rel = case_rel(&e.path);
+    let from = root.join(rel);
+    let (reason, copy) = match why {
+        NotCopied::Unreadable(why, true) => (why, None),
+        NotCopied::Unreadable(first, false) => {
+            // What was copied before the damage (whole reads only) goes
+            // apart, if asked; else it is removed.
+            let got = fs::symlink_metadata(&from).map_or(0, |m| m.len());
+            let copy = if got > 0 {
+                uv.put(&from, rel)?
+            } else {
+                let _ = fs::remove_file(&from);
+                None
+            };
+            // Age's reader is spent after a chunk failed.
+            ix.rv.borrow_mut().reopen(ids)?;
+            let why = units.find_bad(&ix.rv, ids, start, end)?.unwrap_or(first);
+            let why = match copy {
+                Some(_) => format!(
+                    "{why}; its first {got} bytes, read before the damage, are under --unverified"
+                ),
+                None => why,
+            };
+            (why, copy)
+        }
+        NotCopied::Mismatch(why) => (why, uv.put(&from, rel)?),
+    };
+    Ok(Lost {
+        path: rel.to_string(),
+        kind: "file",
+        size: e.size,
+        reason,
+        unverified_copy: copy,
+    })
+}
+
+/// Why one entry was not copied (errors that stop the salvage aside).
+enum NotCopied {
     /// Some of its bytes did not decrypt or decode: why, and whether the
     /// unit at fault was known bad already (nothing was read).
     Unreadable(String, bool),
@@ -480,7 +485,8 @@ enum Copied {
 /// Copy file entry `e` from its offset into the staging directory,
 /// checking its header, size and SHA-256 (FORMAT §13.3 step 6).
 /// An entry is lost when its header or data (not its padding) touches a
-/// damaged unit: units already known bad are not read again.
+/// damaged unit: units already known bad are not read again. `None`:
+/// copied, and it checks.
 fn copy_entry(
     ix: &Index,
     units: &mut Units,
@@ -488,16 +494,16 @@ fn copy_entry(
     e: &Entry,
     x: &mut Staging<'_>,
     buf: &mut [u8],
-) -> Result<Copied> {
+) -> Result<Option<NotCopied>> {
     let unreadable = |err: Error| match err {
-        Error::Integrity(f) => Ok(Copied::Unreadable(f.to_string(), false)),
+        Error::Integrity(f) => Ok(Some(NotCopied::Unreadable(f.to_string(), false))),
         other => Err(other),
     };
     let rel = case_rel(&e.path);
     let offset = e.offset.unwrap_or(0);
     let known = units.known_bad(&ix.rv.borrow(), offset, offset + 512);
     if let Some(why) = known {
-        return Ok(Copied::Unreadable(why, true));
+        return Ok(Some(NotCopied::Unreadable(why, true)));
     }
     let header = crate::read::select::header_at(&mut ix.rv.borrow_mut(), offset, case_id, e);
     let (data_at, size) = match header {
@@ -506,7 +512,7 @@ fn copy_entry(
     };
     let known = units.known_bad(&ix.rv.borrow(), offset, data_at + size);
     if let Some(why) = known {
-        return Ok(Copied::Unreadable(why, true));
+        return Ok(Some(NotCopied::Unreadable(why, true)));
     }
     x.reserve(rel, size)?;
     let mut out = x.create_file(rel)?;
@@ -528,12 +534,12 @@ fn copy_entry(
     units.mark_good(&ix.rv.borrow(), offset, data_at + size);
     let digest = hex(&h.finalize());
     if Some(digest.as_str()) != e.sha256.as_deref() {
-        return Ok(Copied::Mismatch(format!(
+        return Ok(Some(NotCopied::Mismatch(format!(
             "its bytes decrypt but hash to {digest}, casevault.json records {}",
             e.sha256.as_deref().unwrap_or("-")
-        )));
+        ))));
     }
-    Ok(Copied::Verified)
+    Ok(None)
 }
 
 /// Which units (zstd frames, or age chunks of an uncompressed vault) were
