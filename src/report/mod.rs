@@ -415,32 +415,7 @@ pub fn build(o: &Options) -> Result<Report> {
         Some(Entries::new(o.listing, o.overwrite)?)
     };
     let mut failures = Vec::new();
-    let mut case = None;
-    let verified = {
-        let mut visit = |v: verify::Visit| -> Result<()> {
-            match v {
-                verify::Visit::Head(json) => {
-                    case = Some(CaseFacts {
-                        case_id: json.case_id.clone(),
-                        format_version: json.version,
-                        compression: json.compression.as_str(),
-                        sealed_at: json.sealed_at.clone(),
-                        tool: json.tool.clone(),
-                        signer: json.signer.clone(),
-                    });
-                    Ok(())
-                }
-                verify::Visit::Entry(e) => match &mut entries {
-                    Some(x) => {
-                        crate::signal::check()?;
-                        x.entry(e)
-                    }
-                    None => Ok(()),
-                },
-            }
-        };
-        verify::verify_visiting(o.vault, o.identities, o.signatures, &mut visit)
-    };
+    let (verified, case) = verify_gathering(o, &mut entries);
     let report = match verified {
         Ok(r) => r,
         Err(e)
@@ -461,27 +436,7 @@ pub fn build(o: &Options) -> Result<Report> {
         _ => None,
     };
     let signatures = signatures(o, &report, contents_checked);
-    let custody = match o.custody {
-        Some(log) => Some(custody_facts(
-            log,
-            &report,
-            o.vault,
-            o.signatures.map(|s| (&s.signers, s.principal.as_deref())),
-        )?),
-        None => None,
-    };
-    if let Some(c) = &custody {
-        if !c.intact {
-            failures.push(format!(
-                "custody log {}: {}{}",
-                c.log,
-                c.broken_line
-                    .map(|l| format!("line {l}: "))
-                    .unwrap_or_default(),
-                c.problem.as_deref().unwrap_or("the chain is broken")
-            ));
-        }
-    }
+    let custody = custody_checked(o, &report, &mut failures)?;
     let totals = contents_checked
         .then(|| {
             Some(format::Totals {
@@ -517,6 +472,63 @@ pub fn build(o: &Options) -> Result<Report> {
         custody,
         stock_commands,
     })
+}
+
+/// Verify the vault, gathering the case's facts from casevault.json and,
+/// where `entries` is given (a key), every entry into it.
+fn verify_gathering(
+    o: &Options,
+    entries: &mut Option<Entries>,
+) -> (Result<VerifyReport>, Option<CaseFacts>) {
+    let mut case = None;
+    let mut visit = |v: verify::Visit| -> Result<()> {
+        match v {
+            verify::Visit::Head(json) => {
+                case = Some(CaseFacts {
+                    case_id: json.case_id.clone(),
+                    format_version: json.version,
+                    compression: json.compression.as_str(),
+                    sealed_at: json.sealed_at.clone(),
+                    tool: json.tool.clone(),
+                    signer: json.signer.clone(),
+                });
+                Ok(())
+            }
+            verify::Visit::Entry(e) => match entries {
+                Some(x) => {
+                    crate::signal::check()?;
+                    x.entry(e)
+                }
+                None => Ok(()),
+            },
+        }
+    };
+    let verified = verify::verify_visiting(o.vault, o.identities, o.signatures, &mut visit);
+    (verified, case)
+}
+
+/// The custody log's facts (`--custody`); a broken chain is a failure.
+fn custody_checked(
+    o: &Options,
+    report: &VerifyReport,
+    failures: &mut Vec<String>,
+) -> Result<Option<CustodyFacts>> {
+    let Some(log) = o.custody else {
+        return Ok(None);
+    };
+    let signers = o.signatures.map(|s| (&s.signers, s.principal.as_deref()));
+    let c = custody_facts(log, report, o.vault, signers)?;
+    if !c.intact {
+        failures.push(format!(
+            "custody log {}: {}{}",
+            c.log,
+            c.broken_line
+                .map(|l| format!("line {l}: "))
+                .unwrap_or_default(),
+            c.problem.as_deref().unwrap_or("the chain is broken")
+        ));
+    }
+    Ok(Some(c))
 }
 
 /// After the contents failed: the key-less checks, or at least the
