@@ -1765,6 +1765,12 @@ fn rebuild_one(
 ) -> io::Result<bool> {
     let (k, m, i) = (k as usize, m as usize, *i as usize);
     let rs = rs_error;
+    let no_shard_i = || {
+        rs(reed_solomon_simd::Error::InvalidRecoveryShardIndex {
+            index: i,
+            recovery_count: m,
+        })
+    };
     stripe[j * s..(j + 1) * s].fill(0);
     let mut enc = match encoder.take() {
         Some(mut e) => {
@@ -1779,12 +1785,7 @@ fn rebuild_one(
     let mut d: Vec<[u8; 64]> = vec![[0; 64]; s / 64];
     {
         let result = enc.encode().map_err(rs)?;
-        let zeroed = result.recovery(i).ok_or_else(|| {
-            rs(reed_solomon_simd::Error::InvalidRecoveryShardIndex {
-                index: i,
-                recovery_count: m,
-            })
-        })?;
+        let zeroed = result.recovery(i).ok_or_else(no_shard_i)?;
         for ((o, a), b) in bytemuck::cast_slice_mut::<_, u8>(&mut d)
             .iter_mut()
             .zip(r)
@@ -1807,7 +1808,7 @@ fn rebuild_one(
     }
     let q = {
         let result = unit.encode().map_err(rs)?;
-        let ri = result.recovery(i).expect("index checked above");
+        let ri = result.recovery(i).ok_or_else(no_shard_i)?;
         u16::from(ri[0]) | u16::from(ri[32]) << 8
     };
     if q == 0 {
@@ -2023,32 +2024,6 @@ mod tests {
         }
     }
 
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig {
-            cases: 64,
-            failure_persistence: None,
-            ..Default::default()
-        })]
-
-        /// Any geometry, any length, chunks cut anywhere: the crate's code,
-        /// and the same file as copying the bytes in.
-        #[test]
-        fn any_geometry_and_cuts_give_the_crates_code(
-            shard in 1u32..=8,
-            stripe in 1u32..=40,
-            percent in 1u32..=100,
-            len in 0usize..60_000,
-            cuts in proptest::collection::vec(1usize..20_000, 1..6),
-            seed in 0u8..=255,
-        ) {
-            let g = Geometry { shard: shard * 64, stripe, percent };
-            let data: Vec<u8> = (0..len).map(|i| (i * 97 + seed as usize) as u8).collect();
-            let par = pushed(g, &data, &cuts);
-            proptest::prop_assert!(par == par_of(&data, g));
-            assert_high_rate_code(g, &data, &par);
-        }
-    }
-
     /// A stripe of `k` shards of `s` bytes, its `m` recovery shards, and
     /// the stripe with shard `j` overwritten (rot).
     fn rotted_stripe(
@@ -2084,6 +2059,24 @@ mod tests {
             failure_persistence: None,
             ..Default::default()
         })]
+
+        /// Any geometry, any length, chunks cut anywhere: the crate's code,
+        /// and the same file as copying the bytes in.
+        #[test]
+        fn any_geometry_and_cuts_give_the_crates_code(
+            shard in 1u32..=8,
+            stripe in 1u32..=40,
+            percent in 1u32..=100,
+            len in 0usize..60_000,
+            cuts in proptest::collection::vec(1usize..20_000, 1..6),
+            seed in 0u8..=255,
+        ) {
+            let g = Geometry { shard: shard * 64, stripe, percent };
+            let data: Vec<u8> = (0..len).map(|i| (i * 97 + seed as usize) as u8).collect();
+            let par = pushed(g, &data, &cuts);
+            proptest::prop_assert!(par == par_of(&data, g));
+            assert_high_rate_code(g, &data, &par);
+        }
 
         /// One damaged shard, rebuilt from any one intact recovery shard
         /// without the decoder, is the shard that was encoded.
