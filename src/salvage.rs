@@ -46,7 +46,7 @@ use crate::io::{hex, SourceReader, BUF_SIZE};
 use crate::keys::BoxedIdentity;
 use crate::read::random::{self, RandomVault, Tail};
 use crate::read::{cipher, Extract, LinkStatus, Links};
-use crate::unseal::{self, case_rel, MtimeNotStored, ParentCache, Staging, StagingDir};
+use crate::unseal::{self, case_rel, MtimeNotStored, Staging, StagingDir};
 use crate::{Error, Result};
 
 /// What to salvage and where.
@@ -363,12 +363,7 @@ fn indexed_in(
     let mut links = Links::new(&ix.json);
     let mut kept = Vec::new();
     let root = places.dest.path.clone();
-    let mut x = Staging {
-        root: root.clone(),
-        fd: places.dest.fd.as_fd(),
-        parent: ParentCache::default(),
-        creators: None,
-    };
+    let mut x = places.dest.staging();
     let mut buf = vec![0u8; BUF_SIZE];
     for e in &ix.json.entries {
         crate::signal::check()?;
@@ -793,12 +788,7 @@ fn scan_in(
     scratch: &StagingDir,
 ) -> Result<SalvageReport> {
     let mut report = new_report(opts, "scan");
-    let mut x = Staging {
-        root: scratch.path.clone(),
-        fd: scratch.fd.as_fd(),
-        parent: ParentCache::default(),
-        creators: None,
-    };
+    let mut x = scratch.staging();
     let mut s = read_stream(&opts.vault, ids, &mut x)?;
     drop(x);
     report.case_id = s.case_id.clone();
@@ -875,12 +865,7 @@ fn by_case_json(
     let mut kept = Vec::new();
     let root = places.dest.path.clone();
     let mut links = Links::new(json);
-    let mut x = Staging {
-        root: root.clone(),
-        fd: places.dest.fd.as_fd(),
-        parent: ParentCache::default(),
-        creators: None,
-    };
+    let mut x = places.dest.staging();
     for e in &json.entries {
         crate::signal::check()?;
         let rel = case_rel(&e.path);
@@ -1067,12 +1052,7 @@ fn by_manifest(
     report: &mut SalvageReport,
 ) -> Result<()> {
     let root = places.dest.path.clone();
-    let mut x = Staging {
-        root: root.clone(),
-        fd: places.dest.fd.as_fd(),
-        parent: ParentCache::default(),
-        creators: None,
-    };
+    let mut x = places.dest.staging();
     let mut made = HashSet::new();
     for (path, sha256) in lines {
         crate::signal::check()?;

@@ -301,6 +301,17 @@ pub(crate) struct StagingDir {
 }
 
 impl StagingDir {
+    /// Extraction into this directory, every file created on the calling
+    /// thread (no [`crate::creators::Creators`]).
+    pub(crate) fn staging(&self) -> Staging<'_> {
+        Staging {
+            root: self.path.clone(),
+            fd: self.fd.as_fd(),
+            parent: ParentCache::default(),
+            creators: None,
+        }
+    }
+
     pub(crate) fn create(parent: &Path) -> Result<StagingDir> {
         let err = |e| Error::io("cannot create a staging directory in", parent, e);
         let path = tempfile::Builder::new()
@@ -783,12 +794,7 @@ fn unseal_paths(opts: &UnsealOptions) -> Result<UnsealReport> {
     let parent = crate::io::parent_dir(&opts.dest);
     let staging = StagingDir::create(&parent)?;
     let res = (|| {
-        let mut x = Staging {
-            root: staging.path.clone(),
-            fd: staging.fd.as_fd(),
-            parent: ParentCache::default(),
-            creators: None,
-        };
+        let mut x = staging.staging();
         select::extract(&rv, &tail.case_id, &json.entries, &mut sel, &mut x)?;
         json.entries.retain(|e| sel.admit(&e.path));
         finish(
@@ -815,12 +821,7 @@ fn unseal_paths_streaming(
     let staging = StagingDir::create(&parent)?;
     let res = (|| {
         let mut x = Selecting {
-            inner: Staging {
-                root: staging.path.clone(),
-                fd: staging.fd.as_fd(),
-                parent: ParentCache::default(),
-                creators: None,
-            },
+            inner: staging.staging(),
             sel: &mut sel,
         };
         let opened = crate::read::open_vault_with(&opts.vault, ids, &mut x)?;
